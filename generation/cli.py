@@ -1,0 +1,48 @@
+"""The `bft` command: a thin dispatcher to subcommand modules, imported only when used.
+
+    bft generate CORPUS --out DIR [--endpoint URL ...] [--stages ...] [--limit N] [--config FILE]
+
+Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. User errors
+(`BftError`) print as one line and exit 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bft.generation.errors import BftError
+
+SUBCOMMANDS = {
+    "generate": ("bft.generation.generate", "Backtranslate, curate and rewrite a corpus into a dataset."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bft", description="Instruction back-and-forth translation with the HF stack."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._module.run(args)
+    except BftError as error:
+        print(f"bft {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bft {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Run configuration: typed, documented dataclasses shared by the CLI, YAML files and the docs.
+
+A run config is one YAML file whose keys mirror these dataclasses (see `generation/demo/demo.yaml`
+and the README's "Run configuration"). Unknown keys and wrong types are errors that name the key, and
+the resolved config is written next to the output so that a run can be reproduced.
+
+Defaults follow the papers: nucleus sampling with T=1.0 and p=0.9 for every stage (BAFT sec. 3), keep
+only curation score 5 (BAFT; Humpback's A_5), prompts P1-P3 verbatim, chat requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bft.generation.errors import ConfigError
+
+STAGES = ("backtranslate", "curate", "rewrite")
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding parameters sent with every request of a stage."""
+
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (papers: 1.0)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling p (papers: 0.9)."})
+    max_tokens: int = field(default=1024, metadata={"help": "Most tokens the model may generate."})
+    stop: list[str] = field(default_factory=list, metadata={"help": "Stop sequences."})
+    seed: int | None = field(default=None, metadata={"help": "Sampling seed, when the server honours one."})
+
+
+@dataclass
+class StageConfig:
+    """How one stage talks to its model.
+
+    `mode: chat` sends the prompt (without the Llama-2 `[INST]` wrapper) as the user turn to
+    `/v1/chat/completions`; the server applies the model's chat template. `mode: raw` sends the prompt
+    text itself to TGI's `/generate` or an OpenAI-compatible `/v1/completions`: either the papers'
+    literal `[INST] ... [/INST]` form (`raw_format: llama2`) or the user turn wrapped by the model's own
+    chat template on the client (`raw_format: chat_template`, needs `tokenizer`). In raw mode an answer
+    `prefill` is appended to the prompt and counted as the start of the reply.
+    """
+
+    mode: str = field(default="chat", metadata={"help": "chat | raw"})
+    raw_format: str = field(default="llama2", metadata={"help": "raw prompts: llama2 | chat_template"})
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer (local dir or Hub id) for raw_format chat_template; the embedded model's by default."
+        },
+    )
+    prefill: str = field(default="", metadata={"help": "Raw mode only: text that starts the model's answer."})
+    template: str = field(
+        default="", metadata={"help": "Prompt template name or .txt path; the stage's paper prompt by default."}
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Model name sent in requests; discovered from the endpoint when unset."}
+    )
+    endpoints: list[str] = field(
+        default_factory=list, metadata={"help": "Endpoints for this stage; the run's when empty."}
+    )
+    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight per endpoint for this stage."})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class BacktranslateConfig(StageConfig):
+    """Stage 1 (P2): write the instruction a document answers."""
+
+    max_instruction_chars: int = field(default=2000, metadata={"help": "Longer instructions are rejected."})
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=256))
+
+
+@dataclass
+class CurateConfig(StageConfig):
+    """Stage 2 (P1): score each (instruction, document) pair on the 5-point rubric and keep the best."""
+
+    min_score: int = field(default=5, metadata={"help": "Keep pairs scoring at least this (papers: 5)."})
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=512))
+
+
+@dataclass
+class RewriteConfig(StageConfig):
+    """Stage 3 (P3): rewrite the document into a response to the instruction, grounded in it."""
+
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=2048))
+
+
+@dataclass
+class CorpusConfig:
+    """Where documents come from."""
+
+    path: str = field(
+        default="", metadata={"help": "Local .jsonl/.jsonl.gz/.parquet file or folder, or a Hub dataset id."}
+    )
+    text_field: str = field(default="text", metadata={"help": "Column holding the document text."})
+    id_field: str = field(default="id", metadata={"help": "Column holding the document id."})
+    split: str = field(default="train", metadata={"help": "Hub datasets: split to stream."})
+    revision: str | None = field(default=None, metadata={"help": "Hub datasets: revision (tag, branch or commit)."})
+    limit: int | None = field(default=None, metadata={"help": "Read at most this many documents."})
+
+
+@dataclass
+class GenerateConfig:
+    """A whole `bft generate` run."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    out: str = field(default="", metadata={"help": "Output directory."})
+    stages: list[str] = field(default_factory=lambda: list(STAGES), metadata={"help": "Stages to run, in order."})
+    endpoints: list[str] = field(
+        default_factory=list, metadata={"help": "Endpoint URLs; empty starts the embedded SmolLM2 server."}
+    )
+    token_env: str = field(default="HF_TOKEN", metadata={"help": "Environment variable holding the endpoint token."})
+    request_timeout: float = field(default=300.0, metadata={"help": "Seconds before one request is abandoned."})
+    max_retries: int = field(default=5, metadata={"help": "Retries of a failed request (429, 5xx, connection errors)."})
+    note: str = field(
+        default="", metadata={"help": "Free text copied into the dataset card (e.g. why thresholds were relaxed)."}
+    )
+    backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    rewrite: RewriteConfig = field(default_factory=RewriteConfig)
+
+    def stage(self, name: str) -> StageConfig:
+        return getattr(self, name)
+
+    def validate(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise ConfigError(f"stages: unknown {unknown or 'empty list'}; choose from {list(STAGES)}")
+        order = [STAGES.index(s) for s in self.stages]
+        if order != sorted(order) or len(set(order)) != len(order):
+            raise ConfigError(f"stages: {self.stages} must be in pipeline order {list(STAGES)} without repeats")
+        if order[0] != 0:
+            raise ConfigError("stages: a run must start with backtranslate (curating an existing pool comes later)")
+        for name in STAGES:
+            stage = self.stage(name)
+            if stage.mode not in ("chat", "raw"):
+                raise ConfigError(f"{name}.mode: {stage.mode!r} is not 'chat' or 'raw'")
+            if stage.raw_format not in ("llama2", "chat_template"):
+                raise ConfigError(f"{name}.raw_format: {stage.raw_format!r} is not 'llama2' or 'chat_template'")
+            if stage.prefill and stage.mode != "raw":
+                raise ConfigError(
+                    f"{name}.prefill needs mode: raw (a chat endpoint cannot continue a prefilled answer)"
+                )
+            if stage.max_concurrency < 1:
+                raise ConfigError(f"{name}.max_concurrency must be at least 1")
+            if not stage.sampling.temperature >= 0:
+                raise ConfigError(f"{name}.sampling.temperature must be >= 0")
+            if not 0 < stage.sampling.top_p <= 1:
+                raise ConfigError(f"{name}.sampling.top_p must be in (0, 1]")
+            if stage.sampling.max_tokens < 1:
+                raise ConfigError(f"{name}.sampling.max_tokens must be at least 1")
+        if not 1 <= self.curate.min_score <= 5:
+            raise ConfigError("curate.min_score must be in 1-5")
+        if self.corpus.limit is not None and self.corpus.limit < 1:
+            raise ConfigError("corpus.limit must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from nested dicts; unknown keys and wrong types raise `ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> GenerateConfig:
+    """Read a YAML run config (optional), apply CLI overrides (dotted keys), validate."""
+    data: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        config = from_dict(GenerateConfig, data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+    config.validate()
+    return config
+
+
+def dump_config(config: GenerateConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,190 @@
+"""Reading a corpus: local JSONL / gzip / Parquet files, folders of them, or a streamed Hub dataset.
+
+Records follow Dolma's format (`id`, `text`, `source`, `metadata.url`, ...); other datasets work with
+`text_field` / `id_field`. Everything is streamed, one record at a time, so memory does not grow with
+the corpus (only the set of ids seen, to catch duplicates).
+
+Two kinds of trouble, handled differently:
+
+- a file that is broken (missing, malformed JSON line, invalid UTF-8, unknown Hub id) raises
+  `CorpusError` naming the file and line: the user must fix the input;
+- a well-formed record that cannot be used (no text, empty text, text that is not a string) is
+  yielded as a `Rejected` record with a reason, so it is counted and written, never lost.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bft.generation.errors import CorpusError
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # Dolma ships JSON lines as .json.gz
+PARQUET_SUFFIXES = (".parquet",)
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class Document:
+    """One input document, with where it came from."""
+
+    id: str
+    text: str
+    url: str | None
+    source: str | None
+    location: str  # "file:line" or "hub-id@revision/split#row", for error messages and provenance
+    position: int  # order in the corpus, for stable output order
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rejected:
+    """A record that was read but cannot enter the pipeline."""
+
+    id: str
+    reason: str
+    location: str
+    position: int
+    url: str | None = None
+    source: str | None = None
+    raw: str | None = None
+
+
+def content_id(text: str) -> str:
+    """Stable id for documents without one: derived from the text."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def corpus_files(path: Path) -> list[Path]:
+    """The data files of a local corpus path, in a stable order."""
+    if path.is_file():
+        if not path.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+            raise CorpusError(f"{path}: unsupported file type; expected one of {JSONL_SUFFIXES + PARQUET_SUFFIXES}")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES))
+    if not files:
+        raise CorpusError(f"{path}: folder holds no {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)} files")
+    return files
+
+
+def iter_jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, row) for each non-blank line; broken lines raise `CorpusError`."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                location = f"{path}:{number}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise CorpusError(f"{location}: invalid UTF-8 at byte {error.start} of the line") from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise CorpusError(f"{location}: malformed JSON ({error.msg} at column {error.colno})") from None
+                if not isinstance(row, dict):
+                    raise CorpusError(f"{location}: expected a JSON object, got {type(row).__name__}")
+                yield location, row
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise CorpusError(f"{path}: cannot read: {error}") from None
+
+
+def iter_parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several unrelated types for broken files
+        raise CorpusError(f"{path}: not a readable Parquet file: {error}") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=256):
+        for row in batch.to_pylist():
+            number += 1
+            yield f"{path}#row{number}", row
+
+
+def iter_hub_rows(dataset_id: str, split: str, revision: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    import datasets
+
+    where = f"{dataset_id}@{revision or 'main'}/{split}"
+    try:
+        stream = datasets.load_dataset(dataset_id, split=split, streaming=True, revision=revision)
+        for number, row in enumerate(stream, start=1):
+            yield f"{where}#row{number}", row
+    except CorpusError:
+        raise
+    except Exception as error:  # datasets and huggingface_hub raise many types; the message is what matters
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CorpusError(
+            f"cannot load Hub dataset {dataset_id!r} (split {split!r}, revision {revision or 'main'}): {message}"
+        ) from None
+
+
+def _url_of(row: dict[str, Any]) -> str | None:
+    metadata = row.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("url"), str):
+        return metadata["url"]
+    return row["url"] if isinstance(row.get("url"), str) else None
+
+
+def read_corpus(
+    path: str,
+    text_field: str = "text",
+    id_field: str = "id",
+    split: str = "train",
+    revision: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Document | Rejected]:
+    """Stream documents from a local path or a Hub dataset id.
+
+    Raises `CorpusError` for unreadable input and for a document id seen twice (two records must never
+    merge silently). Yields `Rejected` for records without usable text.
+    """
+    local = Path(path)
+    if local.exists():
+        rows = (row for file in corpus_files(local) for row in _rows_of(file))
+    elif HUB_ID_RE.match(path) and not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+        rows = iter_hub_rows(path, split, revision)
+    else:
+        raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
+
+    seen: dict[str, str] = {}
+    for position, (location, row) in enumerate(rows):
+        if limit is not None and position >= limit:
+            return
+        text = row.get(text_field)
+        raw_id = row.get(id_field)
+        url, source = _url_of(row), row.get("source") if isinstance(row.get("source"), str) else None
+        if raw_id is not None and not isinstance(raw_id, (str, int)):
+            raise CorpusError(
+                f"{location}: field {id_field!r} must be a string or integer, got {type(raw_id).__name__}"
+            )
+        if raw_id is None or raw_id == "":
+            doc_id = content_id(text) if isinstance(text, str) else f"{location}"
+        else:
+            doc_id = str(raw_id)
+        if doc_id in seen:
+            raise CorpusError(f"{location}: duplicate document id {doc_id!r} (first seen at {seen[doc_id]})")
+        seen[doc_id] = location
+        if text_field not in row or text is None:
+            yield Rejected(doc_id, "missing_text", location, position, url, source)
+        elif not isinstance(text, str):
+            yield Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
+        elif not text.strip():
+            yield Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
+        else:
+            yield Document(doc_id, text, url, source, location, position)
+
+
+def _rows_of(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    if file.name.endswith(PARQUET_SUFFIXES):
+        return iter_parquet_rows(file)
+    return iter_jsonl_rows(file)

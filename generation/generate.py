@@ -1,0 +1,195 @@
+"""Run backtranslate -> curate -> rewrite over a corpus and write a dataset folder.
+
+Examples:
+
+    # the demo: the shipped corpus on the embedded SmolLM2 server (no endpoint given)
+    bft generate generation/demo/corpus.jsonl --out demo-output --config generation/demo/demo.yaml
+
+    # your own TGI or vLLM replicas, papers' defaults
+    bft generate dolma/ --out out/ --endpoint http://gpu1:8080 --endpoint http://gpu2:8080
+
+Rerunning the same command resumes: finished documents are not requested again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from bft.generation.client import Endpoint
+from bft.generation.config import STAGES, GenerateConfig, dump_config, load_config
+from bft.generation.corpus import read_corpus
+from bft.generation.engine import PREPARE, EndpointPool, Engine
+from bft.generation.errors import ConfigError
+from bft.generation.output import journal_dir, write_outputs, write_stats
+from bft.generation.stages import build_stage
+
+# Keys that may change between a run and its resumption without changing what the data means.
+OPERATIONAL_KEYS = {"endpoints", "out", "request_timeout", "max_retries", "token_env", "note"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpus", help="Local .jsonl/.jsonl.gz/.parquet file or folder, or a Hub dataset id")
+    parser.add_argument("--out", required=True, help="Output folder (rerun with the same folder to resume)")
+    parser.add_argument("--config", help="YAML run config (see generation/demo/demo.yaml)")
+    parser.add_argument("--endpoint", action="append", default=None, help="Endpoint URL; repeat for several")
+    parser.add_argument("--stages", help=f"Comma-separated stages, in order (default: {','.join(STAGES)})")
+    parser.add_argument("--limit", type=int, help="Process at most N documents")
+    parser.add_argument("--text-field", help="Column with the document text (default: text)")
+    parser.add_argument("--id-field", help="Column with the document id (default: id)")
+    parser.add_argument("--split", help="Hub datasets: split (default: train)")
+    parser.add_argument("--revision", help="Hub datasets: revision")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars")
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    overrides = {"corpus.path": args.corpus, "out": args.out}
+    if args.endpoint:
+        overrides["endpoints"] = args.endpoint
+    if args.stages:
+        overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    for flag, key in (("limit", "corpus.limit"), ("text_field", "corpus.text_field"), ("id_field", "corpus.id_field")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    for flag in ("split", "revision"):
+        if getattr(args, flag) is not None:
+            overrides[f"corpus.{flag}"] = getattr(args, flag)
+    return overrides
+
+
+def _meaning(config: GenerateConfig) -> dict:
+    data = config.to_dict()
+    for key in OPERATIONAL_KEYS:
+        data.pop(key, None)
+    data["corpus"].pop("limit", None)
+    for stage in STAGES:
+        data[stage].pop("endpoints", None)
+        data[stage].pop("max_concurrency", None)
+    return data
+
+
+def check_resumable(out: Path, config: GenerateConfig) -> None:
+    """Refuse to mix two different runs in one folder."""
+    previous = out / "run_config.yaml"
+    if not previous.exists():
+        if out.exists() and any(out.iterdir()) and not journal_dir(out).exists():
+            raise ConfigError(f"--out {out} exists and is not a bft output folder; choose an empty or new folder")
+        return
+    try:
+        old = load_config(previous)
+    except ConfigError as error:
+        raise ConfigError(f"{previous} cannot be read to resume: {error}") from None
+    if _meaning(old) != _meaning(config):
+        raise ConfigError(
+            f"{out} holds a run with a different configuration ({previous}); resume with the same settings or use a new --out"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, overrides_from(args))
+    out = Path(config.out)
+    check_resumable(out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out / "run_config.yaml")
+    started = time.monotonic()
+
+    if config.endpoints or all(config.stage(s).endpoints for s in config.stages):
+        summary = asyncio.run(_generate(config, embedded=None, progress=not args.no_progress))
+    else:
+        from bft.generation.embedded import EmbeddedServer, converted_checkpoint
+
+        print("bft generate: no --endpoint given: starting the embedded SmolLM2-135M-Instruct server", file=sys.stderr)
+        checkpoint = converted_checkpoint()
+        log = out / ".bft" / "embedded-server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with EmbeddedServer(checkpoint, log_path=log) as server:
+            summary = asyncio.run(_generate(config, embedded=server, progress=not args.no_progress))
+    print_summary(out, summary, time.monotonic() - started)
+    return 0
+
+
+async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
+    out = Path(config.out)
+    token = os.environ.get(config.token_env) or None
+    stages = []
+    for name in config.stages:
+        stage_config = config.stage(name)
+        if embedded is not None:
+            stage_config.model = stage_config.model or embedded.model_name
+            if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
+                stage_config.tokenizer = str(embedded.model_dir)
+        stages.append(build_stage(name, stage_config))
+
+    endpoints: dict[str, Endpoint] = {}
+    pools = {}
+    for stage in stages:
+        urls = stage.config.endpoints or config.endpoints or ([embedded.url] if embedded else [])
+        members = []
+        for url in urls:
+            if url not in endpoints:
+                endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
+                await endpoints[url].probe()
+            members.append(endpoints[url])
+        pools[stage.name] = EndpointPool(members, stage.config.max_concurrency)
+
+    engine = Engine(
+        stages,
+        pools,
+        journal_dir(out),
+        max_retries=config.max_retries,
+        request_timeout=config.request_timeout,
+        progress=progress,
+    )
+    corpus = config.corpus
+    documents = read_corpus(
+        corpus.path, corpus.text_field, corpus.id_field, corpus.split, corpus.revision, corpus.limit
+    )
+    try:
+        await engine.run(documents, total=corpus.limit)
+    finally:
+        for endpoint in endpoints.values():
+            await endpoint.close()
+
+    stats = {name: s.as_dict() for name, s in engine.stats.items()}
+    first = config.stages[0]
+    prepare = stats[PREPARE]
+    prepare["entered"] = prepare["rejected"] + stats[first]["entered"]
+    prepare["kept"] = stats[first]["entered"]
+    stats["wall_seconds"] = round(engine.wall_seconds, 3)
+    write_stats(out, stats)
+    counts = write_outputs(out, config.stages)
+
+    from bft.cards.generation_card import render_generation_card
+
+    provenance = {}
+    for stage in stages:
+        entry = stage.provenance(None, "", 0, pools[stage.name].endpoints[0]).__dict__
+        provenance[stage.name] = entry
+    render_generation_card(
+        out, counts, {k: v for k, v in stats.items() if isinstance(v, dict)}, provenance, corpus.path, config.note
+    )
+    return {"stats": stats, "counts": counts}
+
+
+def print_summary(out: Path, summary: dict, seconds: float) -> None:
+    stats = summary["stats"]
+    print(f"\nbft generate: {stats[PREPARE]['entered']} documents in, output in {out.resolve()} ({seconds:.0f} s)")
+    for name, s in stats.items():
+        if not isinstance(s, dict):
+            continue
+        reasons = ", ".join(f"{r}: {n}" for r, n in s["rejected_by_reason"].items())
+        print(
+            f"  {name:<14} entered {s['entered']:>6}  kept {s['kept']:>6}  rejected {s['rejected']:>6}"
+            + (f"  ({reasons})" if reasons else "")
+        )
+    print("  rows per config: " + yaml.safe_dump(summary["counts"], default_flow_style=True).strip())
+    main = next((c for c in ("rewritten", "curated", "backtranslated") if c in summary["counts"]), "rejected")
+    print(
+        f'Load it with:\n  from datasets import load_dataset; ds = load_dataset("{out.resolve()}", "{main}", split="train")'
+    )

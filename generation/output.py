@@ -1,0 +1,113 @@
+"""Turning a run's journals into a folder that `datasets.load_dataset(OUT, CONFIG)` reads.
+
+Layout of OUT:
+
+    backtranslated/data.parquet   kept records of each stage (one config per stage run)
+    curated/data.parquet
+    rewritten/data.parquet        the method's dataset: instruction + rewritten response
+    rejected/data.parquet         every rejected record of every stage, with `stage` and `reason`
+    stats.json                    counts per stage, rejects by reason, requests, retries, tokens
+    run_config.yaml               the resolved run configuration
+    README.md                     dataset card with YAML `configs:` (written by bft.cards)
+    .bft/journal/*.jsonl          the resumable journals the parquet files are made from
+
+Rows are written in corpus order, whatever order requests finished in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bft.generation.journal import Journal
+from bft.generation.records import KEPT, RECORD_SCHEMA, StageRecord
+from bft.generation.stages import OUTPUT_CONFIG_NAMES
+
+REJECTED_CONFIG = "rejected"
+BATCH = 512
+
+
+def journal_dir(out: Path) -> Path:
+    return out / ".bft" / "journal"
+
+
+def _ordered_offsets(journal: Journal) -> list[tuple[int, int, str]]:
+    """(position, offset, status) of each id's first entry, in corpus order; only offsets stay in memory."""
+    seen: set[str] = set()
+    rows = []
+    for offset, entry in journal.entries():
+        if entry["id"] in seen:
+            continue
+        seen.add(entry["id"])
+        rows.append((entry["position"], offset, entry["status"]))
+    rows.sort()
+    return rows
+
+
+def _row(record: StageRecord) -> dict:
+    row = asdict(record)
+    row.pop("position")
+    return row
+
+
+class _ParquetSink:
+    """Writes rows in batches against the fixed schema, so even an empty config has a valid file."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_suffix(".parquet.tmp")
+        self.writer = pq.ParquetWriter(self.tmp, RECORD_SCHEMA)
+        self.buffer: list[dict] = []
+        self.rows = 0
+
+    def add(self, record: StageRecord) -> None:
+        self.buffer.append(_row(record))
+        self.rows += 1
+        if len(self.buffer) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=RECORD_SCHEMA))
+            self.buffer = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+
+def write_outputs(out: Path, stage_names: list[str]) -> dict[str, int]:
+    """Write one parquet config per stage (kept rows) plus `rejected`; return rows per config."""
+    rejected = _ParquetSink(out / REJECTED_CONFIG / "data.parquet")
+    counts: dict[str, int] = {}
+    for name in ["prepare", *stage_names]:
+        journal = Journal(journal_dir(out) / f"{name}.jsonl")
+        kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name] / "data.parquet") if name in OUTPUT_CONFIG_NAMES else None
+        for _, offset, status in _ordered_offsets(journal):
+            record = journal.read_at(offset)
+            if status == KEPT:
+                if kept is not None:
+                    kept.add(record)
+            else:
+                rejected.add(record)
+        if kept is not None:
+            kept.close()
+            counts[OUTPUT_CONFIG_NAMES[name]] = kept.rows
+    rejected.close()
+    counts[REJECTED_CONFIG] = rejected.rows
+    return counts
+
+
+def dataset_configs(counts: dict[str, int]) -> list[dict]:
+    """The README `configs:` entries that make `load_dataset(OUT, name)` work."""
+    return [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/*.parquet"}]} for name in counts]
+
+
+def write_stats(out: Path, stats: dict) -> None:
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,112 @@
+"""The records every stage writes, and their Arrow schema.
+
+One `StageRecord` per document per stage, kept or rejected. It carries the document's identity,
+the pair built so far (instruction, score, response) and one `Provenance` entry per stage the
+document went through, so a user can answer "why is this row here?" from the row alone: which model
+(and revision) saw which prompt (template name and hash), with which sampling parameters, what it
+replied verbatim, and how that reply was parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+KEPT = "kept"
+REJECTED = "rejected"
+
+
+@dataclass
+class Provenance:
+    """What one stage did to one document."""
+
+    stage: str
+    model_id: str | None = None
+    model_revision: str | None = None
+    api: str | None = None  # tgi | openai
+    mode: str | None = None  # chat | raw
+    template: str | None = None
+    template_sha256: str | None = None
+    sampling: str | None = None  # JSON of the decoding parameters sent
+    prefill: str | None = None
+    raw_output: str | None = None
+    finish_reason: str | None = None
+    parse_status: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int | None = None
+
+
+@dataclass
+class StageRecord:
+    """One document's outcome at one stage."""
+
+    id: str
+    stage: str
+    status: str
+    document: str
+    position: int
+    input_location: str
+    url: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    instruction: str | None = None
+    score: int | None = None
+    response: str | None = None
+    flags: list[str] = field(default_factory=list)
+    provenance: list[Provenance] = field(default_factory=list)
+
+    @property
+    def kept(self) -> bool:
+        return self.status == KEPT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageRecord:
+        data = dict(data)
+        data["provenance"] = [Provenance(**p) for p in data.get("provenance") or []]
+        return cls(**data)
+
+
+PROVENANCE_TYPE = pa.struct(
+    [
+        ("stage", pa.string()),
+        ("model_id", pa.string()),
+        ("model_revision", pa.string()),
+        ("api", pa.string()),
+        ("mode", pa.string()),
+        ("template", pa.string()),
+        ("template_sha256", pa.string()),
+        ("sampling", pa.string()),
+        ("prefill", pa.string()),
+        ("raw_output", pa.string()),
+        ("finish_reason", pa.string()),
+        ("parse_status", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("attempts", pa.int64()),
+    ]
+)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("stage", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("instruction", pa.string()),
+        ("response", pa.string()),
+        ("score", pa.int64()),
+        ("document", pa.string()),
+        ("url", pa.string()),
+        ("source", pa.string()),
+        ("input_location", pa.string()),
+        ("flags", pa.list_(pa.string())),
+        ("provenance", pa.list_(PROVENANCE_TYPE)),
+    ]
+)

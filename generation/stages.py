@@ -1,0 +1,161 @@
+"""The three stages of back-and-forth translation, each a prompt builder plus a verdict.
+
+A stage turns its input record (the previous stage's kept record) into one request, and the model's
+reply into this stage's record: kept with the new field filled in, or rejected with a reason.
+Requests themselves (endpoints, retries, concurrency) belong to the engine.
+
+- backtranslate (P2): document -> instruction
+- curate (P1): (instruction, document) -> score; kept when score >= `min_score`
+- rewrite (P3): (instruction, document) -> response between [RES] and [/RES]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+
+from bft.generation.client import Generation
+from bft.generation.config import BacktranslateConfig, CurateConfig, RewriteConfig, StageConfig
+from bft.generation.errors import ConfigError
+from bft.generation.parsing import Parsed, parse_instruction, parse_rewrite, parse_score
+from bft.generation.prompts import PromptTemplate, load_template
+from bft.generation.records import KEPT, REJECTED, Provenance, StageRecord
+
+
+@dataclass
+class Request:
+    """What a stage wants sent: a chat user turn or a raw prompt (prefill included)."""
+
+    mode: str
+    text: str
+
+
+class Stage:
+    """Base class: prompt rendering shared by all stages; subclasses fill values and judge replies."""
+
+    name: str = ""
+    default_template: str = ""
+
+    def __init__(self, config: StageConfig):
+        self.config = config
+        self.template: PromptTemplate = load_template(config.template or self.default_template)
+
+    def values(self, record: StageRecord) -> dict[str, str]:
+        raise NotImplementedError
+
+    def judge(self, record: StageRecord, reply: str, generation: Generation) -> tuple[Parsed, dict]:
+        """Parse the reply; return the verdict and the record fields to set when it is kept."""
+        raise NotImplementedError
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        if not self.config.tokenizer:
+            raise ConfigError(f"{self.name}.raw_format is chat_template but {self.name}.tokenizer is not set")
+        return AutoTokenizer.from_pretrained(self.config.tokenizer)
+
+    def request(self, record: StageRecord) -> Request:
+        values = self.values(record)
+        if self.config.mode == "chat":
+            return Request("chat", self.template.user_message(**values))
+        if self.config.raw_format == "llama2":
+            prompt = self.template.llama2_prompt(**values)
+        else:
+            messages = [{"role": "user", "content": self.template.user_message(**values)}]
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return Request("raw", prompt + self.config.prefill)
+
+    def provenance(self, generation: Generation | None, parsed_status: str, attempts: int, endpoint) -> Provenance:
+        return Provenance(
+            stage=self.name,
+            model_id=(generation.model if generation and generation.model else None)
+            or getattr(endpoint, "model_id", None),
+            model_revision=getattr(endpoint, "model_revision", None),
+            api=getattr(endpoint, "api", None),
+            mode=self.config.mode,
+            template=self.template.name,
+            template_sha256=self.template.sha256,
+            sampling=json.dumps(asdict(self.config.sampling), sort_keys=True),
+            prefill=self.config.prefill or None,
+            raw_output=generation.text if generation else None,
+            finish_reason=generation.finish_reason if generation else None,
+            parse_status=parsed_status,
+            prompt_tokens=generation.prompt_tokens if generation else None,
+            completion_tokens=generation.completion_tokens if generation else None,
+            attempts=attempts,
+        )
+
+    def outcome(self, record: StageRecord, generation: Generation, attempts: int, endpoint) -> StageRecord:
+        """The record this stage writes for a successful request."""
+        reply = (self.config.prefill if self.config.mode == "raw" else "") + generation.text
+        parsed, fields = self.judge(record, reply, generation)
+        provenance = [*record.provenance, self.provenance(generation, parsed.status, attempts, endpoint)]
+        if not parsed.ok:
+            return replace(record, stage=self.name, status=REJECTED, reason=parsed.reason, provenance=provenance)
+        verdict = fields.pop("_reject", None)
+        return replace(
+            record,
+            stage=self.name,
+            status=REJECTED if verdict else KEPT,
+            reason=verdict,
+            provenance=provenance,
+            **fields,
+        )
+
+    def failure(self, record: StageRecord, reason: str, detail: str, attempts: int, endpoint) -> StageRecord:
+        """The record this stage writes when no usable reply could be had."""
+        entry = self.provenance(None, reason, attempts, endpoint)
+        entry.raw_output = detail or None
+        return replace(record, stage=self.name, status=REJECTED, reason=reason, provenance=[*record.provenance, entry])
+
+
+class Backtranslate(Stage):
+    name = "backtranslate"
+    default_template = "backtranslate"
+    config: BacktranslateConfig
+
+    def values(self, record: StageRecord) -> dict[str, str]:
+        return {"response": record.document}
+
+    def judge(self, record, reply, generation):
+        parsed = parse_instruction(reply, generation.finish_reason, self.config.max_instruction_chars)
+        return parsed, {"instruction": parsed.value, "response": record.document}
+
+
+class Curate(Stage):
+    name = "curate"
+    default_template = "curate"
+    config: CurateConfig
+
+    def values(self, record: StageRecord) -> dict[str, str]:
+        return {"generated_instruction": record.instruction, "output": record.document}
+
+    def judge(self, record, reply, generation):
+        parsed = parse_score(reply)
+        fields = {"score": parsed.value}
+        if parsed.ok and parsed.value < self.config.min_score:
+            fields["_reject"] = "score_below_threshold"
+        return parsed, fields
+
+
+class Rewrite(Stage):
+    name = "rewrite"
+    default_template = "rewrite"
+    config: RewriteConfig
+
+    def values(self, record: StageRecord) -> dict[str, str]:
+        return {"response": record.document, "instruction": record.instruction}
+
+    def judge(self, record, reply, generation):
+        parsed = parse_rewrite(reply, generation.finish_reason, tuple(self.config.sampling.stop))
+        return parsed, {"response": parsed.value}
+
+
+STAGE_CLASSES = {cls.name: cls for cls in (Backtranslate, Curate, Rewrite)}
+OUTPUT_CONFIG_NAMES = {"backtranslate": "backtranslated", "curate": "curated", "rewrite": "rewritten"}
+
+
+def build_stage(name: str, config: StageConfig) -> Stage:
+    return STAGE_CLASSES[name](config)

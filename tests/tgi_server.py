@@ -1,0 +1,290 @@
+"""A TGI-compatible test server, scripted per request, used only through real HTTP clients.
+
+Routes and bodies follow TGI's OpenAPI document (`shared/reference/tgi-openapi.json`, v3.3.6):
+`POST /` and `POST /generate` (GenerateRequest -> GenerateResponse with Details), `POST /v1/completions`
+(CompletionRequest -> CompletionFinal), `POST /v1/chat/completions` (ChatRequest -> ChatCompletion),
+`GET /info` (Info), `GET /health`, `GET /v1/models`. Errors use ErrorResponse
+`{"error", "error_type"}` with TGI's status codes (422 validation, 424 generation, 429 overloaded,
+500 incomplete generation, 503 unhealthy).
+
+A test decides what the "model" answers with `server.script = callable(request) -> Reply | Fault`;
+the default, `paper_model`, answers each of the three paper prompts in the expected format. Every
+request is recorded in `server.requests`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """What the model "generates" (before max_tokens, stop sequences and prefill are applied)."""
+
+    text: str
+    delay: float = 0.0
+
+
+@dataclass
+class Fault:
+    """An error answer (`status` with TGI's error body), or `reset=True` to drop the connection."""
+
+    status: int = 500
+    error: str = "Incomplete generation"
+    error_type: str = "incomplete_generation"
+    reset: bool = False
+    body: str | None = None  # raw body instead of TGI's JSON (malformed answers)
+    delay: float = 0.0
+
+
+@dataclass
+class SeenRequest:
+    route: str
+    payload: dict[str, Any]
+    prompt: str  # the raw prompt, or the last user message for chat
+
+
+def prompt_kind(prompt: str) -> str:
+    if "Write the most likely question" in prompt:
+        return "backtranslate"
+    if "5-point scale" in prompt:
+        return "curate"
+    if "rewrite the draft" in prompt:
+        return "rewrite"
+    return "other"
+
+
+def draft_of(prompt: str) -> str:
+    match = re.search(r"Draft Response: (.*?)\n\nQuestion: ", prompt, re.S)
+    return match.group(1) if match else ""
+
+
+def document_of(prompt: str) -> str:
+    match = re.search(r"would be a great answer\.\n\n(.*?)\n\nAnswer in the style", prompt, re.S)
+    return match.group(1) if match else ""
+
+
+def paper_model(request: SeenRequest) -> Reply:
+    """A deterministic stand-in that follows P1-P3's output formats."""
+    kind = prompt_kind(request.prompt)
+    if kind == "backtranslate":
+        words = document_of(request.prompt).split()[:6]
+        return Reply("What should I know about " + " ".join(words).rstrip(".,;:") + "?")
+    if kind == "curate":
+        return Reply("The answer is focused and complete.\nScore: 5")
+    if kind == "rewrite":
+        return Reply("[RES] " + draft_of(request.prompt).strip() + " [/RES]")
+    return Reply("Hello.")
+
+
+def _apply_prefill(prompt: str, text: str) -> str:
+    """If the prompt ends with the start of the reply (an answer prefill), continue after it."""
+    for size in range(min(len(prompt), len(text)), 0, -1):
+        if prompt.endswith(text[:size]) and text[:size].strip():
+            return text[size:]
+    return text
+
+
+def _finish(text: str, max_tokens: int | None, stop: list[str], keep_stop: bool) -> tuple[str, str, int]:
+    """Apply stop sequences and the token limit (a token is a whitespace-separated word here)."""
+    finish = "eos_token"
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    if cut >= 0:
+        matched = next(s for s in stop if s and text.find(s) == cut)
+        text = text[: cut + (len(matched) if keep_stop else 0)]
+        finish = "stop_sequence"
+    words = re.findall(r"\S+\s*", text)
+    if max_tokens is not None and len(words) > max_tokens:
+        text = "".join(words[:max_tokens])
+        finish = "length"
+    return text, finish, max(1, len(re.findall(r"\S+", text)))
+
+
+class TGITestServer:
+    """Runs in a background thread on 127.0.0.1; use as a context manager."""
+
+    def __init__(self, script: Callable[[SeenRequest], Reply | Fault] = paper_model, model_id: str = "bft/test-model"):
+        self.script = script
+        self.model_id = model_id
+        self.model_sha = "0123456789abcdef0123456789abcdef01234567"
+        self.max_concurrent_requests = 128
+        self.requests: list[SeenRequest] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                server._get(self)
+
+            def do_POST(self):
+                server._post(self)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> TGITestServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _send(handler, status: int, body: Any, content_type: str = "application/json") -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _get(self, handler) -> None:
+        if handler.path == "/health":
+            return self._send(handler, 200, "", "text/plain")
+        if handler.path == "/info":
+            return self._send(
+                handler,
+                200,
+                {
+                    "model_id": self.model_id,
+                    "model_sha": self.model_sha,
+                    "max_concurrent_requests": self.max_concurrent_requests,
+                    "max_best_of": 2,
+                    "max_stop_sequences": 4,
+                    "max_input_tokens": 4095,
+                    "max_total_tokens": 8192,
+                    "validation_workers": 2,
+                    "max_client_batch_size": 4,
+                    "router": "text-generation-router",
+                    "version": "3.3.6",
+                },
+            )
+        if handler.path == "/v1/models":
+            return self._send(
+                handler,
+                200,
+                {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": "bft"}]},
+            )
+        self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
+
+    def _post(self, handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        try:
+            payload = json.loads(handler.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            return self._send(handler, 422, {"error": "invalid JSON", "error_type": "validation"})
+        route = handler.path
+        if route in ("/", "/generate"):
+            prompt = payload.get("inputs", "")
+        elif route == "/v1/completions":
+            prompt = payload.get("prompt", "")
+        elif route == "/v1/chat/completions":
+            prompt = next((m["content"] for m in reversed(payload.get("messages", [])) if m.get("role") == "user"), "")
+        else:
+            return self._send(handler, 404, {"error": f"no route {route}", "error_type": "not_found"})
+        seen = SeenRequest(route, payload, prompt)
+        with self.lock:
+            self.requests.append(seen)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            answer = self.script(seen)
+            if answer.delay:
+                time.sleep(answer.delay)
+            if isinstance(answer, Fault):
+                return self._fault(handler, answer)
+            self._answer(handler, route, payload, prompt, answer)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _fault(self, handler, fault: Fault) -> None:
+        if fault.reset:
+            handler.close_connection = True
+            handler.connection.shutdown(2)
+            return
+        if fault.body is not None:
+            return self._send(handler, fault.status, fault.body)
+        self._send(handler, fault.status, {"error": fault.error, "error_type": fault.error_type})
+
+    def _answer(self, handler, route: str, payload: dict, prompt: str, reply: Reply) -> None:
+        text = reply.text if route == "/v1/chat/completions" else _apply_prefill(prompt, reply.text)
+        prompt_tokens = len(prompt.split())
+        if route in ("/", "/generate"):
+            params = payload.get("parameters") or {}
+            text, finish, n = _finish(text, params.get("max_new_tokens"), params.get("stop") or [], keep_stop=True)
+            body: dict[str, Any] = {"generated_text": text}
+            if params.get("details", True):
+                body["details"] = {
+                    "finish_reason": finish,
+                    "generated_tokens": n,
+                    "seed": params.get("seed"),
+                    "prefill": [
+                        {"id": i, "text": w, "logprob": None} for i, w in enumerate(prompt.split()[:prompt_tokens])
+                    ],
+                    "tokens": [
+                        {"id": i, "text": w, "logprob": -0.1, "special": False} for i, w in enumerate(text.split())
+                    ],
+                }
+            return self._send(handler, 200, [body] if route == "/" else body)
+        text, finish, n = _finish(text, payload.get("max_tokens"), payload.get("stop") or [], keep_stop=False)
+        openai_finish = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}[finish]
+        common = {
+            "id": uuid.uuid4().hex,
+            "created": int(time.time()),
+            "model": self.model_id,
+            "system_fingerprint": "3.3.6-bft-test",
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
+        }
+        if route == "/v1/completions":
+            choice = {"index": 0, "text": text, "finish_reason": openai_finish, "logprobs": None}
+            return self._send(handler, 200, {**common, "object": "text_completion", "choices": [choice]})
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": openai_finish,
+            "logprobs": None,
+        }
+        self._send(handler, 200, {**common, "object": "chat.completion", "choices": [choice]})
+
+
+@dataclass
+class Sequence:
+    """A script that plays `answers` in order for matching requests, then falls back to `then`."""
+
+    answers: list[Reply | Fault]
+    then: Callable[[SeenRequest], Reply | Fault] = paper_model
+    when: Callable[[SeenRequest], bool] = lambda request: True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, request: SeenRequest) -> Reply | Fault:
+        with self.lock:
+            if self.when(request) and self.answers:
+                return self.answers.pop(0)
+        return self.then(request)
