@@ -36,16 +36,17 @@ def _sampling(text: str) -> str:
 
 def render_generation_card(
     out: Path,
-    counts: dict[str, int],
+    written: dict[str, tuple[int, str]],
     stats: dict[str, dict],
     stage_provenance: dict[str, dict],
     corpus: str,
     note: str = "",
     license: str = "other",
 ) -> DatasetCard:
-    """Render and write OUT/README.md; return the card."""
+    """Render and write OUT/README.md; return the card. `written` maps config -> (rows, file)."""
     from bft.generation.output import dataset_configs
 
+    counts = {name: rows for name, (rows, _) in written.items()}
     main_config = next((c for c in ("rewritten", "curated", "backtranslated") if c in counts), "rejected")
     card_data = DatasetCardData(
         license=license,
@@ -54,7 +55,7 @@ def render_generation_card(
         annotations_creators=["machine-generated"],
         size_categories=[_size_category(max(counts.values(), default=0))],
         tags=["synthetic", "instruction-backtranslation", "back-and-forth-translation", "bft"],
-        configs=dataset_configs(counts),
+        configs=dataset_configs(written),
     )
     stages = []
     for name, provenance in stage_provenance.items():

@@ -29,8 +29,11 @@ from bft.generation.config import SamplingConfig
 from bft.generation.errors import EndpointError
 
 FATAL_STATUS = {401, 403, 404, 405}
+# How TGI, vLLM and SGLang word "prompt + max tokens exceed the model's limit".
 TOO_LONG_RE = re.compile(
-    r"context|too long|max(imum)?[_ ]?(total|input|model)?[_ ]?(tokens|length)|must have less than", re.I
+    r"context|too long|max(imum)?[_ ]?(total|input|model)?[_ ]?(tokens|length)|must have less than"
+    r"|tokens.{0,40}must be <=",
+    re.I,
 )
 
 

@@ -12,6 +12,7 @@ The model is tiny: it follows the papers' prompts only in raw mode with answer p
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -150,7 +151,7 @@ class EmbeddedServer:
             "--port",
             str(self.port),
         ]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         # `transformers serve` lists models by scanning the Hub cache; give it one that exists.
         hub_cache = cache_dir() / "hf-hub"
         hub_cache.mkdir(parents=True, exist_ok=True)
@@ -186,8 +187,6 @@ class EmbeddedServer:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(timeout=10)

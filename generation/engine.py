@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from bft.generation.client import Endpoint, RequestRejected, RetryableError
 from bft.generation.corpus import Document, Rejected
+from bft.generation.errors import EndpointError
 from bft.generation.journal import Journal
 from bft.generation.records import KEPT, REJECTED, StageRecord
 from bft.generation.stages import Stage
@@ -144,7 +145,7 @@ class Engine:
                 if record.status == KEPT:
                     kept_offsets[name][entry["id"]] = offset
         pending: dict[str, StageRecord] = {}
-        for previous, current in zip(names[1:], names[2:]):
+        for previous, current in zip(names[1:], names[2:], strict=False):
             for doc_id, offset in kept_offsets[previous].items():
                 if doc_id not in done[current]:
                     pending[doc_id] = self.journals[previous].read_at(offset)
@@ -160,9 +161,11 @@ class Engine:
         config = stage.config
         last_cause, endpoint = "", None
         for attempt in range(1, self.max_retries + 2):
-            stats.requests += 1
 
             async def call(ep: Endpoint):
+                if self._fatal is not None:  # another request found the endpoint unusable: send nothing more
+                    raise asyncio.CancelledError
+                stats.requests += 1
                 send = ep.chat if request.mode == "chat" else ep.complete
                 return await asyncio.wait_for(
                     send(request.text, config.model, config.sampling), self.request_timeout + 5
@@ -172,6 +175,9 @@ class Engine:
                 endpoint, generation = await pool.run(call)
             except RequestRejected as error:
                 return stage.failure(record, error.reason, error.detail, attempt, endpoint)
+            except EndpointError as error:
+                self._fatal = self._fatal or error
+                raise
             except (RetryableError, asyncio.TimeoutError) as error:
                 cause = getattr(error, "cause", "timeout")
                 last_cause = str(error) or cause
@@ -225,8 +231,8 @@ class Engine:
         def task_done(task: asyncio.Task) -> None:
             tasks.discard(task)
             slots.release()
-            if not task.cancelled() and task.exception() is not None and self._fatal is None:
-                self._fatal = task.exception()
+            if not task.cancelled() and task.exception() is not None:
+                self._fatal = self._fatal or task.exception()
 
         try:
             for item in documents:

@@ -163,7 +163,7 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
     prepare["kept"] = stats[first]["entered"]
     stats["wall_seconds"] = round(engine.wall_seconds, 3)
     write_stats(out, stats)
-    counts = write_outputs(out, config.stages)
+    written = write_outputs(out, config.stages)
 
     from bft.cards.generation_card import render_generation_card
 
@@ -172,9 +172,9 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
         entry = stage.provenance(None, "", 0, pools[stage.name].endpoints[0]).__dict__
         provenance[stage.name] = entry
     render_generation_card(
-        out, counts, {k: v for k, v in stats.items() if isinstance(v, dict)}, provenance, corpus.path, config.note
+        out, written, {k: v for k, v in stats.items() if isinstance(v, dict)}, provenance, corpus.path, config.note
     )
-    return {"stats": stats, "counts": counts}
+    return {"stats": stats, "counts": {name: rows for name, (rows, _) in written.items()}}
 
 
 def print_summary(out: Path, summary: dict, seconds: float) -> None:

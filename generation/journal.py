@@ -73,7 +73,7 @@ class Journal:
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repair()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held for the run, closed in close())
 
     def append(self, record: StageRecord) -> None:
         self._handle.write(record.to_json() + "\n")

@@ -2,20 +2,24 @@
 
 Layout of OUT:
 
-    backtranslated/data.parquet   kept records of each stage (one config per stage run)
-    curated/data.parquet
-    rewritten/data.parquet        the method's dataset: instruction + rewritten response
-    rejected/data.parquet         every rejected record of every stage, with `stage` and `reason`
+    backtranslated/data-HASH.parquet   kept records of each stage (one config per stage run)
+    curated/data-HASH.parquet
+    rewritten/data-HASH.parquet        the method's dataset: instruction + rewritten response
+    rejected/data-HASH.parquet         every rejected record of every stage, with `stage` and `reason`
     stats.json                    counts per stage, rejects by reason, requests, retries, tokens
     run_config.yaml               the resolved run configuration
     README.md                     dataset card with YAML `configs:` (written by bft.cards)
     .bft/journal/*.jsonl          the resumable journals the parquet files are made from
 
-Rows are written in corpus order, whatever order requests finished in.
+Rows are written in corpus order, whatever order requests finished in. Each file is named by a hash of
+its content and the README lists that exact file: `datasets` caches a local folder by its name, config
+and data-file patterns, so a folder rewritten by a resumed run under the same file name would load
+the earlier rows from the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -57,10 +61,11 @@ def _row(record: StageRecord) -> dict:
 class _ParquetSink:
     """Writes rows in batches against the fixed schema, so even an empty config has a valid file."""
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.tmp = path.with_suffix(".parquet.tmp")
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.path: Path | None = None
+        self.tmp = folder / "data.parquet.tmp"
         self.writer = pq.ParquetWriter(self.tmp, RECORD_SCHEMA)
         self.buffer: list[dict] = []
         self.rows = 0
@@ -76,19 +81,26 @@ class _ParquetSink:
             self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=RECORD_SCHEMA))
             self.buffer = []
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """Finish the file, name it by its content, drop earlier files; return its path under OUT."""
         self.flush()
         self.writer.close()
+        digest = hashlib.sha256(self.tmp.read_bytes()).hexdigest()[:16]
+        self.path = self.folder / f"data-{digest}.parquet"
+        for old in self.folder.glob("*.parquet"):
+            if old != self.path:
+                old.unlink()
         self.tmp.replace(self.path)
+        return f"{self.folder.name}/{self.path.name}"
 
 
-def write_outputs(out: Path, stage_names: list[str]) -> dict[str, int]:
-    """Write one parquet config per stage (kept rows) plus `rejected`; return rows per config."""
-    rejected = _ParquetSink(out / REJECTED_CONFIG / "data.parquet")
-    counts: dict[str, int] = {}
+def write_outputs(out: Path, stage_names: list[str]) -> dict[str, tuple[int, str]]:
+    """Write one parquet config per stage (kept rows) plus `rejected`; return (rows, file) per config."""
+    rejected = _ParquetSink(out / REJECTED_CONFIG)
+    written: dict[str, tuple[int, str]] = {}
     for name in ["prepare", *stage_names]:
         journal = Journal(journal_dir(out) / f"{name}.jsonl")
-        kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name] / "data.parquet") if name in OUTPUT_CONFIG_NAMES else None
+        kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name]) if name in OUTPUT_CONFIG_NAMES else None
         for _, offset, status in _ordered_offsets(journal):
             record = journal.read_at(offset)
             if status == KEPT:
@@ -97,16 +109,16 @@ def write_outputs(out: Path, stage_names: list[str]) -> dict[str, int]:
             else:
                 rejected.add(record)
         if kept is not None:
-            kept.close()
-            counts[OUTPUT_CONFIG_NAMES[name]] = kept.rows
-    rejected.close()
-    counts[REJECTED_CONFIG] = rejected.rows
-    return counts
+            written[OUTPUT_CONFIG_NAMES[name]] = (kept.rows, kept.close())
+    written[REJECTED_CONFIG] = (rejected.rows, rejected.close())
+    return written
 
 
-def dataset_configs(counts: dict[str, int]) -> list[dict]:
+def dataset_configs(written: dict[str, tuple[int, str]]) -> list[dict]:
     """The README `configs:` entries that make `load_dataset(OUT, name)` work."""
-    return [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/*.parquet"}]} for name in counts]
+    return [
+        {"config_name": name, "data_files": [{"split": "train", "path": path}]} for name, (_, path) in written.items()
+    ]
 
 
 def write_stats(out: Path, stats: dict) -> None:

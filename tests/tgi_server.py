@@ -86,10 +86,11 @@ def paper_model(request: SeenRequest) -> Reply:
 
 
 def _apply_prefill(prompt: str, text: str) -> str:
-    """If the prompt ends with the start of the reply (an answer prefill), continue after it."""
-    for size in range(min(len(prompt), len(text)), 0, -1):
-        if prompt.endswith(text[:size]) and text[:size].strip():
-            return text[size:]
+    """If the prompt ends with text the reply contains (an answer prefill), continue after it."""
+    for size in range(min(len(prompt), 40), 2, -1):
+        tail = prompt[-size:]
+        if tail.strip() and tail in text:
+            return text[text.index(tail) + size :]
     return text
 
 
@@ -111,8 +112,14 @@ def _finish(text: str, max_tokens: int | None, stop: list[str], keep_stop: bool)
 class TGITestServer:
     """Runs in a background thread on 127.0.0.1; use as a context manager."""
 
-    def __init__(self, script: Callable[[SeenRequest], Reply | Fault] = paper_model, model_id: str = "bft/test-model"):
+    def __init__(
+        self,
+        script: Callable[[SeenRequest], Reply | Fault] = paper_model,
+        model_id: str = "bft/test-model",
+        tgi_info: bool = True,
+    ):
         self.script = script
+        self.tgi_info = tgi_info  # False: behave like vLLM/SGLang, which have no /info
         self.model_id = model_id
         self.model_sha = "0123456789abcdef0123456789abcdef01234567"
         self.max_concurrent_requests = 128
@@ -167,7 +174,7 @@ class TGITestServer:
     def _get(self, handler) -> None:
         if handler.path == "/health":
             return self._send(handler, 200, "", "text/plain")
-        if handler.path == "/info":
+        if handler.path == "/info" and self.tgi_info:
             return self._send(
                 handler,
                 200,

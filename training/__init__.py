@@ -1,1 +1,1 @@
-"""."""
+"""bft.training: fine-tuning backward, seed and curated models with TRL (not built yet)."""

@@ -1,0 +1,228 @@
+"""`bft generate` end to end against the TGI test server, through the real clients."""
+
+import json
+
+import pytest
+import yaml
+from conftest import DEMO_CONFIG, DEMO_CORPUS
+from datasets import load_dataset
+from tgi_server import Fault, Reply, Sequence, TGITestServer, document_of, draft_of, paper_model, prompt_kind
+
+from bft.generation.cli import main
+from bft.generation.corpus import read_corpus
+from bft.generation.prompts import load_template
+
+DEMO_IDS = [d.id for d in read_corpus(str(DEMO_CORPUS))]
+
+
+def generate(*args) -> int:
+    return main(["generate", *map(str, args), "--no-progress"])
+
+
+def load(out, config):
+    return load_dataset(str(out), config, split="train")
+
+
+def mixed_model(request):
+    """Follows the formats, but scores some documents low and garbles a few replies."""
+    kind = prompt_kind(request.prompt)
+    if kind == "curate":
+        if "Lorem ipsum" in request.prompt or "Home | About us" in request.prompt:
+            return Reply("Navigation text.\nScore: 1")
+        if "MEGA SALE" in request.prompt:
+            return Reply("I cannot rate this.")  # no score line
+        return Reply("Helpful and complete.\nScore: 5")
+    if kind == "rewrite" and "chain keeps slipping" in draft_of(request.prompt):
+        return Reply("Here is a better version, without tags.")
+    return paper_model(request)
+
+
+def test_chat_mode_end_to_end_accounts_for_every_document(tmp_path):
+    out = tmp_path / "out"
+    with TGITestServer(mixed_model) as server:
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url) == 0
+        routes = {r.route for r in server.requests}
+    assert routes == {"/v1/chat/completions"}  # the papers' default: chat requests
+
+    stats = json.loads((out / "stats.json").read_text())
+    for name in ("prepare", "backtranslate", "curate", "rewrite"):
+        assert stats[name]["entered"] == stats[name]["kept"] + stats[name]["rejected"]
+    assert stats["prepare"]["entered"] == len(DEMO_IDS)
+    assert stats["curate"]["rejected_by_reason"] == {"score_below_threshold": 2, "score_missing": 1}
+    assert stats["rewrite"]["rejected_by_reason"] == {"rewrite_missing_tags": 1}
+
+    rewritten, rejected = load(out, "rewritten"), load(out, "rejected")
+    assert len(load(out, "backtranslated")) == 30 and len(load(out, "curated")) == 27
+    assert len(rewritten) == 26 and len(rejected) == 4
+    # every document leaves as exactly one final record: kept at the end, or rejected somewhere
+    assert sorted(list(rewritten["id"]) + list(rejected["id"])) == sorted(DEMO_IDS)
+    assert list(rewritten["id"]) == [i for i in DEMO_IDS if i in set(list(rewritten["id"]))]  # corpus order
+
+    row = rewritten[0]
+    assert row["instruction"].startswith("What should I know about")
+    assert row["score"] == 5 and row["response"] == row["document"]
+    assert row["url"].startswith("https://") and row["input_location"].endswith("corpus.jsonl:1")
+    stages = [p["stage"] for p in row["provenance"]]
+    assert stages == ["backtranslate", "curate", "rewrite"]
+    curate = row["provenance"][1]
+    assert curate["model_id"] == "bft/test-model" and curate["model_revision"] == server.model_sha
+    assert curate["api"] == "tgi" and curate["mode"] == "chat"
+    assert curate["template"] == "curate" and curate["template_sha256"] == load_template("curate").sha256
+    assert json.loads(curate["sampling"])["temperature"] == 1.0 and json.loads(curate["sampling"])["top_p"] == 0.9
+    assert curate["raw_output"] == "Helpful and complete.\nScore: 5" and curate["parse_status"] == "ok"
+
+    missing = rejected.filter(lambda r: r["reason"] == "score_missing")[0]
+    assert missing["stage"] == "curate" and missing["provenance"][-1]["raw_output"] == "I cannot rate this."
+    card = (out / "README.md").read_text()
+    assert "config_name: rewritten" in card and "score_below_threshold" in card and "arXiv:2408.04614" in card
+
+
+def test_chat_requests_carry_the_paper_prompt_without_the_llama2_wrapper(tmp_path, tgi):
+    assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--limit", 1) == 0
+    document = next(read_corpus(str(DEMO_CORPUS))).text
+    first = tgi.requests[0]
+    assert first.payload["messages"] == [
+        {"role": "user", "content": load_template("backtranslate").user_message(response=document)}
+    ]
+    assert first.payload["temperature"] == 1.0 and first.payload["top_p"] == 0.9
+
+
+def write_config(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_raw_mode_on_tgi_sends_the_papers_llama2_prompts_to_generate(tmp_path, tgi):
+    raw = {"mode": "raw", "raw_format": "llama2"}
+    config = write_config(tmp_path / "raw.yaml", {"backtranslate": raw, "curate": raw, "rewrite": raw})
+    assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--config", config, "--limit", 2) == 0
+    assert {r.route for r in tgi.requests} == {"/generate"}
+    document = next(read_corpus(str(DEMO_CORPUS))).text
+    first_bt = next(
+        r for r in tgi.requests if prompt_kind(r.prompt) == "backtranslate" and document_of(r.prompt) == document
+    )
+    assert first_bt.payload["inputs"] == load_template("backtranslate").llama2_prompt(response=document)
+    assert first_bt.payload["parameters"]["do_sample"] is True and first_bt.payload["parameters"]["details"] is True
+    assert len(load(tmp_path / "o", "rewritten")) == 2
+
+
+def test_raw_mode_with_prefill_on_an_openai_compatible_server(tmp_path):
+    config = write_config(
+        tmp_path / "prefill.yaml",
+        {
+            "backtranslate": {"mode": "raw"},
+            "curate": {"mode": "raw", "prefill": "Score:"},
+            "rewrite": {"mode": "raw", "prefill": "[RES]", "sampling": {"stop": ["[/RES]"]}},
+        },
+    )
+    with TGITestServer(tgi_info=False) as server:  # no /info: vLLM, SGLang, transformers serve
+        assert (
+            generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--config", config, "--limit", 3)
+            == 0
+        )
+        assert {r.route for r in server.requests} == {"/v1/completions"}
+        curate = [r for r in server.requests if prompt_kind(r.prompt) == "curate"]
+        assert all(r.payload["prompt"].endswith("[/INST]Score:") for r in curate)
+        assert all(r.payload["model"] == "bft/test-model" for r in server.requests)  # discovered from /v1/models
+    rows = load(tmp_path / "o", "rewritten")
+    assert len(rows) == 3 and rows[0]["score"] == 5
+    provenance = rows[0]["provenance"]
+    assert provenance[1]["prefill"] == "Score:" and provenance[1]["raw_output"] == " 5"
+    assert provenance[2]["api"] == "openai" and not provenance[2]["raw_output"].endswith("[/RES]")  # stop consumed
+
+
+def test_overload_and_server_errors_are_retried(tmp_path):
+    script = Sequence(
+        [Fault(429, "Model is overloaded", "overloaded"), Fault(503, "unhealthy", "unhealthy"), Fault(reset=True)]
+    )
+    with TGITestServer(script) as server:
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--limit", 2) == 0
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["backtranslate"]["retries_by_cause"] == {"connection": 1, "http_503": 1, "overloaded": 1}
+    assert len(load(tmp_path / "o", "rewritten")) == 2
+
+
+def test_input_too_long_rejects_that_document_only(tmp_path):
+    too_long = Fault(422, "`inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000", "validation")
+    script = Sequence([too_long], when=lambda r: prompt_kind(r.prompt) == "rewrite")
+    with TGITestServer(script) as server:
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--limit", 3) == 0
+    rejected = load(tmp_path / "o", "rejected")
+    assert list(rejected["reason"]) == ["input_too_long"] and list(rejected["stage"]) == ["rewrite"]
+    assert "must be <= 8192" in rejected[0]["provenance"][-1]["raw_output"]
+    assert len(load(tmp_path / "o", "rewritten")) == 2
+
+
+def test_retries_exhausted_become_a_rejected_record(tmp_path):
+    always = lambda r: Fault(503, "unhealthy", "unhealthy") if "sourdough" in r.prompt else paper_model(r)  # noqa: E731
+    config = write_config(tmp_path / "c.yaml", {"max_retries": 1})
+    with TGITestServer(always) as server:
+        assert (
+            generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--limit", 2, "--config", config)
+            == 0
+        )
+    rejected = load(tmp_path / "o", "rejected")
+    assert list(rejected["reason"]) == ["request_failed"] and rejected[0]["provenance"][-1]["attempts"] == 2
+
+
+def test_bad_auth_stops_the_run_with_a_clear_message(tmp_path, capsys):
+    with TGITestServer(lambda r: Fault(401, "Unauthorized", "authentication")) as server:
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url) == 2
+        assert len(server.requests) < 30  # stopped, not one rejection per document
+    assert "answered HTTP 401" in capsys.readouterr().err
+
+
+def test_rerun_resumes_without_requesting_finished_work(tmp_path):
+    out = tmp_path / "o"
+    with TGITestServer() as server:
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url, "--limit", 5) == 0
+        first = len(server.requests)
+        # a torn last line, as a SIGKILL during a write leaves it
+        with open(out / ".bft" / "journal" / "rewrite.jsonl", "a") as journal:
+            journal.write('{"id": "bft-demo-0')
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url) == 0
+        second = len(server.requests) - first
+    assert first == 15 and second == 75  # 25 new documents x 3 stages
+    rewritten = load(out, "rewritten")
+    assert sorted(list(rewritten["id"])) == sorted(DEMO_IDS)  # each document exactly once
+
+
+def test_resuming_with_a_different_configuration_is_refused(tmp_path, tgi, capsys):
+    out = tmp_path / "o"
+    assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--limit", 1) == 0
+    config = write_config(tmp_path / "k4.yaml", {"curate": {"min_score": 4}})
+    assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--config", config) == 2
+    assert "different configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"curate": {"min_scor": 4}}, "unknown key(s) ['min_scor']"),
+        ({"curate": {"min_score": "high"}}, "curate.min_score: expected int"),
+        ({"rewrite": {"mode": "chat", "prefill": "[RES]"}}, "rewrite.prefill needs mode: raw"),
+        ({"stages": ["curate", "backtranslate"]}, "must be in pipeline order"),
+    ],
+)
+def test_invalid_configs_fail_before_any_request(tmp_path, tgi, capsys, config, message):
+    path = write_config(tmp_path / "bad.yaml", config)
+    assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--config", path) == 2
+    assert message in capsys.readouterr().err
+    assert tgi.requests == []
+
+
+def test_the_shipped_demo_config_is_valid():
+    from bft.generation.config import load_config
+
+    config = load_config(DEMO_CONFIG)
+    assert config.curate.prefill == "Score:" and config.rewrite.sampling.stop == ["[/RES]"]
+    assert "score 5" in config.note  # the card says how the demo departs from the papers
+
+
+def test_stage_subset_writes_only_those_configs(tmp_path, tgi):
+    assert (
+        generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "backtranslate", "--limit", 2)
+        == 0
+    )
+    assert len(load(tmp_path / "o", "backtranslated")) == 2
+    assert not (tmp_path / "o" / "curated").exists()
