@@ -181,15 +181,14 @@ class Engine:
             except (RetryableError, asyncio.TimeoutError) as error:
                 cause = getattr(error, "cause", "timeout")
                 last_cause = str(error) or cause
-                stats.retries_by_cause[cause] += 1
                 if attempt <= self.max_retries:
+                    stats.retries_by_cause[cause] += 1
                     delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 continue
             stats.prompt_tokens += generation.prompt_tokens or 0
             stats.completion_tokens += generation.completion_tokens or 0
             return stage.outcome(record, generation, attempt, endpoint)
-        stats.retries_by_cause[last_cause.split(":")[0]] -= 1  # the last failure was not followed by a retry
         return stage.failure(record, "request_failed", last_cause, self.max_retries + 1, endpoint)
 
     def _finish(self, name: str, record: StageRecord) -> None:
