@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx2
 from huggingface_hub import AsyncInferenceClient
@@ -29,12 +30,24 @@ from bft.generation.config import SamplingConfig
 from bft.generation.errors import EndpointError
 
 FATAL_STATUS = {401, 403, 404, 405}
+# Retry causes that say the endpoint itself is down (not busy): enough in a row take it out of rotation.
+DOWN_CAUSES = {"connection", "timeout", "http_502", "http_503", "http_504"}
 # How TGI, vLLM and SGLang word "prompt + max tokens exceed the model's limit".
 TOO_LONG_RE = re.compile(
     r"context|too long|max(imum)?[_ ]?(total|input|model)?[_ ]?(tokens|length)|must have less than"
     r"|tokens.{0,40}must be <=",
     re.I,
 )
+
+
+def redact_url(url: str) -> str:
+    """`url` without user:password and with query values hidden, for logs and files."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class RetryableError(Exception):
@@ -55,6 +68,14 @@ class RequestRejected(Exception):
 
 
 @dataclass
+class TokenChoice:
+    """One generated token and the most likely alternatives at its position, as (text, logprob)."""
+
+    text: str
+    top: list[tuple[str, float]]
+
+
+@dataclass
 class Generation:
     """A model reply, normalized across servers."""
 
@@ -63,6 +84,7 @@ class Generation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
+    token_choices: list[TokenChoice] | None = None  # only when asked for (`top_n`) and the server returns them
 
 
 def normalize_finish_reason(reason: str | None) -> str | None:
@@ -90,18 +112,21 @@ class Endpoint:
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 300.0, api: str = "auto"):
         self.url = url.rstrip("/")
+        self.name = redact_url(self.url)  # what messages show: never credentials
         self.token = token
         self.timeout = timeout
         self.api = api  # auto | tgi | openai
         self.model_id: str | None = None
         self.model_revision: str | None = None
         self.max_concurrent_requests: int | None = None
+        self.max_input_tokens: int | None = None
+        self.max_total_tokens: int | None = None
         self._chat = AsyncInferenceClient(base_url=self.url, token=token, timeout=timeout)
         self._tgi = AsyncInferenceClient(token=token, timeout=timeout)
         self._http: httpx2.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never shows the token
-        return f"Endpoint({self.url!r}, api={self.api!r}, model={self.model_id!r})"
+        return f"Endpoint({self.name!r}, api={self.api!r}, model={self.model_id!r})"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -126,26 +151,40 @@ class Endpoint:
             if self.api in ("auto", "tgi"):
                 response = await client.get(self.url + "/info", timeout=30)
                 if response.status_code in (401, 403):
-                    raise _status_error(response.status_code, response.text, self.url + "/info")
+                    raise _status_error(response.status_code, response.text, self.name + "/info")
                 if response.status_code == 200 and "model_id" in _json_or_empty(response):
                     info = response.json()
                     self.api = "tgi"
                     self.model_id = info.get("model_id")
                     self.model_revision = info.get("model_sha")
                     self.max_concurrent_requests = info.get("max_concurrent_requests")
+                    self.max_input_tokens = info.get("max_input_tokens")
+                    self.max_total_tokens = info.get("max_total_tokens")
                     return
             response = await client.get(self.url + "/v1/models", timeout=30)
             if response.status_code in (401, 403):
-                raise _status_error(response.status_code, response.text, self.url + "/v1/models")
+                raise _status_error(response.status_code, response.text, self.name + "/v1/models")
             self.api = "openai"
             models = _json_or_empty(response).get("data") or []
             if models and isinstance(models[0], dict):
                 self.model_id = models[0].get("id")
         except httpx2.TransportError as error:
-            raise EndpointError(f"endpoint {self.url} is unreachable: {error or type(error).__name__}") from None
+            raise EndpointError(f"endpoint {self.name} is unreachable: {error or type(error).__name__}") from None
 
-    async def chat(self, message: str, model: str | None, sampling: SamplingConfig) -> Generation:
-        """Send `message` as the user turn to `/v1/chat/completions`."""
+    async def healthy(self) -> bool:
+        """Whether the server answers its health route now (TGI `/health`, else `/v1/models`)."""
+        client = await self.http()
+        route = "/health" if self.api == "tgi" else "/v1/models"
+        try:
+            response = await client.get(self.url + route, timeout=min(10.0, self.timeout))
+        except httpx2.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def chat(
+        self, message: str, model: str | None, sampling: SamplingConfig, top_n: int | None = None
+    ) -> Generation:
+        """Send `message` as the user turn to `/v1/chat/completions`; `top_n` asks for token alternatives."""
         try:
             output = await self._chat.chat_completion(
                 [{"role": "user", "content": message}],
@@ -155,26 +194,38 @@ class Endpoint:
                 top_p=sampling.top_p,
                 stop=sampling.stop or None,
                 seed=sampling.seed,
+                logprobs=True if top_n else None,
+                top_logprobs=top_n or None,
             )
         except Exception as error:
             raise self._classify(error) from None
         try:
             choice = output.choices[0]
             usage = output.usage
+            logprobs = getattr(choice, "logprobs", None)
+            choices = None
+            if top_n and logprobs is not None and logprobs.content:
+                choices = [
+                    TokenChoice(item.token, [(t.token, t.logprob) for t in item.top_logprobs or []])
+                    for item in logprobs.content
+                ]
             return Generation(
                 text=choice.message.content or "",
                 finish_reason=normalize_finish_reason(choice.finish_reason),
                 prompt_tokens=getattr(usage, "prompt_tokens", None),
                 completion_tokens=getattr(usage, "completion_tokens", None),
                 model=getattr(output, "model", None),
+                token_choices=choices,
             )
         except (AttributeError, IndexError, TypeError) as error:
             raise RetryableError("malformed_response", str(error)) from None
 
-    async def complete(self, prompt: str, model: str | None, sampling: SamplingConfig) -> Generation:
+    async def complete(
+        self, prompt: str, model: str | None, sampling: SamplingConfig, top_n: int | None = None
+    ) -> Generation:
         """Send a raw prompt: TGI `/generate`, or `/v1/completions` on OpenAI-compatible servers."""
         if self.api == "tgi":
-            return await self._generate(prompt, sampling)
+            return await self._generate(prompt, sampling, top_n)
         payload: dict[str, Any] = {
             "model": model or self.model_id or "default",
             "prompt": prompt,
@@ -186,15 +237,17 @@ class Endpoint:
             payload["stop"] = sampling.stop
         if sampling.seed is not None:
             payload["seed"] = sampling.seed
+        if top_n:
+            payload["logprobs"] = top_n
         client = await self.http()
         try:
             response = await client.post(self.url + "/v1/completions", json=payload)
         except httpx2.TimeoutException:
-            raise RetryableError("timeout", self.url) from None
+            raise RetryableError("timeout", self.name) from None
         except httpx2.TransportError as error:
             raise RetryableError("connection", str(error) or type(error).__name__) from None
         if response.status_code != 200:
-            raise _status_error(response.status_code, response.text, self.url + "/v1/completions")
+            raise _status_error(response.status_code, response.text, self.name + "/v1/completions")
         try:
             body = response.json()
             choice = body["choices"][0]
@@ -205,11 +258,12 @@ class Endpoint:
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
                 model=body.get("model"),
+                token_choices=_completion_choices(choice.get("logprobs")) if top_n else None,
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise RetryableError("malformed_response", repr(error)) from None
 
-    async def _generate(self, prompt: str, sampling: SamplingConfig) -> Generation:
+    async def _generate(self, prompt: str, sampling: SamplingConfig, top_n: int | None) -> Generation:
         try:
             output = await self._tgi.text_generation(
                 prompt,
@@ -221,17 +275,29 @@ class Endpoint:
                 top_p=sampling.top_p if sampling.top_p < 1 else None,
                 stop=sampling.stop or None,
                 seed=sampling.seed,
+                top_n_tokens=top_n or None,
             )
         except Exception as error:
             raise self._classify(error) from None
         try:
             details = output.details
+            choices = None
+            if top_n and details is not None and details.top_tokens and details.tokens:
+                # the Hub client parses `tokens` into objects but leaves the nested `top_tokens` as dicts
+                choices = [
+                    TokenChoice(
+                        _field(token, "text"),
+                        [(_field(t, "text"), _field(t, "logprob")) for t in top if _field(t, "logprob") is not None],
+                    )
+                    for token, top in zip(details.tokens, details.top_tokens, strict=False)
+                ]
             return Generation(
                 text=output.generated_text,
                 finish_reason=normalize_finish_reason(details.finish_reason if details else None),
                 prompt_tokens=len(details.prefill) if details and details.prefill else None,
                 completion_tokens=details.generated_tokens if details else None,
                 model=self.model_id,
+                token_choices=choices,
             )
         except AttributeError as error:
             raise RetryableError("malformed_response", str(error)) from None
@@ -241,17 +307,34 @@ class Endpoint:
         if isinstance(error, (RetryableError, RequestRejected, EndpointError)):
             return error
         if isinstance(error, (InferenceTimeoutError, httpx2.TimeoutException, TimeoutError)):
-            return RetryableError("timeout", self.url)
+            return RetryableError("timeout", self.name)
         if isinstance(error, httpx2.TransportError):
             return RetryableError("connection", str(error) or type(error).__name__)
         http_error = error if isinstance(error, HfHubHTTPError) else error.__cause__
         if isinstance(http_error, HfHubHTTPError) and http_error.response is not None:
-            return _status_error(http_error.response.status_code, http_error.response.text, self.url)
+            return _status_error(http_error.response.status_code, http_error.response.text, self.name)
         if isinstance(error, TextGenerationError):
             return RetryableError("generation_error", str(error))
         if isinstance(error, (json.JSONDecodeError, ValueError, KeyError, TypeError)):
             return RetryableError("malformed_response", f"{type(error).__name__}: {error}")
         return RetryableError("unexpected", f"{type(error).__name__}: {error}")
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, dict) else getattr(item, name)
+
+
+def _completion_choices(logprobs: Any) -> list[TokenChoice] | None:
+    """Token alternatives from an OpenAI `/v1/completions` choice (vLLM's shape; TGI sends none)."""
+    if not isinstance(logprobs, dict):
+        return None
+    tokens, tops = logprobs.get("tokens"), logprobs.get("top_logprobs")
+    if not isinstance(tokens, list) or not isinstance(tops, list):
+        return None
+    return [
+        TokenChoice(str(token), [(str(t), float(p)) for t, p in (top or {}).items()])
+        for token, top in zip(tokens, tops, strict=False)
+    ]
 
 
 def _json_or_empty(response: httpx2.Response) -> dict[str, Any]:

@@ -65,7 +65,13 @@ class StageConfig:
     endpoints: list[str] = field(
         default_factory=list, metadata={"help": "Endpoints for this stage; the run's when empty."}
     )
-    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight per endpoint for this stage."})
+    max_concurrency: int | None = field(
+        default=None,
+        metadata={
+            "help": "Requests in flight per endpoint for this stage; by default TGI's /info max_concurrent_requests, "
+            "else 8 (OpenAI-compatible servers do not say)."
+        },
+    )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
@@ -81,8 +87,28 @@ class BacktranslateConfig(StageConfig):
 class CurateConfig(StageConfig):
     """Stage 2 (P1): score each (instruction, document) pair on the 5-point rubric and keep the best."""
 
-    min_score: int = field(default=5, metadata={"help": "Keep pairs scoring at least this (papers: 5)."})
+    score_mode: str = field(
+        default="parsed",
+        metadata={
+            "help": "parsed: keep on the score the model wrote. expected: keep on the expected score sum p(k)*k "
+            "from the score token's probabilities (needs an endpoint that returns them)."
+        },
+    )
+    min_score: float | None = field(
+        default=None,
+        metadata={"help": "Keep pairs scoring at least this; default 5 (parsed, papers) or 4.5 (expected, Humpback)."},
+    )
+    top_n_tokens: int = field(
+        default=5, metadata={"help": "Alternatives asked per generated token when score_mode is expected."}
+    )
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=512))
+
+    @property
+    def threshold(self) -> float:
+        """The score a pair needs to be kept, in the units of `score_mode`."""
+        if self.min_score is not None:
+            return self.min_score
+        return 4.5 if self.score_mode == "expected" else 5.0
 
 
 @dataclass
@@ -119,6 +145,33 @@ class GenerateConfig:
     token_env: str = field(default="HF_TOKEN", metadata={"help": "Environment variable holding the endpoint token."})
     request_timeout: float = field(default=300.0, metadata={"help": "Seconds before one request is abandoned."})
     max_retries: int = field(default=5, metadata={"help": "Retries of a failed request (429, 5xx, connection errors)."})
+    truncate_to_fit: bool = field(
+        default=True,
+        metadata={
+            "help": "When a server refuses a prompt as longer than the model's context (HTTP 422), cut the "
+            "document to fit and retry once; false rejects the document at once."
+        },
+    )
+    chars_per_token: float = field(
+        default=3.0,
+        metadata={
+            "help": "Characters per token assumed when cutting a document to fit and neither a tokenizer nor "
+            "the server's error says more (low is safe: cuts more)."
+        },
+    )
+    dead_after: int = field(
+        default=3,
+        metadata={
+            "help": "Consecutive connection failures, timeouts or 502-504s that take an endpoint out of rotation."
+        },
+    )
+    probe_interval: float = field(
+        default=5.0, metadata={"help": "Seconds between health probes of an endpoint out of rotation."}
+    )
+    endpoints_down_timeout: float = field(
+        default=600.0,
+        metadata={"help": "Seconds a stage may have no live endpoint before the run stops (a run never hangs)."},
+    )
     note: str = field(
         default="", metadata={"help": "Free text copied into the dataset card (e.g. why thresholds were relaxed)."}
     )
@@ -137,7 +190,7 @@ class GenerateConfig:
         if order != sorted(order) or len(set(order)) != len(order):
             raise ConfigError(f"stages: {self.stages} must be in pipeline order {list(STAGES)} without repeats")
         if order[0] != 0:
-            raise ConfigError("stages: a run must start with backtranslate (curating an existing pool comes later)")
+            raise ConfigError("stages: a run must start with backtranslate (rerun with more stages to go on)")
         for name in STAGES:
             stage = self.stage(name)
             if stage.mode not in ("chat", "raw"):
@@ -148,7 +201,7 @@ class GenerateConfig:
                 raise ConfigError(
                     f"{name}.prefill needs mode: raw (a chat endpoint cannot continue a prefilled answer)"
                 )
-            if stage.max_concurrency < 1:
+            if stage.max_concurrency is not None and stage.max_concurrency < 1:
                 raise ConfigError(f"{name}.max_concurrency must be at least 1")
             if not stage.sampling.temperature >= 0:
                 raise ConfigError(f"{name}.sampling.temperature must be >= 0")
@@ -156,8 +209,18 @@ class GenerateConfig:
                 raise ConfigError(f"{name}.sampling.top_p must be in (0, 1]")
             if stage.sampling.max_tokens < 1:
                 raise ConfigError(f"{name}.sampling.max_tokens must be at least 1")
-        if not 1 <= self.curate.min_score <= 5:
+        if self.curate.score_mode not in ("parsed", "expected"):
+            raise ConfigError(f"curate.score_mode: {self.curate.score_mode!r} is not 'parsed' or 'expected'")
+        if not 1 <= self.curate.threshold <= 5:
             raise ConfigError("curate.min_score must be in 1-5")
+        if not 1 <= self.curate.top_n_tokens <= 20:
+            raise ConfigError("curate.top_n_tokens must be in 1-20")
+        if self.chars_per_token <= 0:
+            raise ConfigError("chars_per_token must be positive")
+        if self.dead_after < 1:
+            raise ConfigError("dead_after must be at least 1")
+        if self.request_timeout <= 0 or self.probe_interval <= 0 or self.endpoints_down_timeout <= 0:
+            raise ConfigError("request_timeout, probe_interval and endpoints_down_timeout must be positive")
         if self.corpus.limit is not None and self.corpus.limit < 1:
             raise ConfigError("corpus.limit must be at least 1")
 
@@ -230,5 +293,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     return config
 
 
-def dump_config(config: GenerateConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+def dump_config(config: GenerateConfig, path: Path, redact=None) -> None:
+    """Write the resolved config as YAML; `redact(url)` hides credentials in endpoint URLs."""
+    data = config.to_dict()
+    if redact is not None:
+        data["endpoints"] = [redact(u) for u in data["endpoints"]]
+        for stage in STAGES:
+            data[stage]["endpoints"] = [redact(u) for u in data[stage]["endpoints"]]
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

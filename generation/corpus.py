@@ -156,7 +156,7 @@ def read_corpus(
     else:
         raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
 
-    seen: dict[str, str] = {}
+    seen: dict[int, int] = {}  # 64-bit hash of each id -> its position: small, however long the corpus
     for position, (location, row) in enumerate(rows):
         if limit is not None and position >= limit:
             return
@@ -171,9 +171,13 @@ def read_corpus(
             doc_id = content_id(text) if isinstance(text, str) else f"{location}"
         else:
             doc_id = str(raw_id)
-        if doc_id in seen:
-            raise CorpusError(f"{location}: duplicate document id {doc_id!r} (first seen at {seen[doc_id]})")
-        seen[doc_id] = location
+        key = _id_hash(doc_id)
+        if key in seen:
+            first = seen[key]
+            raise CorpusError(
+                f"{location}: duplicate document id {doc_id!r} (first seen as record {first + 1} of the corpus)"
+            )
+        seen[key] = position
         if text_field not in row or text is None:
             yield Rejected(doc_id, "missing_text", location, position, url, source)
         elif not isinstance(text, str):
@@ -182,6 +186,37 @@ def read_corpus(
             yield Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
         else:
             yield Document(doc_id, text, url, source, location, position)
+
+
+def count_documents(path: str, limit: int | None = None) -> int | None:
+    """How many records a local corpus holds (for progress bars), or None for Hub datasets.
+
+    Parquet files say so in their metadata; JSON lines are counted (non-blank lines), which reads the
+    files once more, so callers run this in a thread beside the real work.
+    """
+    local = Path(path)
+    if not local.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    total = 0
+    try:
+        for file in corpus_files(local):
+            if file.name.endswith(PARQUET_SUFFIXES):
+                total += pq.ParquetFile(file).metadata.num_rows
+                continue
+            opener = gzip.open if file.name.endswith(".gz") else open
+            with opener(file, "rb") as handle:
+                total += sum(1 for line in handle if line.strip())
+            if limit is not None and total >= limit:
+                break
+    except Exception:  # a broken file is reported by the reader itself, with its line; no total then
+        return None
+    return min(total, limit) if limit is not None else total
+
+
+def _id_hash(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _rows_of(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:

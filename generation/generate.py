@@ -8,6 +8,14 @@ Examples:
     # your own TGI or vLLM replicas, papers' defaults
     bft generate dolma/ --out out/ --endpoint http://gpu1:8080 --endpoint http://gpu2:8080
 
+    # each stage on its own servers, all at once
+    bft generate dolma/ --out out/ --stage-endpoint backtranslate=http://gpu1:8080 \
+        --stage-endpoint curate=http://gpu2:8080 --stage-endpoint rewrite=http://gpu2:8080
+
+    # one GPU serving the models in turn: run a stage, swap the model, rerun with one stage more
+    bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate
+    bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate,curate,rewrite
+
 Rerunning the same command resumes: finished documents are not requested again.
 """
 
@@ -21,17 +29,32 @@ import time
 from pathlib import Path
 
 import yaml
+from tqdm.auto import tqdm
 
-from bft.generation.client import Endpoint
+from bft.generation.client import Endpoint, redact_url
 from bft.generation.config import STAGES, GenerateConfig, dump_config, load_config
-from bft.generation.corpus import read_corpus
-from bft.generation.engine import PREPARE, EndpointPool, Engine
+from bft.generation.corpus import count_documents, read_corpus
+from bft.generation.engine import PREPARE, Engine
 from bft.generation.errors import ConfigError
 from bft.generation.output import journal_dir, write_outputs, write_stats
+from bft.generation.pool import EndpointPool
 from bft.generation.stages import build_stage
 
 # Keys that may change between a run and its resumption without changing what the data means.
-OPERATIONAL_KEYS = {"endpoints", "out", "request_timeout", "max_retries", "token_env", "note"}
+# `stages` may grow: a later run goes on with the next stage from the earlier one's journals.
+OPERATIONAL_KEYS = {
+    "endpoints",
+    "out",
+    "stages",
+    "request_timeout",
+    "max_retries",
+    "token_env",
+    "note",
+    "dead_after",
+    "probe_interval",
+    "endpoints_down_timeout",
+}
+DEFAULT_CONCURRENCY = 8  # requests in flight per endpoint when neither config nor /info says
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +62,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Output folder (rerun with the same folder to resume)")
     parser.add_argument("--config", help="YAML run config (see generation/demo/demo.yaml)")
     parser.add_argument("--endpoint", action="append", default=None, help="Endpoint URL; repeat for several")
+    parser.add_argument(
+        "--stage-endpoint",
+        action="append",
+        default=None,
+        metavar="STAGE=URL",
+        help="Endpoint for one stage only (e.g. curate=http://gpu2:8080); repeat for several",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        help=f"Requests in flight per endpoint (default: TGI's /info max_concurrent_requests, else {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--score-mode",
+        choices=("parsed", "expected"),
+        help="Curate on the score the model wrote (parsed, default) or on sum p(k)*k (expected)",
+    )
+    parser.add_argument("--min-score", type=float, help="Curation threshold (default 5 parsed, 4.5 expected)")
     parser.add_argument("--stages", help=f"Comma-separated stages, in order (default: {','.join(STAGES)})")
     parser.add_argument("--limit", type=int, help="Process at most N documents")
     parser.add_argument("--text-field", help="Column with the document text (default: text)")
@@ -60,6 +101,18 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for flag in ("split", "revision"):
         if getattr(args, flag) is not None:
             overrides[f"corpus.{flag}"] = getattr(args, flag)
+    if args.max_concurrency is not None:
+        for stage in STAGES:
+            overrides[f"{stage}.max_concurrency"] = args.max_concurrency
+    if args.score_mode is not None:
+        overrides["curate.score_mode"] = args.score_mode
+    if args.min_score is not None:
+        overrides["curate.min_score"] = args.min_score
+    for item in args.stage_endpoint or []:
+        stage, _, url = item.partition("=")
+        if stage not in STAGES or not url:
+            raise ConfigError(f"--stage-endpoint {item!r}: expected STAGE=URL with STAGE one of {list(STAGES)}")
+        overrides.setdefault(f"{stage}.endpoints", []).append(url)
     return overrides
 
 
@@ -96,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(config.out)
     check_resumable(out, config)
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out / "run_config.yaml")
+    dump_config(config, out / "run_config.yaml", redact=redact_url)
     started = time.monotonic()
 
     if config.endpoints or all(config.stage(s).endpoints for s in config.stages):
@@ -127,34 +180,49 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
         stages.append(build_stage(name, stage_config))
 
     endpoints: dict[str, Endpoint] = {}
-    pools = {}
-    for stage in stages:
-        urls = stage.config.endpoints or config.endpoints or ([embedded.url] if embedded else [])
-        members = []
-        for url in urls:
-            if url not in endpoints:
-                endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
-                await endpoints[url].probe()
-            members.append(endpoints[url])
-        pools[stage.name] = EndpointPool(members, stage.config.max_concurrency)
-
-    engine = Engine(
-        stages,
-        pools,
-        journal_dir(out),
-        max_retries=config.max_retries,
-        request_timeout=config.request_timeout,
-        progress=progress,
-    )
-    corpus = config.corpus
-    documents = read_corpus(
-        corpus.path, corpus.text_field, corpus.id_field, corpus.split, corpus.revision, corpus.limit
-    )
+    pools: dict[str, EndpointPool] = {}
     try:
-        await engine.run(documents, total=corpus.limit)
+        for stage in stages:
+            urls = stage.config.endpoints or config.endpoints or ([embedded.url] if embedded else [])
+            members = []
+            for url in urls:
+                if url not in endpoints:
+                    endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
+                    await endpoints[url].probe()
+                members.append(endpoints[url])
+            limits = [stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY for e in members]
+            pools[stage.name] = EndpointPool(
+                stage.name,
+                members,
+                limits,
+                dead_after=config.dead_after,
+                probe_interval=config.probe_interval,
+                down_timeout=config.endpoints_down_timeout,
+                log=tqdm.write,
+            )
+        engine = Engine(
+            stages,
+            pools,
+            journal_dir(out),
+            max_retries=config.max_retries,
+            request_timeout=config.request_timeout,
+            truncate_to_fit=config.truncate_to_fit,
+            chars_per_token=config.chars_per_token,
+            progress=progress,
+        )
+        corpus = config.corpus
+        documents = read_corpus(
+            corpus.path, corpus.text_field, corpus.id_field, corpus.split, corpus.revision, corpus.limit
+        )
+        await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:
+        for pool in pools.values():
+            await pool.close()
         for endpoint in endpoints.values():
             await endpoint.close()
+
+    for name, pool in pools.items():
+        engine.stats[name].endpoint_events.update(pool.events)
 
     stats = {name: s.as_dict() for name, s in engine.stats.items()}
     first = config.stages[0]

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -39,17 +41,19 @@ def journal_dir(out: Path) -> Path:
     return out / ".bft" / "journal"
 
 
-def _ordered_offsets(journal: Journal) -> list[tuple[int, int, str]]:
-    """(position, offset, status) of each id's first entry, in corpus order; only offsets stay in memory."""
-    seen: set[str] = set()
-    rows = []
+def _ordered_offsets(journal: Journal) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offsets of each document's first entry, in corpus order, and whether each is kept.
+
+    Only two integer arrays stay in memory (17 bytes a document), however large the corpus.
+    """
+    positions, offsets, kept = array("q"), array("q"), array("b")
     for offset, entry in journal.entries():
-        if entry["id"] in seen:
-            continue
-        seen.add(entry["id"])
-        rows.append((entry["position"], offset, entry["status"]))
-    rows.sort()
-    return rows
+        positions.append(entry["position"])
+        offsets.append(offset)
+        kept.append(entry["status"] == KEPT)
+    # np.unique sorts by position and keeps the first entry of a position seen twice
+    _, first = np.unique(np.frombuffer(positions, dtype=np.int64), return_index=True)
+    return np.frombuffer(offsets, dtype=np.int64)[first], np.frombuffer(kept, dtype=np.int8)[first].astype(bool)
 
 
 def _row(record: StageRecord) -> dict:
@@ -85,7 +89,11 @@ class _ParquetSink:
         """Finish the file, name it by its content, drop earlier files; return its path under OUT."""
         self.flush()
         self.writer.close()
-        digest = hashlib.sha256(self.tmp.read_bytes()).hexdigest()[:16]
+        hasher = hashlib.sha256()
+        with open(self.tmp, "rb") as handle:  # in chunks: the file may be larger than memory should grow
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+        digest = hasher.hexdigest()[:16]
         self.path = self.folder / f"data-{digest}.parquet"
         for old in self.folder.glob("*.parquet"):
             if old != self.path:
@@ -101,9 +109,10 @@ def write_outputs(out: Path, stage_names: list[str]) -> dict[str, tuple[int, str
     for name in ["prepare", *stage_names]:
         journal = Journal(journal_dir(out) / f"{name}.jsonl")
         kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name]) if name in OUTPUT_CONFIG_NAMES else None
-        for _, offset, status in _ordered_offsets(journal):
+        offsets, kept_flags = _ordered_offsets(journal)
+        for offset, is_kept in zip(offsets.tolist(), kept_flags.tolist(), strict=True):
             record = journal.read_at(offset)
-            if status == KEPT:
+            if is_kept:
                 if kept is not None:
                     kept.add(record)
             else:

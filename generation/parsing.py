@@ -13,13 +13,19 @@ Rules (see README, "Parsing"):
   limit is `rewrite_truncated`, an unclosed block `rewrite_unclosed`, tags inside the block
   `rewrite_nested_tags`, an empty block `rewrite_empty`. When `[/RES]` was the stop sequence and
   the server reports a normal stop, the closing tag was consumed by the server and is implied.
+- expected score: where the server returned the top alternatives for each generated token, the
+  token that wrote the parsed score is found and its alternatives `1`-`5` give
+  E[score] = sum p(k) * k, renormalized over those five (Humpback's "score >= 4.5" needs this).
 - instruction: the stripped reply; empty is `instruction_empty`, cut off by the token limit is
   `instruction_truncated`, longer than the configured limit is `instruction_too_long`.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 RES_OPEN = "[RES]"
@@ -57,6 +63,45 @@ def parse_score(reply: str, low: int = 1, high: int = 5) -> Parsed:
     if not low <= value <= high:
         return Parsed(None, "score_out_of_range")
     return Parsed(value)
+
+
+def score_offset(reply: str) -> int | None:
+    """Where in `reply` the value of the last `Score:` starts (the text `parse_score` reads)."""
+    matches = list(SCORE_RE.finditer(reply))
+    return matches[-1].start("value") if matches else None
+
+
+def expected_score(choices: Sequence, text: str, offset: int, low: int = 1, high: int = 5) -> float | None:
+    """E[score] from the alternatives of the token that starts at character `offset` of `text`.
+
+    `choices` are the generated tokens (`.text`) with their top alternatives (`.top`: (text, logprob)
+    pairs). When the tokens do not spell `text` exactly (some servers normalize token strings), the
+    last token that is the score digit itself is used. None when no alternative is a score.
+    """
+    if not choices or offset < 0 or offset >= len(text):
+        return None
+    position = None
+    if "".join(c.text for c in choices) == text:
+        cursor = 0
+        for index, choice in enumerate(choices):
+            cursor += len(choice.text)
+            if cursor > offset:
+                position = index
+                break
+    if position is None:
+        digit = text[offset]
+        position = next((i for i in range(len(choices) - 1, -1, -1) if choices[i].text.strip() == digit), None)
+        if position is None:
+            return None
+    mass: Counter = Counter()
+    for alternative, logprob in choices[position].top:
+        word = alternative.strip()
+        if word.isdigit() and low <= int(word) <= high:
+            mass[int(word)] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return sum(k * p for k, p in mass.items()) / total
 
 
 def parse_rewrite(reply: str, finish_reason: str | None, stop: tuple[str, ...] = ()) -> Parsed:

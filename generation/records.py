@@ -55,6 +55,7 @@ class StageRecord:
     reason: str | None = None
     instruction: str | None = None
     score: int | None = None
+    expected_score: float | None = None  # sum p(k)*k from the score token's probabilities, when known
     response: str | None = None
     flags: list[str] = field(default_factory=list)
     provenance: list[Provenance] = field(default_factory=list)
@@ -102,6 +103,7 @@ RECORD_SCHEMA = pa.schema(
         ("instruction", pa.string()),
         ("response", pa.string()),
         ("score", pa.int64()),
+        ("expected_score", pa.float64()),
         ("document", pa.string()),
         ("url", pa.string()),
         ("source", pa.string()),

@@ -18,7 +18,14 @@ from functools import cached_property
 from bft.generation.client import Generation
 from bft.generation.config import BacktranslateConfig, CurateConfig, RewriteConfig, StageConfig
 from bft.generation.errors import ConfigError
-from bft.generation.parsing import Parsed, parse_instruction, parse_rewrite, parse_score
+from bft.generation.parsing import (
+    Parsed,
+    expected_score,
+    parse_instruction,
+    parse_rewrite,
+    parse_score,
+    score_offset,
+)
 from bft.generation.prompts import PromptTemplate, load_template
 from bft.generation.records import KEPT, REJECTED, Provenance, StageRecord
 
@@ -29,6 +36,7 @@ class Request:
 
     mode: str
     text: str
+    top_n: int | None = None  # ask for this many alternatives per generated token
 
 
 class Stage:
@@ -56,16 +64,18 @@ class Stage:
             raise ConfigError(f"{self.name}.raw_format is chat_template but {self.name}.tokenizer is not set")
         return AutoTokenizer.from_pretrained(self.config.tokenizer)
 
+    top_n: int | None = None
+
     def request(self, record: StageRecord) -> Request:
         values = self.values(record)
         if self.config.mode == "chat":
-            return Request("chat", self.template.user_message(**values))
+            return Request("chat", self.template.user_message(**values), self.top_n)
         if self.config.raw_format == "llama2":
             prompt = self.template.llama2_prompt(**values)
         else:
             messages = [{"role": "user", "content": self.template.user_message(**values)}]
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return Request("raw", prompt + self.config.prefill)
+        return Request("raw", prompt + self.config.prefill, self.top_n)
 
     def provenance(self, generation: Generation | None, parsed_status: str, attempts: int, endpoint) -> Provenance:
         return Provenance(
@@ -129,13 +139,29 @@ class Curate(Stage):
     default_template = "curate"
     config: CurateConfig
 
+    def __init__(self, config: CurateConfig):
+        super().__init__(config)
+        self.top_n = config.top_n_tokens if config.score_mode == "expected" else None
+
     def values(self, record: StageRecord) -> dict[str, str]:
         return {"generated_instruction": record.instruction, "output": record.document}
 
     def judge(self, record, reply, generation):
         parsed = parse_score(reply)
-        fields = {"score": parsed.value}
-        if parsed.ok and parsed.value < self.config.min_score:
+        fields = {"score": parsed.value, "expected_score": None}
+        if not parsed.ok:
+            return parsed, fields
+        if generation.token_choices:
+            prefill = len(reply) - len(generation.text)
+            fields["expected_score"] = expected_score(
+                generation.token_choices, generation.text, score_offset(reply) - prefill
+            )
+        if self.config.score_mode == "expected":
+            if fields["expected_score"] is None:
+                fields["_reject"] = "score_probabilities_missing"
+            elif fields["expected_score"] < self.config.threshold:
+                fields["_reject"] = "score_below_threshold"
+        elif parsed.value < self.config.threshold:
             fields["_reject"] = "score_below_threshold"
         return parsed, fields
 

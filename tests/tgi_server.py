@@ -10,11 +10,17 @@ Routes and bodies follow TGI's OpenAPI document (`shared/reference/tgi-openapi.j
 A test decides what the "model" answers with `server.script = callable(request) -> Reply | Fault`;
 the default, `paper_model`, answers each of the three paper prompts in the expected format. Every
 request is recorded in `server.requests`.
+
+Like TGI, the server validates prompt length against `max_total_tokens` (a token is a
+whitespace-separated word here) and answers 422 with TGI's message; it returns top-token
+alternatives when asked (`top_n_tokens` on `/generate`, `logprobs`/`top_logprobs` on chat); and
+`server.down = True` makes it drop every connection, as a crashed or unreachable replica does.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -31,6 +37,8 @@ class Reply:
 
     text: str
     delay: float = 0.0
+    # alternatives for generated tokens: {"5": {"5": 0.6, "4": 0.3, "3": 0.1}} puts them at the token "5"
+    top: dict[str, dict[str, float]] | None = None
 
 
 @dataclass
@@ -50,6 +58,7 @@ class SeenRequest:
     route: str
     payload: dict[str, Any]
     prompt: str  # the raw prompt, or the last user message for chat
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
 
 def prompt_kind(prompt: str) -> str:
@@ -123,6 +132,9 @@ class TGITestServer:
         self.model_id = model_id
         self.model_sha = "0123456789abcdef0123456789abcdef01234567"
         self.max_concurrent_requests = 128
+        self.max_input_tokens = 4095
+        self.max_total_tokens = 8192
+        self.down = False
         self.requests: list[SeenRequest] = []
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -171,7 +183,14 @@ class TGITestServer:
         handler.end_headers()
         handler.wfile.write(data)
 
+    @staticmethod
+    def _drop(handler) -> None:
+        handler.close_connection = True
+        handler.connection.shutdown(2)
+
     def _get(self, handler) -> None:
+        if self.down:
+            return self._drop(handler)
         if handler.path == "/health":
             return self._send(handler, 200, "", "text/plain")
         if handler.path == "/info" and self.tgi_info:
@@ -184,8 +203,8 @@ class TGITestServer:
                     "max_concurrent_requests": self.max_concurrent_requests,
                     "max_best_of": 2,
                     "max_stop_sequences": 4,
-                    "max_input_tokens": 4095,
-                    "max_total_tokens": 8192,
+                    "max_input_tokens": self.max_input_tokens,
+                    "max_total_tokens": self.max_total_tokens,
                     "validation_workers": 2,
                     "max_client_batch_size": 4,
                     "router": "text-generation-router",
@@ -201,6 +220,8 @@ class TGITestServer:
         self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
 
     def _post(self, handler) -> None:
+        if self.down:
+            return self._drop(handler)
         length = int(handler.headers.get("Content-Length") or 0)
         try:
             payload = json.loads(handler.rfile.read(length) or b"{}")
@@ -215,7 +236,16 @@ class TGITestServer:
             prompt = next((m["content"] for m in reversed(payload.get("messages", [])) if m.get("role") == "user"), "")
         else:
             return self._send(handler, 404, {"error": f"no route {route}", "error_type": "not_found"})
-        seen = SeenRequest(route, payload, prompt)
+        seen = SeenRequest(route, payload, prompt, {k.lower(): v for k, v in handler.headers.items()})
+        max_new = (payload.get("parameters") or {}).get("max_new_tokens") or payload.get("max_tokens") or 0
+        if len(prompt.split()) + max_new > self.max_total_tokens:
+            with self.lock:
+                self.requests.append(seen)
+            message = (
+                f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {self.max_total_tokens}. "
+                f"Given: {len(prompt.split())} `inputs` tokens and {max_new} `max_new_tokens`"
+            )
+            return self._send(handler, 422, {"error": message, "error_type": "validation"})
         with self.lock:
             self.requests.append(seen)
             self.in_flight += 1
@@ -233,9 +263,7 @@ class TGITestServer:
 
     def _fault(self, handler, fault: Fault) -> None:
         if fault.reset:
-            handler.close_connection = True
-            handler.connection.shutdown(2)
-            return
+            return self._drop(handler)
         if fault.body is not None:
             return self._send(handler, fault.status, fault.body)
         self._send(handler, fault.status, {"error": fault.error, "error_type": fault.error_type})
@@ -248,6 +276,7 @@ class TGITestServer:
             text, finish, n = _finish(text, params.get("max_new_tokens"), params.get("stop") or [], keep_stop=True)
             body: dict[str, Any] = {"generated_text": text}
             if params.get("details", True):
+                tokens = _tokens(text)
                 body["details"] = {
                     "finish_reason": finish,
                     "generated_tokens": n,
@@ -255,10 +284,13 @@ class TGITestServer:
                     "prefill": [
                         {"id": i, "text": w, "logprob": None} for i, w in enumerate(prompt.split()[:prompt_tokens])
                     ],
-                    "tokens": [
-                        {"id": i, "text": w, "logprob": -0.1, "special": False} for i, w in enumerate(text.split())
-                    ],
+                    "tokens": [{"id": i, "text": w, "logprob": -0.1, "special": False} for i, w in enumerate(tokens)],
                 }
+                if params.get("top_n_tokens"):
+                    body["details"]["top_tokens"] = [
+                        [{"id": i, "text": t, "logprob": lp, "special": False} for t, lp in _alternatives(w, reply)]
+                        for i, w in enumerate(tokens)
+                    ]
             return self._send(handler, 200, [body] if route == "/" else body)
         text, finish, n = _finish(text, payload.get("max_tokens"), payload.get("stop") or [], keep_stop=False)
         openai_finish = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}[finish]
@@ -272,13 +304,39 @@ class TGITestServer:
         if route == "/v1/completions":
             choice = {"index": 0, "text": text, "finish_reason": openai_finish, "logprobs": None}
             return self._send(handler, 200, {**common, "object": "text_completion", "choices": [choice]})
+        logprobs = None
+        if payload.get("logprobs"):
+            logprobs = {
+                "content": [
+                    {
+                        "token": w,
+                        "logprob": -0.1,
+                        "top_logprobs": [{"token": t, "logprob": lp} for t, lp in _alternatives(w, reply)],
+                    }
+                    for w in _tokens(text)
+                ]
+            }
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": text},
             "finish_reason": openai_finish,
-            "logprobs": None,
+            "logprobs": logprobs,
         }
         self._send(handler, 200, {**common, "object": "chat.completion", "choices": [choice]})
+
+
+def _tokens(text: str) -> list[str]:
+    """The reply as tokens that spell it exactly: each word with the whitespace before it."""
+    tokens = re.findall(r"\s*\S+", text)
+    return tokens or [text]
+
+
+def _alternatives(token: str, reply: Reply) -> list[tuple[str, float]]:
+    """Top alternatives at `token`: the scripted ones (probabilities), else the token itself."""
+    scripted = (reply.top or {}).get(token.strip())
+    if not scripted:
+        return [(token, -0.1)]
+    return [(token[: len(token) - len(token.lstrip())] + t, math.log(p)) for t, p in scripted.items()]
 
 
 @dataclass

@@ -83,7 +83,9 @@ def test_missing_path_is_a_clear_error(tmp_path):
 
 def test_duplicate_ids_never_merge(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"id": "x", "text": "one"}, {"id": "x", "text": "two"}])
-    with pytest.raises(CorpusError, match=r"d\.jsonl:2: duplicate document id 'x' \(first seen at .*d\.jsonl:1\)"):
+    with pytest.raises(
+        CorpusError, match=r"d\.jsonl:2: duplicate document id 'x' \(first seen as record 1 of the corpus\)"
+    ):
         list(read_corpus(str(path)))
 
 

@@ -142,17 +142,6 @@ def test_overload_and_server_errors_are_retried(tmp_path):
     assert len(load(tmp_path / "o", "rewritten")) == 2
 
 
-def test_input_too_long_rejects_that_document_only(tmp_path):
-    too_long = Fault(422, "`inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000", "validation")
-    script = Sequence([too_long], when=lambda r: prompt_kind(r.prompt) == "rewrite")
-    with TGITestServer(script) as server:
-        assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--limit", 3) == 0
-    rejected = load(tmp_path / "o", "rejected")
-    assert list(rejected["reason"]) == ["input_too_long"] and list(rejected["stage"]) == ["rewrite"]
-    assert "must be <= 8192" in rejected[0]["provenance"][-1]["raw_output"]
-    assert len(load(tmp_path / "o", "rewritten")) == 2
-
-
 def test_retries_exhausted_become_a_rejected_record(tmp_path):
     always = lambda r: Fault(503, "unhealthy", "unhealthy") if "sourdough" in r.prompt else paper_model(r)  # noqa: E731
     config = write_config(tmp_path / "c.yaml", {"max_retries": 1})
@@ -167,8 +156,8 @@ def test_retries_exhausted_become_a_rejected_record(tmp_path):
 
 def test_bad_auth_stops_the_run_with_a_clear_message(tmp_path, capsys):
     with TGITestServer(lambda r: Fault(401, "Unauthorized", "authentication")) as server:
-        assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url) == 2
-        assert len(server.requests) < 30  # stopped, not one rejection per document
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--max-concurrency", 2) == 2
+        assert len(server.requests) <= 2  # stopped, not one rejection per document
     assert "answered HTTP 401" in capsys.readouterr().err
 
 
@@ -199,7 +188,9 @@ def test_resuming_with_a_different_configuration_is_refused(tmp_path, tgi, capsy
     ("config", "message"),
     [
         ({"curate": {"min_scor": 4}}, "unknown key(s) ['min_scor']"),
-        ({"curate": {"min_score": "high"}}, "curate.min_score: expected int"),
+        ({"curate": {"min_score": "high"}}, "curate.min_score: expected float"),
+        ({"curate": {"score_mode": "mean"}}, "curate.score_mode: 'mean' is not"),
+        ({"backtranslate": {"max_concurrency": 0}}, "backtranslate.max_concurrency must be at least 1"),
         ({"rewrite": {"mode": "chat", "prefill": "[RES]"}}, "rewrite.prefill needs mode: raw"),
         ({"stages": ["curate", "backtranslate"]}, "must be in pipeline order"),
     ],

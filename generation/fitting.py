@@ -1,0 +1,121 @@
+"""Cutting a document so that its prompt fits the model's context, after a server refused it (HTTP 422).
+
+Web documents are often longer than a model's context. TGI refuses such a request with 422
+("`inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000 `inputs` tokens and 1024
+`max_new_tokens`"), vLLM with 400 ("This model's maximum context length is 4096 tokens. However, you
+requested 5120 tokens (4096 in the messages, 1024 in the completion)"). The engine then cuts the
+document once, keeping its beginning, and retries.
+
+How much to cut, best source first:
+
+1. the stage's tokenizer, when it has one (`tokenizer:`): the document is cut to exactly the number of
+   tokens the server's limit leaves after the rest of the prompt and `max_tokens`;
+2. the numbers in the server's error (limit and the prompt's token count): the document loses the
+   excess, converted to characters at this prompt's own characters-per-token ratio, plus a margin;
+3. the limits in TGI's `/info`, at `chars_per_token` characters per token;
+4. nothing known: the document is halved.
+
+Cuts fall on whitespace where one is near, so no word is split.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MARGIN = 0.1  # cut 10 % more than the estimate says, so one retry is enough
+MIN_CHARS = 64  # below this a document is not worth sending cut
+
+_PATTERNS = [
+    # TGI: `inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000 `inputs` tokens and 1024 `max_new_tokens`
+    (re.compile(r"must be <= (\d+)\. Given: (\d+) `?inputs`? tokens and (\d+) `?max_new_tokens", re.I), "total"),
+    # TGI: `inputs` must have less than 4096 tokens. Given: 5000
+    (re.compile(r"must have less than (\d+) tokens\. Given: (\d+)", re.I), "input"),
+    # vLLM: maximum context length is 4096 tokens. However, you requested 5120 tokens (4096 in the messages, 1024 ...
+    (
+        re.compile(
+            r"maximum context length is (\d+) tokens.*?\((\d+) in the messages, (\d+) in the completion", re.I | re.S
+        ),
+        "total",
+    ),
+    # vLLM (newer): maximum context length is 2048 tokens. However, your request has 3000 input tokens
+    (re.compile(r"maximum context length is (\d+) tokens.*?has (\d+) input tokens", re.I | re.S), "total_no_new"),
+]
+
+
+@dataclass(frozen=True)
+class ContextLimit:
+    """What a refusal says: the most prompt tokens allowed, and how many this prompt had (when said)."""
+
+    allowed_input: int | None
+    given_input: int | None
+
+
+def parse_context_error(detail: str, max_new_tokens: int) -> ContextLimit:
+    """Read the limit and the prompt's size from a server's "too long" message."""
+    for pattern, kind in _PATTERNS:
+        match = pattern.search(detail)
+        if match is None:
+            continue
+        numbers = [int(n) for n in match.groups()]
+        if kind == "total":
+            limit, given, new = numbers
+            return ContextLimit(limit - new, given)
+        if kind == "input":
+            limit, given = numbers
+            return ContextLimit(limit - 1, given)
+        limit, given = numbers
+        return ContextLimit(limit - max_new_tokens, given)
+    return ContextLimit(None, None)
+
+
+def info_limit(max_input_tokens: int | None, max_total_tokens: int | None, max_new_tokens: int) -> int | None:
+    """The prompt budget TGI's `/info` implies for a request asking `max_new_tokens`."""
+    budgets = []
+    if max_input_tokens:
+        budgets.append(max_input_tokens)
+    if max_total_tokens and max_total_tokens > max_new_tokens:
+        budgets.append(max_total_tokens - max_new_tokens)
+    return min(budgets) if budgets else None
+
+
+def cut_at_whitespace(text: str, chars: int) -> str:
+    """The first `chars` characters of `text`, ending before the word that straddles the cut."""
+    if chars >= len(text):
+        return text
+    head = text[: max(0, chars)]
+    space = max(head.rfind(" "), head.rfind("\n"))
+    if space > 0 and chars - space <= max(chars * 0.1, 40):  # a word, not a long run without spaces
+        head = head[:space]
+    return head.rstrip()
+
+
+def fit_document(
+    document: str,
+    prompt: str,
+    refusal: ContextLimit,
+    info_budget: int | None,
+    chars_per_token: float,
+    tokenizer=None,
+) -> str | None:
+    """A shorter `document` for a prompt that was too long, or None when it cannot usefully be cut."""
+    allowed = refusal.allowed_input or info_budget
+    if tokenizer is not None and allowed:
+        overhead = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        ids = tokenizer(document, add_special_tokens=False)["input_ids"]
+        overhead -= len(ids)
+        budget = int((allowed - overhead) * (1 - MARGIN / 2))
+        cut = tokenizer.decode(ids[: max(0, budget)], skip_special_tokens=True) if budget > 0 else ""
+    elif refusal.allowed_input and refusal.given_input:
+        ratio = len(prompt) / refusal.given_input  # this prompt's own characters per token
+        excess = refusal.given_input - refusal.allowed_input
+        cut = cut_at_whitespace(document, int(len(document) - excess * ratio * (1 + MARGIN)))
+    elif allowed:
+        overhead_chars = len(prompt) - len(document)
+        cut = cut_at_whitespace(document, int(allowed * chars_per_token * (1 - MARGIN)) - overhead_chars)
+    else:
+        cut = cut_at_whitespace(document, len(document) // 2)
+    cut = cut.rstrip()
+    if len(cut) < MIN_CHARS or len(cut) >= len(document):
+        return None
+    return cut

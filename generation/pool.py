@@ -1,0 +1,146 @@
+"""A stage's endpoints: bounded requests in flight each, least-busy first, dead ones out of rotation.
+
+Each endpoint takes at most `limit` requests at once (TGI's `/info` `max_concurrent_requests` by
+default, so the server queues instead of answering 429). A request goes to the live endpoint with the
+fewest outstanding requests (ties: the one that has served fewest), so replicas of different speeds all
+stay busy.
+
+An endpoint whose requests fail `dead_after` times in a row with a connection error, a timeout or a
+502-504 leaves the rotation; a background probe (`/health`, or `/v1/models`) brings it back when it
+answers again. Requests wait for a live endpoint, but never longer than `down_timeout` seconds with none
+at all: then the run stops with an `EndpointError` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from bft.generation.client import DOWN_CAUSES, Endpoint, RetryableError
+from bft.generation.errors import EndpointError
+
+
+@dataclass(eq=False)
+class Member:
+    """One endpoint's place in a pool."""
+
+    endpoint: Endpoint
+    limit: int
+    outstanding: int = 0
+    served: int = 0
+    failures_in_a_row: int = 0
+    alive: bool = True
+    probe: asyncio.Task | None = field(default=None, repr=False)
+
+
+class EndpointPool:
+    """The endpoints one stage sends to."""
+
+    def __init__(
+        self,
+        stage: str,
+        endpoints: list[Endpoint],
+        limits: list[int],
+        dead_after: int = 3,
+        probe_interval: float = 5.0,
+        down_timeout: float = 600.0,
+        log=None,
+    ):
+        if not endpoints:
+            raise EndpointError(f"stage {stage} has no endpoint")
+        self.stage = stage
+        self.members = [Member(e, max(1, limit)) for e, limit in zip(endpoints, limits, strict=True)]
+        self.dead_after = dead_after
+        self.probe_interval = probe_interval
+        self.down_timeout = down_timeout
+        self.events: Counter = Counter()  # removed / restored, for stats.json
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self._changed = asyncio.Condition()
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def capacity(self) -> int:
+        return sum(m.limit for m in self.members)
+
+    async def acquire(self) -> Member:
+        """Wait for a free slot on a live endpoint and take it."""
+        loop = asyncio.get_running_loop()
+        none_live_since: float | None = None
+        async with self._changed:
+            while True:
+                live = [m for m in self.members if m.alive]
+                free = [m for m in live if m.outstanding < m.limit]
+                if free:
+                    member = min(free, key=lambda m: (m.outstanding, m.served))
+                    member.outstanding += 1
+                    member.served += 1
+                    return member
+                if live:
+                    await self._changed.wait()  # a slot frees within the request timeout
+                    continue
+                none_live_since = none_live_since or loop.time()
+                remaining = none_live_since + self.down_timeout - loop.time()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), max(0.0, remaining))
+                except TimeoutError:
+                    urls = ", ".join(m.endpoint.name for m in self.members)
+                    raise EndpointError(
+                        f"stage {self.stage}: no endpoint has answered for {self.down_timeout:.0f} s ({urls}); "
+                        "start them and run the same command again to resume"
+                    ) from None
+
+    async def release(self, member: Member) -> None:
+        async with self._changed:
+            member.outstanding -= 1
+            self._changed.notify(1)
+
+    async def run(self, call):
+        """Run `call(endpoint)` on the least busy live endpoint; return (endpoint, result)."""
+        member = await self.acquire()
+        try:
+            result = await call(member.endpoint)
+        except (RetryableError, TimeoutError) as error:
+            if getattr(error, "cause", "timeout") in DOWN_CAUSES:
+                await self._failed(member)
+            raise
+        else:
+            member.failures_in_a_row = 0
+            return member.endpoint, result
+        finally:
+            await self.release(member)
+
+    async def _failed(self, member: Member) -> None:
+        member.failures_in_a_row += 1
+        if member.alive and member.failures_in_a_row >= self.dead_after:
+            member.alive = False
+            self.events["removed"] += 1
+            self.log(
+                f"bft: {self.stage}: {member.endpoint.name} failed {member.failures_in_a_row} times in a row; "
+                f"out of rotation, probing every {self.probe_interval:g} s"
+            )
+            member.probe = asyncio.create_task(self._probe(member))
+            async with self._changed:
+                self._changed.notify_all()  # waiters re-check: with no live endpoint left, their deadline starts
+
+    async def _probe(self, member: Member) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            if await member.endpoint.healthy():
+                async with self._changed:
+                    member.alive = True
+                    member.failures_in_a_row = 0
+                    self.events["restored"] += 1
+                    self._changed.notify_all()
+                self.log(f"bft: {self.stage}: {member.endpoint.name} answers again; back in rotation")
+                return
+
+    async def close(self) -> None:
+        for member in self.members:
+            if member.probe is not None and not member.probe.done():
+                member.probe.cancel()
+                await asyncio.gather(member.probe, return_exceptions=True)
