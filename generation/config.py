@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from bft.generation.errors import ConfigError
+from bft.generation.escaping import DEFAULT_MARKERS
 
 STAGES = ("backtranslate", "curate", "rewrite")
 
@@ -130,6 +131,44 @@ class CorpusConfig:
     split: str = field(default="train", metadata={"help": "Hub datasets: split to stream."})
     revision: str | None = field(default=None, metadata={"help": "Hub datasets: revision (tag, branch or commit)."})
     limit: int | None = field(default=None, metadata={"help": "Read at most this many documents."})
+    duplicate_ids: str = field(
+        default="error",
+        metadata={
+            "help": "A document id seen twice: error (stop, naming both records) or rename (the later one "
+            "becomes ID#2, ID#3, ... and is flagged duplicate_id)."
+        },
+    )
+    invalid_utf8: str = field(
+        default="reject",
+        metadata={
+            "help": "A line that is not valid UTF-8: reject (a rejected record, reason invalid_utf8), replace "
+            "(undecodable bytes become U+FFFD, flag invalid_utf8_replaced) or error (stop)."
+        },
+    )
+    max_record_bytes: int = field(
+        default=64 << 20,
+        metadata={"help": "JSON lines longer than this are rejected (record_too_large) without being loaded."},
+    )
+
+
+@dataclass
+class PrepareConfig:
+    """Rules applied to each document before any prompt (see `generation/prepare.py`)."""
+
+    escape_markers: bool = field(
+        default=True,
+        metadata={"help": "Escape the prompts' markers ([INST], [RES], Score: lines, chat tokens) in prompts."},
+    )
+    markers: list[str] = field(
+        default_factory=lambda: list(DEFAULT_MARKERS), metadata={"help": "The markers escaped in prompts."}
+    )
+    control_characters: str = field(default="strip", metadata={"help": "NUL and other controls: strip | reject."})
+    html: str = field(default="strip", metadata={"help": "HTML left in the text: strip | keep | reject."})
+    max_document_chars: int = field(default=100_000, metadata={"help": "Longer documents are cut or rejected."})
+    oversize: str = field(
+        default="truncate", metadata={"help": "Documents over max_document_chars: truncate | reject."}
+    )
+    min_document_chars: int = field(default=1, metadata={"help": "Shorter documents (after cleaning) are rejected."})
 
 
 @dataclass
@@ -175,6 +214,14 @@ class GenerateConfig:
     note: str = field(
         default="", metadata={"help": "Free text copied into the dataset card (e.g. why thresholds were relaxed)."}
     )
+    check_language: bool = field(
+        default=True,
+        metadata={"help": "Reject instructions and rewrites not in the document's language (reply_other_language)."},
+    )
+    check_prompt_echo: bool = field(
+        default=True, metadata={"help": "Reject replies that repeat the prompt's own text (reply_repeats_prompt)."}
+    )
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
     backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
@@ -223,6 +270,17 @@ class GenerateConfig:
             raise ConfigError("request_timeout, probe_interval and endpoints_down_timeout must be positive")
         if self.corpus.limit is not None and self.corpus.limit < 1:
             raise ConfigError("corpus.limit must be at least 1")
+        for where, value, allowed in (
+            ("corpus.duplicate_ids", self.corpus.duplicate_ids, ("error", "rename")),
+            ("corpus.invalid_utf8", self.corpus.invalid_utf8, ("reject", "replace", "error")),
+            ("prepare.control_characters", self.prepare.control_characters, ("strip", "reject")),
+            ("prepare.html", self.prepare.html, ("strip", "keep", "reject")),
+            ("prepare.oversize", self.prepare.oversize, ("truncate", "reject")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        if self.prepare.max_document_chars < 100 or self.corpus.max_record_bytes < 1024:
+            raise ConfigError("prepare.max_document_chars must be >= 100 and corpus.max_record_bytes >= 1024")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -73,25 +73,79 @@ def corpus_files(path: Path) -> list[Path]:
     return files
 
 
-def iter_jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (location, row) for each non-blank line; broken lines raise `CorpusError`."""
+@dataclass
+class Unreadable:
+    """A line that cannot become a row but does not break the file: it becomes a rejected record."""
+
+    reason: str
+    raw: str = ""
+
+
+TOO_LARGE = object()
+
+
+def _read_line(handle, max_bytes: int, chunk: int = 1 << 20) -> bytearray | object | None:
+    """The next line, read in bounded pieces; `TOO_LARGE` (nothing held) over `max_bytes`; None at the end."""
+    line = bytearray(handle.readline(chunk))
+    if not line:
+        return None
+    too_large = False
+    while not line.endswith(b"\n"):
+        piece = handle.readline(chunk)
+        if not piece:
+            break
+        if not too_large and len(line) + len(piece) > max_bytes:
+            too_large, line = True, bytearray()  # read on to the end of the line, keeping nothing
+        if too_large:
+            if piece.endswith(b"\n"):
+                break
+            continue
+        line += piece
+    return TOO_LARGE if too_large or len(line) > max_bytes else line
+
+
+def iter_jsonl_rows(
+    path: Path, invalid_utf8: str = "error", max_bytes: int = 64 << 20
+) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+    """Yield (location, row) for each non-blank line; broken lines raise `CorpusError`.
+
+    Lines over `max_bytes`, and lines that are not UTF-8 when `invalid_utf8` is "reject", are yielded
+    as `Unreadable` (rejected records, never silently dropped); "replace" decodes them with U+FFFD and
+    flags the row. A large record is held once at a time, not once per step of reading it.
+    """
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
+            number = 0
+            while (raw := _read_line(handle, max_bytes)) is not None:
+                number += 1
                 location = f"{path}:{number}"
+                if raw is TOO_LARGE:
+                    yield location, Unreadable("record_too_large")
+                    continue
+                flags = []
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as error:
-                    raise CorpusError(f"{location}: invalid UTF-8 at byte {error.start} of the line") from None
-                if not line.strip():
+                    if invalid_utf8 == "error":
+                        raise CorpusError(f"{location}: invalid UTF-8 at byte {error.start} of the line") from None
+                    line = raw.decode("utf-8", "replace")
+                    if invalid_utf8 == "reject":
+                        yield location, Unreadable("invalid_utf8", line[:10_000])
+                        continue
+                    flags = ["invalid_utf8_replaced"]
+                del raw
+                if not line or line.isspace():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise CorpusError(f"{location}: malformed JSON ({error.msg} at column {error.colno})") from None
+                del line
                 if not isinstance(row, dict):
                     raise CorpusError(f"{location}: expected a JSON object, got {type(row).__name__}")
+                if flags:
+                    row["__flags__"] = flags
                 yield location, row
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise CorpusError(f"{path}: cannot read: {error}") from None
@@ -142,15 +196,20 @@ def read_corpus(
     split: str = "train",
     revision: str | None = None,
     limit: int | None = None,
+    duplicate_ids: str = "error",
+    invalid_utf8: str = "error",
+    max_record_bytes: int = 64 << 20,
 ) -> Iterator[Document | Rejected]:
     """Stream documents from a local path or a Hub dataset id.
 
     Raises `CorpusError` for unreadable input and for a document id seen twice (two records must never
-    merge silently). Yields `Rejected` for records without usable text.
+    merge silently) unless `duplicate_ids` is "rename": the later record becomes `ID#2`, `ID#3`, ...
+    and is flagged `duplicate_id`. Yields `Rejected` for records without usable text, and for lines that
+    are too large or not UTF-8 (see `iter_jsonl_rows`).
     """
     local = Path(path)
     if local.exists():
-        rows = (row for file in corpus_files(local) for row in _rows_of(file))
+        rows = (row for file in corpus_files(local) for row in _rows_of(file, invalid_utf8, max_record_bytes))
     elif HUB_ID_RE.match(path) and not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
         rows = iter_hub_rows(path, split, revision)
     else:
@@ -160,6 +219,10 @@ def read_corpus(
     for position, (location, row) in enumerate(rows):
         if limit is not None and position >= limit:
             return
+        if isinstance(row, Unreadable):
+            yield Rejected(location, row.reason, location, position, raw=row.raw)
+            continue
+        flags = row.pop("__flags__", [])
         text = row.get(text_field)
         raw_id = row.get(id_field)
         url, source = _url_of(row), row.get("source") if isinstance(row.get("source"), str) else None
@@ -173,19 +236,26 @@ def read_corpus(
             doc_id = str(raw_id)
         key = _id_hash(doc_id)
         if key in seen:
-            first = seen[key]
-            raise CorpusError(
-                f"{location}: duplicate document id {doc_id!r} (first seen as record {first + 1} of the corpus)"
-            )
+            if duplicate_ids != "rename":
+                raise CorpusError(
+                    f"{location}: duplicate document id {doc_id!r} (first seen as record {seen[key] + 1} of the "
+                    "corpus); fix the input, or set corpus.duplicate_ids: rename"
+                )
+            original, copy = doc_id, 2
+            while _id_hash(f"{original}#{copy}") in seen:
+                copy += 1
+            doc_id = f"{original}#{copy}"
+            key = _id_hash(doc_id)
+            flags = [*flags, f"duplicate_id:{original}"]
         seen[key] = position
         if text_field not in row or text is None:
             yield Rejected(doc_id, "missing_text", location, position, url, source)
         elif not isinstance(text, str):
             yield Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
-        elif not text.strip():
+        elif not text or text.isspace():
             yield Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
         else:
-            yield Document(doc_id, text, url, source, location, position)
+            yield Document(doc_id, text, url, source, location, position, flags=list(flags))
 
 
 def count_documents(path: str, limit: int | None = None) -> int | None:
@@ -219,7 +289,7 @@ def _id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-def _rows_of(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _rows_of(file: Path, invalid_utf8: str, max_bytes: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
     if file.name.endswith(PARQUET_SUFFIXES):
         return iter_parquet_rows(file)
-    return iter_jsonl_rows(file)
+    return iter_jsonl_rows(file, invalid_utf8, max_bytes)

@@ -36,8 +36,10 @@ from bft.generation.config import STAGES, GenerateConfig, dump_config, load_conf
 from bft.generation.corpus import count_documents, read_corpus
 from bft.generation.engine import PREPARE, Engine
 from bft.generation.errors import ConfigError
+from bft.generation.escaping import Escaper
 from bft.generation.output import journal_dir, write_outputs, write_stats
 from bft.generation.pool import EndpointPool
+from bft.generation.prepare import Preparer
 from bft.generation.stages import build_stage
 
 # Keys that may change between a run and its resumption without changing what the data means.
@@ -177,7 +179,15 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             stage_config.model = stage_config.model or embedded.model_name
             if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
                 stage_config.tokenizer = str(embedded.model_dir)
-        stages.append(build_stage(name, stage_config))
+        stages.append(
+            build_stage(
+                name,
+                stage_config,
+                escaper=Escaper(config.prepare.markers) if config.prepare.escape_markers else None,
+                language=config.check_language,
+                echo=config.check_prompt_echo,
+            )
+        )
 
     endpoints: dict[str, Endpoint] = {}
     pools: dict[str, EndpointPool] = {}
@@ -211,8 +221,18 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             progress=progress,
         )
         corpus = config.corpus
-        documents = read_corpus(
-            corpus.path, corpus.text_field, corpus.id_field, corpus.split, corpus.revision, corpus.limit
+        documents = Preparer(config.prepare)(
+            read_corpus(
+                corpus.path,
+                corpus.text_field,
+                corpus.id_field,
+                corpus.split,
+                corpus.revision,
+                corpus.limit,
+                duplicate_ids=corpus.duplicate_ids,
+                invalid_utf8=corpus.invalid_utf8,
+                max_record_bytes=corpus.max_record_bytes,
+            )
         )
         await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:

@@ -18,6 +18,7 @@ from functools import cached_property
 from bft.generation.client import Generation
 from bft.generation.config import BacktranslateConfig, CurateConfig, RewriteConfig, StageConfig
 from bft.generation.errors import ConfigError
+from bft.generation.escaping import Escaper, unescape
 from bft.generation.parsing import (
     Parsed,
     expected_score,
@@ -28,6 +29,7 @@ from bft.generation.parsing import (
 )
 from bft.generation.prompts import PromptTemplate, load_template
 from bft.generation.records import KEPT, REJECTED, Provenance, StageRecord
+from bft.generation.replies import check_reply
 
 
 @dataclass
@@ -40,17 +42,30 @@ class Request:
 
 
 class Stage:
-    """Base class: prompt rendering shared by all stages; subclasses fill values and judge replies."""
+    """Base class: prompt rendering shared by all stages; subclasses fill values and judge replies.
+
+    Untrusted values (documents, and instructions a model wrote from them) are escaped by `escaper`
+    before they enter a prompt. Replies are checked (`replies.py`) before they are parsed: `language`
+    and `echo` switch the language and prompt-echo checks, which stages whose reply is free text use.
+    """
 
     name: str = ""
     default_template: str = ""
+    free_text_reply = True  # the reply is text in the document's language (not a score)
 
-    def __init__(self, config: StageConfig):
+    def __init__(self, config: StageConfig, escaper: Escaper | None = None, language: bool = True, echo: bool = True):
         self.config = config
         self.template: PromptTemplate = load_template(config.template or self.default_template)
+        self.escaper = escaper
+        self.check_language = language and self.free_text_reply
+        self.check_echo = echo and self.free_text_reply
 
     def values(self, record: StageRecord) -> dict[str, str]:
         raise NotImplementedError
+
+    def restore(self, text: str | None) -> str | None:
+        """Undo the escaping in text the model copied from the prompt (reversible by design)."""
+        return unescape(text) if self.escaper is not None and text else text
 
     def judge(self, record: StageRecord, reply: str, generation: Generation) -> tuple[Parsed, dict]:
         """Parse the reply; return the verdict and the record fields to set when it is kept."""
@@ -68,6 +83,8 @@ class Stage:
 
     def request(self, record: StageRecord) -> Request:
         values = self.values(record)
+        if self.escaper is not None:
+            values = {key: self.escaper.escape(value) for key, value in values.items()}
         if self.config.mode == "chat":
             return Request("chat", self.template.user_message(**values), self.top_n)
         if self.config.raw_format == "llama2":
@@ -100,7 +117,15 @@ class Stage:
     def outcome(self, record: StageRecord, generation: Generation, attempts: int, endpoint) -> StageRecord:
         """The record this stage writes for a successful request."""
         reply = (self.config.prefill if self.config.mode == "raw" else "") + generation.text
-        parsed, fields = self.judge(record, reply, generation)
+        odd = check_reply(
+            generation.text,
+            generation.finish_reason,
+            record.document,
+            self.template,
+            self.check_language,
+            self.check_echo,
+        )
+        parsed, fields = (Parsed(None, odd), {}) if odd else self.judge(record, reply, generation)
         provenance = [*record.provenance, self.provenance(generation, parsed.status, attempts, endpoint)]
         if not parsed.ok:
             return replace(record, stage=self.name, status=REJECTED, reason=parsed.reason, provenance=provenance)
@@ -131,16 +156,17 @@ class Backtranslate(Stage):
 
     def judge(self, record, reply, generation):
         parsed = parse_instruction(reply, generation.finish_reason, self.config.max_instruction_chars)
-        return parsed, {"instruction": parsed.value, "response": record.document}
+        return parsed, {"instruction": self.restore(parsed.value), "response": record.document}
 
 
 class Curate(Stage):
     name = "curate"
     default_template = "curate"
     config: CurateConfig
+    free_text_reply = False  # a rubric score; its reasoning may quote the rubric
 
-    def __init__(self, config: CurateConfig):
-        super().__init__(config)
+    def __init__(self, config: CurateConfig, **checks):
+        super().__init__(config, **checks)
         self.top_n = config.top_n_tokens if config.score_mode == "expected" else None
 
     def values(self, record: StageRecord) -> dict[str, str]:
@@ -176,12 +202,13 @@ class Rewrite(Stage):
 
     def judge(self, record, reply, generation):
         parsed = parse_rewrite(reply, generation.finish_reason, tuple(self.config.sampling.stop))
-        return parsed, {"response": parsed.value}
+        return parsed, {"response": self.restore(parsed.value)}
 
 
 STAGE_CLASSES = {cls.name: cls for cls in (Backtranslate, Curate, Rewrite)}
 OUTPUT_CONFIG_NAMES = {"backtranslate": "backtranslated", "curate": "curated", "rewrite": "rewritten"}
 
 
-def build_stage(name: str, config: StageConfig) -> Stage:
-    return STAGE_CLASSES[name](config)
+def build_stage(name: str, config: StageConfig, **options) -> Stage:
+    """The stage `name`; `options` are `escaper`, `language` and `echo` (see `Stage`)."""
+    return STAGE_CLASSES[name](config, **options)

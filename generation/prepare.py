@@ -1,0 +1,126 @@
+"""The prepare stage: rules that make a raw web document safe and sized for the prompts.
+
+Each rule either cleans the text and adds a flag to the record, or rejects the document with a reason;
+which one is set in `PrepareConfig` (`prepare:` in a run config). In order:
+
+1. control characters (NUL, other C0/C1 controls except tab and newlines): `strip` (flag
+   `control_characters_removed`) or `reject` (`control_characters`);
+2. HTML left in the text (several tags such as `<p>`, `<div>`, `<br>`): `strip` to its text, dropping
+   `<script>`/`<style>` bodies (flag `html_stripped`), `keep`, or `reject` (`html`);
+3. size: over `max_document_chars`, `truncate` at a word boundary (flag `truncated:N->M_chars`) or
+   `reject` (`document_too_large`); under `min_document_chars` after cleaning, `document_too_short`;
+4. markers: documents holding the prompts' markers are flagged `markers:...`; the stages escape them
+   when building prompts (`escaping.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from html.parser import HTMLParser
+
+from bft.generation.config import PrepareConfig
+from bft.generation.corpus import Document, Rejected
+from bft.generation.escaping import Escaper
+from bft.generation.fitting import cut_at_whitespace
+
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+HTML_TAG_RE = re.compile(
+    r"</?(?:html|head|body|p|div|span|br|a|ul|ol|li|table|tr|td|th|h[1-6]|script|style|img|meta|link|"
+    r"strong|em|b|i|nav|footer|header|section|article|form|input|button)\b[^>]{0,500}>",
+    re.IGNORECASE,
+)
+HTML_MIN_TAGS = 3
+BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table"}
+
+
+class _TextOfHTML(HTMLParser):
+    """Collects the text of an HTML fragment; script and style bodies are dropped, blocks become lines."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self.skipping += 1
+        elif tag in BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def html_to_text(text: str) -> str:
+    parser = _TextOfHTML()
+    parser.feed(text)
+    parser.close()
+    joined = "".join(parser.parts)
+    lines = (re.sub(r"[ \t]+", " ", line).strip() for line in joined.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def looks_like_html(text: str) -> bool:
+    return len(HTML_TAG_RE.findall(text, 0, 200_000)) >= HTML_MIN_TAGS
+
+
+class Preparer:
+    """Applies the prepare rules to each document of a stream."""
+
+    def __init__(self, config: PrepareConfig):
+        self.config = config
+        self.escaper = Escaper(config.markers) if config.escape_markers else None
+
+    def __call__(self, items):
+        for item in items:
+            yield item if isinstance(item, Rejected) else self.prepare(item)
+
+    def prepare(self, document: Document) -> Document | Rejected:
+        config, text, flags = self.config, document.text, list(document.flags)
+        original_chars, cut = len(text), False
+        if config.oversize == "truncate" and len(text) > 4 * config.max_document_chars:
+            # room for cleaning to shrink it, and a bound on the copies the rules below make
+            text, cut = text[: 4 * config.max_document_chars], True
+
+        def rejected(reason: str) -> Rejected:
+            return Rejected(
+                document.id,
+                reason,
+                document.location,
+                document.position,
+                document.url,
+                document.source,
+                raw=text[: config.max_document_chars],
+            )
+
+        if CONTROL_RE.search(text):
+            if config.control_characters == "reject":
+                return rejected("control_characters")
+            text = CONTROL_RE.sub("", text)
+            flags.append("control_characters_removed")
+        if config.html != "keep" and looks_like_html(text):
+            if config.html == "reject":
+                return rejected("html")
+            text = html_to_text(text)
+            flags.append("html_stripped")
+        if len(text) > config.max_document_chars:
+            if config.oversize == "reject":
+                return rejected("document_too_large")
+            text, cut = cut_at_whitespace(text, config.max_document_chars), True
+        if cut:
+            flags.append(f"truncated:{original_chars}->{len(text)}_chars")
+        if len(text.strip()) < config.min_document_chars:
+            return rejected("document_too_short" if text.strip() else "empty_text")
+        if self.escaper is not None:
+            found = self.escaper.found(text)
+            if found:
+                flags.append("markers:" + ",".join(found))
+        return replace(document, text=text, flags=flags)
