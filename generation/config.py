@@ -56,7 +56,13 @@ class StageConfig:
             "help": "Tokenizer (local dir or Hub id) for raw_format chat_template; the embedded model's by default."
         },
     )
-    prefill: str = field(default="", metadata={"help": "Raw mode only: text that starts the model's answer."})
+    prefill: str = field(
+        default="",
+        metadata={
+            "help": "Raw mode only: text that starts the model's answer. Curate and rewrite parse it as part of "
+            "the reply (`Score:`, `[RES]`); backtranslate takes the instruction from what follows it."
+        },
+    )
     template: str = field(
         default="", metadata={"help": "Prompt template name or .txt path; the stage's paper prompt by default."}
     )

@@ -115,7 +115,12 @@ class Stage:
         )
 
     def outcome(self, record: StageRecord, generation: Generation, attempts: int, endpoint) -> StageRecord:
-        """The record this stage writes for a successful request."""
+        """The record this stage writes for a successful request.
+
+        The provenance keeps the server's reply as it came; parsing sees it cut at the first stop
+        sequence, since some servers ignore `stop` (measured: `transformers serve` on `/v1/completions`).
+        """
+        raw, generation = generation, honour_stops(generation, self.config.sampling.stop)
         reply = (self.config.prefill if self.config.mode == "raw" else "") + generation.text
         odd = check_reply(
             generation.text,
@@ -126,7 +131,7 @@ class Stage:
             self.check_echo,
         )
         parsed, fields = (Parsed(None, odd), {}) if odd else self.judge(record, reply, generation)
-        provenance = [*record.provenance, self.provenance(generation, parsed.status, attempts, endpoint)]
+        provenance = [*record.provenance, self.provenance(raw, parsed.status, attempts, endpoint)]
         if not parsed.ok:
             return replace(record, stage=self.name, status=REJECTED, reason=parsed.reason, provenance=provenance)
         verdict = fields.pop("_reject", None)
@@ -146,6 +151,14 @@ class Stage:
         return replace(record, stage=self.name, status=REJECTED, reason=reason, provenance=[*record.provenance, entry])
 
 
+def honour_stops(generation: Generation, stops: list[str]) -> Generation:
+    """`generation` cut before its first stop sequence (finish reason `stop`), if it holds one."""
+    cuts = [generation.text.find(stop) for stop in stops if stop and stop in generation.text]
+    if not cuts:
+        return generation
+    return replace(generation, text=generation.text[: min(cuts)], finish_reason="stop")
+
+
 class Backtranslate(Stage):
     name = "backtranslate"
     default_template = "backtranslate"
@@ -155,7 +168,8 @@ class Backtranslate(Stage):
         return {"response": record.document}
 
     def judge(self, record, reply, generation):
-        parsed = parse_instruction(reply, generation.finish_reason, self.config.max_instruction_chars)
+        # a prefill here only steers the model ("The question is:"): the instruction is what follows it
+        parsed = parse_instruction(generation.text, generation.finish_reason, self.config.max_instruction_chars)
         return parsed, {"instruction": self.restore(parsed.value), "response": record.document}
 
 

@@ -126,9 +126,11 @@ class TGITestServer:
         script: Callable[[SeenRequest], Reply | Fault] = paper_model,
         model_id: str = "bft/test-model",
         tgi_info: bool = True,
+        honour_stop: bool = True,
     ):
         self.script = script
         self.tgi_info = tgi_info  # False: behave like vLLM/SGLang, which have no /info
+        self.honour_stop = honour_stop  # False: ignore `stop`, as `transformers serve` does on /v1/completions
         self.model_id = model_id
         self.model_sha = "0123456789abcdef0123456789abcdef01234567"
         self.max_concurrent_requests = 128
@@ -292,7 +294,8 @@ class TGITestServer:
                         for i, w in enumerate(tokens)
                     ]
             return self._send(handler, 200, [body] if route == "/" else body)
-        text, finish, n = _finish(text, payload.get("max_tokens"), payload.get("stop") or [], keep_stop=False)
+        stop = (payload.get("stop") or []) if self.honour_stop else []
+        text, finish, n = _finish(text, payload.get("max_tokens"), stop, keep_stop=False)
         openai_finish = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}[finish]
         common = {
             "id": uuid.uuid4().hex,

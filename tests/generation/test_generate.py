@@ -131,6 +131,25 @@ def test_raw_mode_with_prefill_on_an_openai_compatible_server(tmp_path):
     assert provenance[2]["api"] == "openai" and not provenance[2]["raw_output"].endswith("[/RES]")  # stop consumed
 
 
+def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path):
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"curate": {"mode": "raw", "prefill": "Score:", "sampling": {"stop": ["\n"]}}},
+    )
+    rambling = Sequence(
+        [],
+        then=lambda r: (
+            Reply("Score: 5\nNow another pair. Score: 1") if prompt_kind(r.prompt) == "curate" else paper_model(r)
+        ),
+    )
+    with TGITestServer(rambling, tgi_info=False, honour_stop=False) as server:
+        args = ("--out", tmp_path / "o", "--endpoint", server.url, "--config", config, "--limit", 2)
+        assert generate(DEMO_CORPUS, *args) == 0
+    curated = load(tmp_path / "o", "curated")
+    assert list(curated["score"]) == [5, 5]  # read before the stop, not the rambling after it
+    assert curated[0]["provenance"][1]["raw_output"] == " 5\nNow another pair. Score: 1"  # kept as it came
+
+
 def test_overload_and_server_errors_are_retried(tmp_path):
     script = Sequence(
         [Fault(429, "Model is overloaded", "overloaded"), Fault(503, "unhealthy", "unhealthy"), Fault(reset=True)]

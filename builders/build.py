@@ -1,0 +1,367 @@
+"""`bft build`: package a `bft generate` output as a dataset folder with a full dataset card.
+
+    bft build OUTDIR --out DATASETDIR [--seed seed.jsonl] [--sft-from rewritten] [--test-fraction 0.05]
+        [--license odc-by] [--source-dataset allenai/dolma] [--redact-pii] [--name "My data"]
+
+Each config is built by the `datasets` builder in `builders/bft_dataset.py` and written as
+`DATASETDIR/CONFIG/SPLIT-00000-of-00001.parquet`; `DATASETDIR/README.md` is the dataset card, whose
+YAML `configs:` make `load_dataset(DATASETDIR, CONFIG)` work without bft installed. The build also
+runs the pre-release checks (`builders/checks.py`) and records the facts the card was made from in
+`DATASETDIR/bft_build.json`, so that `bft release` can add its changelog entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import datasets
+
+from bft.builders.bft_dataset import SEED_TAG, WEB_TAG, BftDataset, available_configs, config_file, read_seed
+from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text, scan_secrets
+from bft.cards.dataset_card import ABOUT, check_card, example_json, render_dataset_card
+from bft.cards.plots import bar_chart, histogram, score_counts
+from bft.generation.errors import BftError, ConfigError
+from bft.generation.stages import OUTPUT_CONFIG_NAMES
+
+FACTS_FILE = "bft_build.json"
+DOLMA_SOURCES = {"common-crawl", "c4", "reddit", "pes2o", "stack", "gutenberg", "wikipedia", "wikibooks", "cc_en_head"}
+PARSE_FAILURES = {
+    "curate": ("score_missing", "score_unparseable", "score_out_of_range"),
+    "rewrite": (
+        "rewrite_missing_tags",
+        "rewrite_unclosed",
+        "rewrite_nested_tags",
+        "rewrite_empty",
+        "rewrite_truncated",
+    ),
+    "backtranslate": ("instruction_empty", "instruction_truncated", "instruction_too_long"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", help="A `bft generate` output folder")
+    parser.add_argument("--out", required=True, help="The dataset folder to write (replaced if it exists)")
+    parser.add_argument(
+        "--seed", help="Seed pairs (JSON lines with instruction, response) for the seed and sft configs"
+    )
+    parser.add_argument(
+        "--sft-from",
+        default="rewritten",
+        choices=("rewritten", "curated", "distilled"),
+        help="Web config tagged S_w in sft",
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.0, help="Share of documents in a test split (default: none)"
+    )
+    parser.add_argument(
+        "--license", help="License id of the data (default: odc-by for Dolma documents, else required at release)"
+    )
+    parser.add_argument(
+        "--source-dataset", action="append", default=None, help="Hub id of the source corpus (repeatable)"
+    )
+    parser.add_argument(
+        "--redact-pii", action="store_true", help="Replace e-mail addresses, phone numbers and IPs in the text"
+    )
+    parser.add_argument("--name", help="Pretty name shown on the card")
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = build(
+        Path(args.output),
+        Path(args.out),
+        seed_file=args.seed,
+        sft_source=args.sft_from,
+        test_fraction=args.test_fraction,
+        license=args.license,
+        source_datasets=args.source_dataset or [],
+        redact=args.redact_pii,
+        pretty_name=args.name,
+    )
+    print(f"bft build: wrote {Path(args.out).resolve()}")
+    for row in facts["config_rows"]:
+        print(f"  {row['name']:<15} {row['split']:<6} {row['rows']:>7} rows")
+    for problem in Findings.from_dict(facts["findings"]).blocking:
+        print(f"  release blocker: {problem}")
+    print(
+        f'Load it with:\n  from datasets import load_dataset; ds = load_dataset("{Path(args.out).resolve()}", "{facts["main_config"]}")'
+    )
+    return 0
+
+
+def check_output(output: Path) -> dict:
+    """The generate output's stats; a clear error when `output` is not one."""
+    if not output.is_dir():
+        raise ConfigError(f"{output}: no such folder (expected a `bft generate` output)")
+    stats = output / "stats.json"
+    if not stats.is_file() or not (output / "run_config.yaml").is_file():
+        raise ConfigError(
+            f"{output} is not a `bft generate` output (no stats.json / run_config.yaml); run bft generate first"
+        )
+    return json.loads(stats.read_text(encoding="utf-8"))
+
+
+def guess_license(output: Path) -> str | None:
+    """ODC-BY when the documents come from Dolma (by their `source`), else unknown."""
+    first = config_file(output, "backtranslated") or config_file(output, "rejected")
+    if first is None:
+        return None
+    import pyarrow.parquet as pq
+
+    sources = set(pq.read_table(first, columns=["source"]).column("source").to_pylist())
+    return "odc-by" if sources and sources <= DOLMA_SOURCES else None
+
+
+def build(
+    output: Path,
+    folder: Path,
+    seed_file: str | None = None,
+    sft_source: str = "rewritten",
+    test_fraction: float = 0.0,
+    license: str | None = None,
+    source_datasets: list[str] | None = None,
+    redact: bool = False,
+    pretty_name: str | None = None,
+) -> dict:
+    """Build every available config of `output` into `folder`; return the facts the card shows."""
+    stats = check_output(output)
+    if not 0 <= test_fraction < 1:
+        raise ConfigError("--test-fraction must be in [0, 1)")
+    if seed_file and not Path(seed_file).is_file():
+        raise ConfigError(f"--seed {seed_file}: no such file")
+    if seed_file:
+        try:
+            read_seed(Path(seed_file))
+        except (ValueError, json.JSONDecodeError) as error:
+            raise ConfigError(f"--seed: {error}") from None
+    names = [n for n in available_configs(output, seed_file) if n != "sft" or config_file(output, sft_source)]
+    if not names:
+        raise ConfigError(f"{output} holds no kept records to build from")
+    if folder.exists():
+        if not (folder / FACTS_FILE).is_file() and any(folder.iterdir()):
+            raise ConfigError(f"--out {folder} exists and is not a bft dataset folder; choose a new folder")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+    findings = Findings(redacted=redact, license=license or guess_license(output) or "unknown")
+    config_rows, configs, examples, rows_by_config = [], [], [], {}
+    with tempfile.TemporaryDirectory(prefix="bft-build-") as cache:
+        for name in names:
+            builder = BftDataset(
+                config_name=name,
+                data_dir=str(output),
+                cache_dir=cache,
+                seed_file=seed_file,
+                sft_source=sft_source,
+                test_fraction=test_fraction,
+            )
+            builder.download_and_prepare()
+            files = []
+            for split, info in builder.info.splits.items():
+                if info.num_examples:
+                    dataset = builder.as_dataset(split=split)
+                else:  # `datasets` cannot read back an empty split; write an empty file with the features
+                    features = builder.info.features
+                    dataset = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+                if redact:
+                    dataset = dataset.map(_redacted, desc=None)
+                path = f"{name}/{split}-00000-of-00001.parquet"
+                dataset.to_parquet(str(folder / path))
+                files.append({"split": split, "path": path})
+                config_rows.append({"name": name, "split": split, "rows": len(dataset), "about": ABOUT[name]})
+                if split == "train":
+                    rows_by_config[name] = dataset
+                    if len(dataset):
+                        examples.append({"name": name, "json": example_json(dataset[0])})
+                    findings.pii[name] = _pii(dataset)
+            configs.append({"config_name": name, "data_files": files})
+    empty = [r["name"] for r in config_rows if r["split"] == "train" and r["rows"] == 0]
+    for name in ("run_config.yaml", "stats.json"):
+        shutil.copy(output / name, folder / name)
+
+    run_config = (output / "run_config.yaml").read_text(encoding="utf-8")
+    main = next(
+        (n for n in ("rewritten", "curated", "sft", "backtranslated") if n in names and n not in empty), names[0]
+    )
+    facts = {
+        "pretty_name": pretty_name or f"bft data: {output.resolve().name}",
+        "license": findings.license,
+        "source_datasets": list(source_datasets or []),
+        "corpus": _corpus_of(run_config),
+        "configs": configs,
+        "config_rows": config_rows,
+        "main_config": main,
+        "load_path": str(folder.resolve()),
+        "revision": None,
+        "stages": _stages(stats, rows_by_config),
+        "stages_with_rejects": [
+            {"name": n, "reasons": s["rejected_by_reason"]}
+            for n, s in stats.items()
+            if isinstance(s, dict) and s.get("rejected_by_reason")
+        ],
+        "parse_rates": _parse_rates(stats),
+        "scores": score_counts(list(rows_by_config["backtranslated"]["score"]))
+        if "backtranslated" in rows_by_config
+        else {},
+        "lengths": _lengths(rows_by_config),
+        "plots": _plots(folder, stats, rows_by_config),
+        "examples": examples,
+        "note": _note_of(run_config),
+        "run_config": run_config.strip(),
+        "seed_tag": SEED_TAG,
+        "web_tag": WEB_TAG,
+        "pii": {k: dict(v) for k, v in findings.pii.items()},
+        "pii_redacted": redact,
+        "changelog": ["unreleased: built by `bft build`"],
+        "empty_configs": empty,
+    }
+    write_card(folder, facts, findings)
+    return facts
+
+
+def write_card(folder: Path, facts: dict, findings: Findings | None = None) -> None:
+    """Render README.md from `facts`, rescan for secrets, check the card, and save the facts."""
+    if findings is None:
+        findings = Findings.from_dict(facts["findings"])
+    facts["findings"] = findings.as_dict()
+    render_dataset_card(folder, facts)
+    findings.secrets = scan_secrets(folder)
+    if findings.secrets:  # the card says so
+        facts["findings"] = findings.as_dict()
+        render_dataset_card(folder, facts)
+    (folder / FACTS_FILE).write_text(json.dumps(facts, indent=2, default=str) + "\n", encoding="utf-8")
+    problems = check_card(folder)
+    if problems:
+        raise BftError(f"the dataset card of {folder} fails its checks: {'; '.join(problems)}")
+
+
+def _redacted(row: dict) -> dict:
+    changed = {f: redact_text(row[f]) for f in PII_FIELDS if f in row}
+    for key in ("prompt", "completion"):
+        if key in row:
+            changed[key] = [{**m, "content": redact_text(m["content"])} for m in row[key]]
+    return changed
+
+
+def _pii(dataset) -> Counter:
+    counts: Counter = Counter()
+    for field in PII_FIELDS:
+        if field in dataset.column_names:
+            for text in dataset[field]:
+                counts.update(count_pii(text))
+    if "completion" in dataset.column_names:
+        for messages in dataset["completion"]:
+            for message in messages:
+                counts.update(count_pii(message["content"]))
+    return counts
+
+
+def _corpus_of(run_config: str) -> str:
+    import yaml
+
+    return str((yaml.safe_load(run_config) or {}).get("corpus", {}).get("path", "unknown"))
+
+
+def _note_of(run_config: str) -> str:
+    import yaml
+
+    return str((yaml.safe_load(run_config) or {}).get("note") or "")
+
+
+def _stages(stats: dict, rows_by_config: dict) -> list[dict]:
+    """Per stage: counts from stats.json, and model/prompt/sampling from a kept row's provenance."""
+    provenance = {}
+    for name in ("rewritten", "curated", "backtranslated"):
+        dataset = rows_by_config.get(name)
+        if dataset is not None and len(dataset):
+            for entry in dataset[0]["provenance"]:
+                provenance.setdefault(entry["stage"], entry)
+    stages = []
+    for stage in OUTPUT_CONFIG_NAMES:
+        if stage not in stats:
+            continue
+        entry = provenance.get(stage, {})
+        sampling = json.loads(entry["sampling"]) if entry.get("sampling") else {}
+        stages.append(
+            {
+                "name": stage,
+                "template": entry.get("template") or "-",
+                "sha": entry.get("template_sha256") or "",
+                "model": entry.get("model_id") or "unknown",
+                "revision": entry.get("model_revision"),
+                "mode": entry.get("mode") or "-",
+                "prefill": entry.get("prefill"),
+                "sampling": f"T={sampling['temperature']}, p={sampling['top_p']}, max {sampling['max_tokens']}"
+                if sampling
+                else "-",
+                "entered": stats[stage]["entered"],
+                "kept": stats[stage]["kept"],
+                "rejected": stats[stage]["rejected"],
+            }
+        )
+    return stages
+
+
+def _parse_rates(stats: dict) -> dict[str, float]:
+    rates = {}
+    for stage, reasons in PARSE_FAILURES.items():
+        counters = stats.get(stage)
+        if counters and counters["entered"]:
+            failed = sum(counters["rejected_by_reason"].get(r, 0) for r in reasons)
+            rates[stage] = 1 - failed / counters["entered"]
+    return rates
+
+
+def _words(text: str | None) -> int:
+    return len(text.split()) if text else 0
+
+
+def _lengths(rows_by_config: dict) -> list[dict]:
+    table = []
+    for name in ("curated", "rewritten", "distilled", "seed"):
+        dataset = rows_by_config.get(name)
+        if dataset is not None and len(dataset):
+            instructions = [_words(t) for t in dataset["instruction"]]
+            responses = [_words(t) for t in dataset["response"]]
+            table.append(
+                {
+                    "name": name,
+                    "rows": len(dataset),
+                    "instruction": sum(instructions) / len(dataset),
+                    "response": sum(responses) / len(dataset),
+                }
+            )
+    return table
+
+
+def _plots(folder: Path, stats: dict, rows_by_config: dict) -> list[dict]:
+    plots = []
+    if "backtranslated" in rows_by_config:
+        scores = score_counts(list(rows_by_config["backtranslated"]["score"]))
+        bar_chart(folder / "plots" / "scores.png", scores, "Curation scores of the candidates", "score")
+        plots.append({"title": "Curation scores of the candidates", "path": "plots/scores.png"})
+    reasons = Counter()
+    for name, counters in stats.items():
+        if isinstance(counters, dict):
+            reasons.update({f"{name}: {r}": n for r, n in counters.get("rejected_by_reason", {}).items()})
+    if reasons:
+        bar_chart(
+            folder / "plots" / "rejects.png",
+            dict(reasons.most_common(12)),
+            "Rejected records by reason",
+            "stage: reason",
+        )
+        plots.append({"title": "Rejected records by reason", "path": "plots/rejects.png"})
+    series = {}
+    for name in ("rewritten", "curated"):
+        dataset = rows_by_config.get(name)
+        if dataset is not None and len(dataset):
+            series[f"{name} response"] = [_words(t) for t in dataset["response"]]
+    if series:
+        histogram(folder / "plots" / "lengths.png", series, "Response lengths", "words")
+        plots.append({"title": "Response lengths", "path": "plots/lengths.png"})
+    return plots

@@ -1,0 +1,191 @@
+"""`bft build`: configs through the `datasets` builder, the dataset card, pre-release checks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import DEMO_CORPUS
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+from tgi_server import Reply, TGITestServer, paper_model, prompt_kind
+
+from bft.builders.bft_dataset import SEED_TAG, WEB_TAG
+from bft.cards.dataset_card import check_card
+from bft.generation.cli import main
+
+SEED = [
+    {"instruction": "Give me a tip for keeping basil alive.", "response": "Water it when the top soil is dry."},
+    {
+        "instruction": "Who can I write to about the meetup?",
+        "response": "Write to ana@example.org or call 555-123-4567.",
+    },
+    {"instruction": "What is a private address?", "response": "For example 192.168.1.20 on a home network."},
+]
+
+
+def picky_model(request):
+    """Scores documents about water low, so curation rejects some candidates."""
+    if prompt_kind(request.prompt) == "curate" and "water" in request.prompt.lower():
+        return Reply("Too vague.\nScore: 2")
+    return paper_model(request)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "out"
+    with TGITestServer(picky_model) as server:
+        assert main(["generate", str(DEMO_CORPUS), "--out", str(out), "--endpoint", server.url, "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture
+def seed_file(tmp_path):
+    path = tmp_path / "seed.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in SEED))
+    return path
+
+
+def build(*args) -> int:
+    return main(["build", *map(str, args)])
+
+
+def rows(folder, config, split="train"):
+    return load_dataset(str(folder), config, split=split)
+
+
+def test_build_writes_every_config_and_tags_seed_s_a_and_web_s_w(tmp_path, generated, seed_file):
+    folder = tmp_path / "ds"
+    assert build(generated, "--out", folder, "--seed", seed_file, "--license", "cc-by-4.0") == 0
+    stats = json.loads((generated / "stats.json").read_text())
+
+    candidates = rows(folder, "backtranslated")
+    assert len(candidates) == stats["backtranslate"]["kept"]
+    statuses = {r["id"]: (r["status"], r["reason"], r["score"]) for r in candidates}
+    rejected_by_curation = [i for i, s in statuses.items() if s[0] == "rejected"]
+    assert len(rejected_by_curation) == stats["curate"]["rejected"] > 0
+    assert all(statuses[i][1:] == ("score_below_threshold", 2) for i in rejected_by_curation)
+    assert sorted(rows(folder, "curated")["id"]) == sorted(i for i, s in statuses.items() if s[0] == "kept")
+    rewritten = rows(folder, "rewritten")
+    assert len(rewritten) == stats["rewrite"]["kept"]
+
+    seed = rows(folder, "seed")
+    assert list(seed["instruction"]) == [r["instruction"] for r in SEED]
+    sft = rows(folder, "sft")
+    assert len(sft) == len(SEED) + len(rewritten)
+    by_tag = {"S_a": [], "S_w": []}
+    for row in sft:
+        by_tag[row["tag"]].append(row)
+        system, user = row["prompt"]
+        assert system == {"role": "system", "content": SEED_TAG if row["tag"] == "S_a" else WEB_TAG}
+        assert user["role"] == "user" and row["completion"][0]["role"] == "assistant"
+    # the seed goes with S_a and the web data with S_w, never swapped
+    assert [r["prompt"][1]["content"] for r in by_tag["S_a"]] == [r["instruction"] for r in SEED]
+    assert sorted(r["id"] for r in by_tag["S_w"]) == sorted(rewritten["id"])
+
+
+def test_the_folder_loads_where_bft_is_not_installed(tmp_path, generated):
+    folder = tmp_path / "ds"
+    assert build(generated, "--out", folder, "--license", "odc-by") == 0
+    code = (
+        "import sys; sys.modules['bft'] = None\n"  # any import of bft would fail
+        "from datasets import load_dataset\n"
+        f"print(len(load_dataset({str(folder)!r}, 'rewritten', split='train')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (
+        int(result.stdout.strip().splitlines()[-1])
+        == json.loads((generated / "stats.json").read_text())["rewrite"]["kept"]
+    )
+
+
+def test_the_card_has_metadata_real_figures_plots_and_passes_its_checks(tmp_path, generated, seed_file):
+    folder = tmp_path / "ds"
+    assert (
+        build(
+            generated, "--out", folder, "--seed", seed_file, "--license", "cc-by-4.0", "--source-dataset", "org/corpus"
+        )
+        == 0
+    )
+    assert check_card(folder) == []
+    stats = json.loads((generated / "stats.json").read_text())
+    card = DatasetCard.load(folder / "README.md")
+    data = card.data
+    assert data.license == "cc-by-4.0" and data.task_categories == ["text-generation"]
+    assert data.annotations_creators == ["machine-generated"] and data.source_datasets == ["org/corpus"]
+    assert "synthetic" in data.tags and data.size_categories == ["n<1K"]
+    assert {c["config_name"] for c in data.configs} == {"backtranslated", "curated", "rewritten", "seed", "sft"}
+    text = card.text
+    for needle in (
+        "bft/test-model",  # models and revisions
+        "0123456789ab",
+        "`score_below_threshold`",  # rejects by reason
+        "Parse rates",
+        f"2: {stats['curate']['rejected']}, 3: 0, 4: 0, 5: {stats['curate']['kept']}",  # candidates' scores
+        "@inproceedings{nguyen2024baft",
+        "**`sft`**",  # an example per config
+        "min_score",  # the run config
+    ):
+        assert needle in text, needle
+    for plot in ("scores", "rejects", "lengths"):
+        png = folder / "plots" / f"{plot}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"(plots/{plot}.png)" in text
+
+
+def test_a_test_split_is_stable_across_builds(tmp_path, generated):
+    splits = []
+    for name in ("a", "b"):
+        assert build(generated, "--out", tmp_path / name, "--test-fraction", 0.3, "--license", "mit") == 0
+        splits.append(
+            (sorted(rows(tmp_path / name, "curated")["id"]), sorted(rows(tmp_path / name, "curated", "test")["id"]))
+        )
+    assert splits[0] == splits[1]
+    train, test = splits[0]
+    assert test and not set(train) & set(test)
+
+
+def test_personal_information_is_counted_and_can_be_redacted(tmp_path, generated, seed_file):
+    assert build(generated, "--out", tmp_path / "plain", "--seed", seed_file, "--license", "mit") == 0
+    findings = json.loads((tmp_path / "plain" / "bft_build.json").read_text())["findings"]
+    assert findings["pii"]["seed"] == {"email": 1, "phone": 1, "ip": 1}
+    assert "| `seed` | 1 | 1 | 1 |" in (tmp_path / "plain" / "README.md").read_text()
+
+    assert (
+        build(generated, "--out", tmp_path / "redacted", "--seed", seed_file, "--license", "mit", "--redact-pii") == 0
+    )
+    responses = list(rows(tmp_path / "redacted", "seed")["response"])
+    assert responses[1] == "Write to <EMAIL> or call <PHONE>." and "<IP>" in responses[2]
+    assert "Matches were replaced" in (tmp_path / "redacted" / "README.md").read_text()
+
+
+def test_the_license_of_dolma_documents_is_carried(tmp_path, shared_dir):
+    out = tmp_path / "out"
+    with TGITestServer() as server:
+        corpus = shared_dir / "data" / "dolma-cc-head-sample.jsonl"
+        assert main(["generate", str(corpus), "--out", str(out), "--endpoint", server.url, "--no-progress"]) == 0
+    assert build(out, "--out", tmp_path / "ds") == 0
+    assert DatasetCard.load(tmp_path / "ds" / "README.md").data.license == "odc-by"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "no such folder"),
+        ("not-output", "is not a `bft generate` output"),
+        ("bad-seed", "a seed line needs string fields"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message(tmp_path, generated, capsys, setup, message):
+    source, extra = generated, []
+    if setup == "missing":
+        source = tmp_path / "nowhere"
+    elif setup == "not-output":
+        source = tmp_path / "plain"
+        source.mkdir()
+    else:
+        bad = tmp_path / "seed.jsonl"
+        bad.write_text('{"instruction": "only half"}\n')
+        extra = ["--seed", bad]
+    assert build(source, "--out", tmp_path / "ds", *extra) == 2
+    assert message in capsys.readouterr().err
