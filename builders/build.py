@@ -1,7 +1,7 @@
 """`bft build`: package a `bft generate` output as a dataset folder with a full dataset card.
 
     bft build OUTDIR --out DATASETDIR [--seed seed.jsonl] [--sft-from rewritten] [--test-fraction 0.05]
-        [--license odc-by] [--source-dataset allenai/dolma] [--redact-pii] [--name "My data"]
+        [--license odc-by] [--source-dataset allenai/dolma] [--redact-pii] [--name "My data"] [--tokenizer ID]
 
 Each config is built by the `datasets` builder in `builders/bft_dataset.py` and written as
 `DATASETDIR/CONFIG/SPLIT-00000-of-00001.parquet`; `DATASETDIR/README.md` is the dataset card, whose
@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--redact-pii", action="store_true", help="Replace e-mail addresses, phone numbers and IPs in the text"
     )
     parser.add_argument("--name", help="Pretty name shown on the card")
+    parser.add_argument("--tokenizer", help="Tokenizer (Hub id or folder) to report lengths in tokens (default: words)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         source_datasets=args.source_dataset or [],
         redact=args.redact_pii,
         pretty_name=args.name,
+        tokenizer=args.tokenizer,
     )
     print(f"bft build: wrote {Path(args.out).resolve()}")
     for row in facts["config_rows"]:
@@ -126,9 +128,11 @@ def build(
     source_datasets: list[str] | None = None,
     redact: bool = False,
     pretty_name: str | None = None,
+    tokenizer: str | None = None,
 ) -> dict:
     """Build every available config of `output` into `folder`; return the facts the card shows."""
     stats = check_output(output)
+    unit, count = length_counter(tokenizer)
     if not 0 <= test_fraction < 1:
         raise ConfigError("--test-fraction must be in [0, 1)")
     if seed_file and not Path(seed_file).is_file():
@@ -207,8 +211,9 @@ def build(
         "scores": score_counts(list(rows_by_config["backtranslated"]["score"]))
         if "backtranslated" in rows_by_config
         else {},
-        "lengths": _lengths(rows_by_config),
-        "plots": _plots(folder, stats, rows_by_config),
+        "lengths": _lengths(rows_by_config, count),
+        "length_unit": unit,
+        "plots": _plots(folder, stats, rows_by_config, unit, count),
         "examples": examples,
         "note": _note_of(run_config),
         "run_config": run_config.strip(),
@@ -320,13 +325,26 @@ def _words(text: str | None) -> int:
     return len(text.split()) if text else 0
 
 
-def _lengths(rows_by_config: dict) -> list[dict]:
+def length_counter(tokenizer: str | None):
+    """(unit, function counting a text's length): tokens of `tokenizer` when given, else words."""
+    if not tokenizer:
+        return "words", _words
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--tokenizer {tokenizer}: cannot be loaded ({str(error).splitlines()[0]})") from None
+    return "tokens", lambda text: len(loaded(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+def _lengths(rows_by_config: dict, count) -> list[dict]:
     table = []
     for name in ("curated", "rewritten", "distilled", "seed"):
         dataset = rows_by_config.get(name)
         if dataset is not None and len(dataset):
-            instructions = [_words(t) for t in dataset["instruction"]]
-            responses = [_words(t) for t in dataset["response"]]
+            instructions = [count(t) for t in dataset["instruction"]]
+            responses = [count(t) for t in dataset["response"]]
             table.append(
                 {
                     "name": name,
@@ -338,7 +356,7 @@ def _lengths(rows_by_config: dict) -> list[dict]:
     return table
 
 
-def _plots(folder: Path, stats: dict, rows_by_config: dict) -> list[dict]:
+def _plots(folder: Path, stats: dict, rows_by_config: dict, unit: str, count) -> list[dict]:
     plots = []
     if "backtranslated" in rows_by_config:
         scores = score_counts(list(rows_by_config["backtranslated"]["score"]))
@@ -360,8 +378,8 @@ def _plots(folder: Path, stats: dict, rows_by_config: dict) -> list[dict]:
     for name in ("rewritten", "curated"):
         dataset = rows_by_config.get(name)
         if dataset is not None and len(dataset):
-            series[f"{name} response"] = [_words(t) for t in dataset["response"]]
+            series[f"{name} response"] = [count(t) for t in dataset["response"]]
     if series:
-        histogram(folder / "plots" / "lengths.png", series, "Response lengths", "words")
+        histogram(folder / "plots" / "lengths.png", series, "Response lengths", unit)
         plots.append({"title": "Response lengths", "path": "plots/lengths.png"})
     return plots

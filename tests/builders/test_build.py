@@ -189,3 +189,36 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, generated, capsys, setup
         extra = ["--seed", bad]
     assert build(source, "--out", tmp_path / "ds", *extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_distilled_config_is_built_when_the_output_has_one(tmp_path, generated):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    shutil.copytree(generated, out)
+    rewritten = next((out / "rewritten").glob("*.parquet"))
+    table = pq.read_table(rewritten)
+    (out / "distilled").mkdir()
+    pq.write_table(table.slice(0, 5), out / "distilled" / "data-0.parquet")  # as a distill stage writes it
+    assert build(out, "--out", tmp_path / "ds", "--license", "mit") == 0
+    distilled = rows(tmp_path / "ds", "distilled")
+    assert list(distilled["id"]) == table.column("id").to_pylist()[:5]
+    assert "| `distilled` |" in (tmp_path / "ds" / "README.md").read_text()
+
+
+def test_lengths_are_in_tokens_with_a_tokenizer(tmp_path, generated):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", "removed")  # one token per character run between spaces
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    assert build(generated, "--out", tmp_path / "ds", "--license", "mit", "--tokenizer", tmp_path / "tok") == 0
+    facts = json.loads((tmp_path / "ds" / "bft_build.json").read_text())
+    assert facts["length_unit"] == "tokens"
+    curated = rows(tmp_path / "ds", "curated")
+    expected = sum(len(t.split(" ")) for t in curated["response"]) / len(curated)
+    assert facts["lengths"][0]["name"] == "curated" and facts["lengths"][0]["response"] == pytest.approx(expected)
+    assert "Mean lengths in tokens" in (tmp_path / "ds" / "README.md").read_text()
