@@ -11,7 +11,9 @@ Configs (each built only when its input exists):
 - `seed`: the seed set (`seed_file`, JSON lines with `instruction` and `response`);
 - `sft`: TRL's conversational prompt/completion rows for the final fine-tune: the seed tagged S_a
   ("Answer in the style of an AI Assistant.") and the web pairs of `sft_source` tagged S_w ("Answer
-  with knowledge from web search."), the tag as a system message (Humpback's "system prompts").
+  with knowledge from web search."). Where the tag goes is not stated in the papers (method.md,
+  open points): `tag_placement: user_end` (default) appends it to the user turn after a blank line;
+  `system` makes it a system message (Humpback calls the tags "system prompts").
 
 `test_fraction` > 0 adds a `test` split: a document goes to it when a hash of its id falls under the
 fraction, so the split is stable across rebuilds and versions.
@@ -84,22 +86,30 @@ def read_seed(path: Path) -> list[dict]:
     return rows
 
 
-def sft_row(doc_id: str, tag: str, instruction: str, response: str) -> dict:
-    return {
-        "id": doc_id,
-        "tag": tag,
-        "prompt": [{"role": "system", "content": TAGS[tag]}, {"role": "user", "content": instruction}],
-        "completion": [{"role": "assistant", "content": response}],
-    }
+TAG_PLACEMENTS = ("user_end", "system")
+
+
+def sft_row(doc_id: str, tag: str, instruction: str, response: str, placement: str = "user_end") -> dict:
+    if placement == "system":
+        prompt = [{"role": "system", "content": TAGS[tag]}, {"role": "user", "content": instruction}]
+    else:
+        prompt = [{"role": "user", "content": f"{instruction}\n\n{TAGS[tag]}"}]
+    return {"id": doc_id, "tag": tag, "prompt": prompt, "completion": [{"role": "assistant", "content": response}]}
 
 
 class BftConfig(datasets.BuilderConfig):
     """One config of a bft dataset, with the inputs it is built from."""
 
     def __init__(
-        self, seed_file: str | None = None, sft_source: str = "rewritten", test_fraction: float = 0.0, **kwargs
+        self,
+        seed_file: str | None = None,
+        sft_source: str = "rewritten",
+        test_fraction: float = 0.0,
+        tag_placement: str = "user_end",
+        **kwargs,
     ):
         super().__init__(**kwargs)
+        self.tag_placement = tag_placement
         self.seed_file = seed_file
         self.sft_source = sft_source
         self.test_fraction = test_fraction
@@ -160,11 +170,12 @@ class BftDataset(datasets.GeneratorBasedBuilder):
             yield row["id"], {**row, "status": status, "reason": reason, "score": score, "expected_score": expected}
 
     def _sft_rows(self, output: Path):
+        placement = self.config.tag_placement
         if self.config.seed_file:
             for row in read_seed(Path(self.config.seed_file)):
-                yield f"S_a/{row['id']}", sft_row(row["id"], "S_a", row["instruction"], row["response"])
+                yield f"S_a/{row['id']}", sft_row(row["id"], "S_a", row["instruction"], row["response"], placement)
         for row in read_records(config_file(output, self.config.sft_source)):
-            yield f"S_w/{row['id']}", sft_row(row["id"], "S_w", row["instruction"], row["response"])
+            yield f"S_w/{row['id']}", sft_row(row["id"], "S_w", row["instruction"], row["response"], placement)
 
 
 def available_configs(output_dir: Path, seed_file: str | None) -> list[str]:

@@ -4,7 +4,7 @@
         [--license odc-by] [--source-dataset allenai/dolma] [--redact-pii] [--name "My data"] [--tokenizer ID]
 
 Each config is built by the `datasets` builder in `builders/bft_dataset.py` and written as
-`DATASETDIR/CONFIG/SPLIT-00000-of-00001.parquet`; `DATASETDIR/README.md` is the dataset card, whose
+`DATASETDIR/CONFIG/SPLIT-HASH.parquet` (named by content); `DATASETDIR/README.md` is the dataset card, whose
 YAML `configs:` make `load_dataset(DATASETDIR, CONFIG)` work without bft installed. The build also
 runs the pre-release checks (`builders/checks.py`) and records the facts the card was made from in
 `DATASETDIR/bft_build.json`, so that `bft release` can add its changelog entry.
@@ -13,6 +13,7 @@ runs the pre-release checks (`builders/checks.py`) and records the facts the car
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import tempfile
@@ -21,7 +22,15 @@ from pathlib import Path
 
 import datasets
 
-from bft.builders.bft_dataset import SEED_TAG, WEB_TAG, BftDataset, available_configs, config_file, read_seed
+from bft.builders.bft_dataset import (
+    SEED_TAG,
+    TAG_PLACEMENTS,
+    WEB_TAG,
+    BftDataset,
+    available_configs,
+    config_file,
+    read_seed,
+)
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text, scan_secrets
 from bft.cards.dataset_card import ABOUT, check_card, example_json, render_dataset_card
 from bft.cards.plots import bar_chart, histogram, score_counts
@@ -56,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Web config tagged S_w in sft",
     )
     parser.add_argument(
+        "--tag-placement",
+        default="user_end",
+        choices=TAG_PLACEMENTS,
+        help="Where sft rows carry the S_a/S_w tag: end of the user turn (default) or a system message",
+    )
+    parser.add_argument(
         "--test-fraction", type=float, default=0.0, help="Share of documents in a test split (default: none)"
     )
     parser.add_argument(
@@ -83,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         redact=args.redact_pii,
         pretty_name=args.name,
         tokenizer=args.tokenizer,
+        tag_placement=args.tag_placement,
     )
     print(f"bft build: wrote {Path(args.out).resolve()}")
     for row in facts["config_rows"]:
@@ -129,6 +145,7 @@ def build(
     redact: bool = False,
     pretty_name: str | None = None,
     tokenizer: str | None = None,
+    tag_placement: str = "user_end",
 ) -> dict:
     """Build every available config of `output` into `folder`; return the facts the card shows."""
     stats = check_output(output)
@@ -162,6 +179,7 @@ def build(
                 seed_file=seed_file,
                 sft_source=sft_source,
                 test_fraction=test_fraction,
+                tag_placement=tag_placement,
             )
             builder.download_and_prepare()
             files = []
@@ -173,8 +191,7 @@ def build(
                     dataset = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
                 if redact:
                     dataset = dataset.map(_redacted, desc=None)
-                path = f"{name}/{split}-00000-of-00001.parquet"
-                dataset.to_parquet(str(folder / path))
+                path = write_parquet(dataset, folder / name, split)
                 files.append({"split": split, "path": path})
                 config_rows.append({"name": name, "split": split, "rows": len(dataset), "about": ABOUT[name]})
                 if split == "train":
@@ -217,6 +234,7 @@ def build(
         "examples": examples,
         "note": _note_of(run_config),
         "run_config": run_config.strip(),
+        "tag_placement": "a system message" if tag_placement == "system" else "the end of the user turn",
         "seed_tag": SEED_TAG,
         "web_tag": WEB_TAG,
         "pii": {k: dict(v) for k, v in findings.pii.items()},
@@ -226,6 +244,24 @@ def build(
     }
     write_card(folder, facts, findings)
     return facts
+
+
+def write_parquet(dataset, config_dir: Path, split: str) -> str:
+    """Write `dataset` as CONFIG/SPLIT-HASH.parquet; return its path relative to the dataset folder.
+
+    The name carries a hash of the content: `datasets` caches a local folder by its name and file
+    patterns, so a rebuilt folder under the same file names would load the earlier rows from the cache.
+    """
+    config_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config_dir / f"{split}.parquet.tmp"
+    dataset.to_parquet(str(tmp))
+    hasher = hashlib.sha256()
+    with open(tmp, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    final = config_dir / f"{split}-{hasher.hexdigest()[:16]}.parquet"
+    tmp.replace(final)
+    return f"{config_dir.name}/{final.name}"
 
 
 def write_card(folder: Path, facts: dict, findings: Findings | None = None) -> None:

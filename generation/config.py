@@ -21,6 +21,7 @@ import yaml
 
 from bft.generation.errors import ConfigError
 from bft.generation.escaping import DEFAULT_MARKERS
+from bft.generation.filters import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
 
 STAGES = ("backtranslate", "curate", "rewrite")
 
@@ -87,6 +88,14 @@ class BacktranslateConfig(StageConfig):
     """Stage 1 (P2): write the instruction a document answers."""
 
     max_instruction_chars: int = field(default=2000, metadata={"help": "Longer instructions are rejected."})
+    max_copy_overlap: float = field(
+        default=0.5,
+        metadata={"help": "Reject instructions whose word 5-grams are more than this share copied from the document."},
+    )
+    meta_patterns: list[str] = field(
+        default_factory=lambda: list(DEFAULT_META_PATTERNS),
+        metadata={"help": "Regular expressions of instructions that talk about the task (rejected)."},
+    )
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=256))
 
 
@@ -122,6 +131,14 @@ class CurateConfig(StageConfig):
 class RewriteConfig(StageConfig):
     """Stage 3 (P3): rewrite the document into a response to the instruction, grounded in it."""
 
+    refusal_patterns: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
+        metadata={"help": "Regular expressions of refusals at the start of a rewrite (rejected)."},
+    )
+    min_grounding: float | None = field(
+        default=None,
+        metadata={"help": "Reject rewrites whose share of word 3-grams found in the document is lower (off: None)."},
+    )
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=2048))
 
 

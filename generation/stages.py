@@ -19,6 +19,7 @@ from bft.generation.client import Generation
 from bft.generation.config import BacktranslateConfig, CurateConfig, RewriteConfig, StageConfig
 from bft.generation.errors import ConfigError
 from bft.generation.escaping import Escaper, unescape
+from bft.generation.filters import copy_overlap, grounding, matches_any
 from bft.generation.parsing import (
     Parsed,
     expected_score,
@@ -170,7 +171,13 @@ class Backtranslate(Stage):
     def judge(self, record, reply, generation):
         # a prefill here only steers the model ("The question is:"): the instruction is what follows it
         parsed = parse_instruction(generation.text, generation.finish_reason, self.config.max_instruction_chars)
-        return parsed, {"instruction": self.restore(parsed.value), "response": record.document}
+        instruction = self.restore(parsed.value)
+        fields = {"instruction": instruction, "response": record.document}
+        if parsed.ok and matches_any(instruction, self.config.meta_patterns):
+            fields["_reject"] = "instruction_meta_text"
+        elif parsed.ok and copy_overlap(instruction, record.document) > self.config.max_copy_overlap:
+            fields["_reject"] = "instruction_copies_document"
+        return parsed, fields
 
 
 class Curate(Stage):
@@ -216,7 +223,15 @@ class Rewrite(Stage):
 
     def judge(self, record, reply, generation):
         parsed = parse_rewrite(reply, generation.finish_reason, tuple(self.config.sampling.stop))
-        return parsed, {"response": self.restore(parsed.value)}
+        if not parsed.ok:
+            return parsed, {}
+        response = self.restore(parsed.value)
+        fields = {"response": response, "grounding": round(grounding(response, record.document), 4)}
+        if matches_any(response, self.config.refusal_patterns):
+            fields["_reject"] = "rewrite_refusal"
+        elif self.config.min_grounding is not None and fields["grounding"] < self.config.min_grounding:
+            fields["_reject"] = "rewrite_ungrounded"
+        return parsed, fields
 
 
 STAGE_CLASSES = {cls.name: cls for cls in (Backtranslate, Curate, Rewrite)}

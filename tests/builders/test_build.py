@@ -76,12 +76,24 @@ def test_build_writes_every_config_and_tags_seed_s_a_and_web_s_w(tmp_path, gener
     by_tag = {"S_a": [], "S_w": []}
     for row in sft:
         by_tag[row["tag"]].append(row)
+        (user,) = row["prompt"]  # by default the tag ends the user turn
+        assert user["role"] == "user" and row["completion"][0]["role"] == "assistant"
+        assert user["content"].endswith("\n\n" + (SEED_TAG if row["tag"] == "S_a" else WEB_TAG))
+    # the seed goes with S_a and the web data with S_w, never swapped
+    assert [r["prompt"][0]["content"] for r in by_tag["S_a"]] == [f"{r['instruction']}\n\n{SEED_TAG}" for r in SEED]
+    assert sorted(r["id"] for r in by_tag["S_w"]) == sorted(rewritten["id"])
+    web = {r["id"]: r for r in rewritten}
+    assert all(r["completion"][0]["content"] == web[r["id"]]["response"] for r in by_tag["S_w"])
+
+
+def test_the_tag_can_be_a_system_message(tmp_path, generated, seed_file):
+    folder = tmp_path / "ds"
+    assert build(generated, "--out", folder, "--seed", seed_file, "--license", "mit", "--tag-placement", "system") == 0
+    for row in rows(folder, "sft"):
         system, user = row["prompt"]
         assert system == {"role": "system", "content": SEED_TAG if row["tag"] == "S_a" else WEB_TAG}
-        assert user["role"] == "user" and row["completion"][0]["role"] == "assistant"
-    # the seed goes with S_a and the web data with S_w, never swapped
-    assert [r["prompt"][1]["content"] for r in by_tag["S_a"]] == [r["instruction"] for r in SEED]
-    assert sorted(r["id"] for r in by_tag["S_w"]) == sorted(rewritten["id"])
+        assert SEED_TAG not in user["content"] and WEB_TAG not in user["content"]
+    assert "a system message: S_a" in (folder / "README.md").read_text()
 
 
 def test_the_folder_loads_where_bft_is_not_installed(tmp_path, generated):
@@ -222,3 +234,12 @@ def test_lengths_are_in_tokens_with_a_tokenizer(tmp_path, generated):
     expected = sum(len(t.split(" ")) for t in curated["response"]) / len(curated)
     assert facts["lengths"][0]["name"] == "curated" and facts["lengths"][0]["response"] == pytest.approx(expected)
     assert "Mean lengths in tokens" in (tmp_path / "ds" / "README.md").read_text()
+
+
+def test_a_rebuilt_folder_loads_its_new_rows_not_cached_ones(tmp_path, generated):
+    folder = tmp_path / "ds"
+    assert build(generated, "--out", folder, "--license", "mit") == 0
+    everything = len(rows(folder, "curated"))
+    assert build(generated, "--out", folder, "--license", "mit", "--test-fraction", 0.5) == 0
+    assert len(rows(folder, "curated")) + len(rows(folder, "curated", "test")) == everything
+    assert len(rows(folder, "curated")) < everything
