@@ -192,6 +192,18 @@ class PrepareConfig:
         default="truncate", metadata={"help": "Documents over max_document_chars: truncate | reject."}
     )
     min_document_chars: int = field(default=1, metadata={"help": "Shorter documents (after cleaning) are rejected."})
+    dedup: bool = field(
+        default=True, metadata={"help": "Reject documents whose cleaned text repeats an earlier one (duplicate_text)."}
+    )
+    context_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "The backward model's context length: documents whose backtranslation prompt plus "
+            "backtranslate.sampling.max_tokens plus context_margin would not fit are rejected (exceeds_context), "
+            "as BAFT keeps whole documents. Counted with backtranslate.tokenizer when set, else chars_per_token."
+        },
+    )
+    context_margin: int = field(default=16, metadata={"help": "Tokens kept free besides the prompt and the reply."})
 
 
 @dataclass

@@ -221,7 +221,7 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             progress=progress,
         )
         corpus = config.corpus
-        documents = Preparer(config.prepare)(
+        documents = Preparer(config.prepare, context_check(config, stages[0]))(
             read_corpus(
                 corpus.path,
                 corpus.text_field,
@@ -263,6 +263,25 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
         out, written, {k: v for k, v in stats.items() if isinstance(v, dict)}, provenance, corpus.path, config.note
     )
     return {"stats": stats, "counts": {name: rows for name, (rows, _) in written.items()}}
+
+
+def context_check(config: GenerateConfig, backtranslate):
+    """`fits(text)` for `prepare.context_tokens`, or None when it is not set."""
+    limit = config.prepare.context_tokens
+    if limit is None:
+        return None
+    budget = limit - backtranslate.config.sampling.max_tokens - config.prepare.context_margin
+    if budget <= 0:
+        raise ConfigError("prepare.context_tokens leaves no room for the prompt after max_tokens and context_margin")
+    tokenizer = backtranslate.tokenizer if backtranslate.config.tokenizer else None
+
+    def fits(text: str) -> bool:
+        prompt = backtranslate.request_text(text)
+        if tokenizer is None:
+            return len(prompt) / config.chars_per_token <= budget
+        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget
+
+    return fits
 
 
 def print_summary(out: Path, summary: dict, seconds: float) -> None:

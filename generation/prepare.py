@@ -9,12 +9,17 @@ which one is set in `PrepareConfig` (`prepare:` in a run config). In order:
    `<script>`/`<style>` bodies (flag `html_stripped`), `keep`, or `reject` (`html`);
 3. size: over `max_document_chars`, `truncate` at a word boundary (flag `truncated:N->M_chars`) or
    `reject` (`document_too_large`); under `min_document_chars` after cleaning, `document_too_short`;
-4. markers: documents holding the prompts' markers are flagged `markers:...`; the stages escape them
+4. exact duplicates: a document whose cleaned text repeats an earlier one is `duplicate_text`
+   (`dedup`; only a 64-bit hash of each text is kept);
+5. context: with `context_tokens` set, a document whose backtranslation prompt would not fit the backward
+   model's context is `exceeds_context` (BAFT keeps whole documents rather than cutting them);
+6. markers: documents holding the prompts' markers are flagged `markers:...`; the stages escape them
    when building prompts (`escaping.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -75,9 +80,12 @@ def looks_like_html(text: str) -> bool:
 class Preparer:
     """Applies the prepare rules to each document of a stream."""
 
-    def __init__(self, config: PrepareConfig):
+    def __init__(self, config: PrepareConfig, fits=None):
+        """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`)."""
         self.config = config
         self.escaper = Escaper(config.markers) if config.escape_markers else None
+        self.fits = fits
+        self.seen_texts: set[int] = set()
 
     def __call__(self, items):
         for item in items:
@@ -119,6 +127,15 @@ class Preparer:
             flags.append(f"truncated:{original_chars}->{len(text)}_chars")
         if len(text.strip()) < config.min_document_chars:
             return rejected("document_too_short" if text.strip() else "empty_text")
+        if config.dedup:
+            key = int.from_bytes(
+                hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+            )
+            if key in self.seen_texts:
+                return rejected("duplicate_text")
+            self.seen_texts.add(key)
+        if self.fits is not None and not self.fits(text):
+            return rejected("exceeds_context")
         if self.escaper is not None:
             found = self.escaper.found(text)
             if found:

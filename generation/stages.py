@@ -168,6 +168,11 @@ class Backtranslate(Stage):
     def values(self, record: StageRecord) -> dict[str, str]:
         return {"response": record.document}
 
+    def request_text(self, document: str) -> str:
+        """The prompt this stage would send for `document` (for context-length checks)."""
+        probe = StageRecord(id="", stage=self.name, status="", document=document, position=0, input_location="")
+        return self.request(probe).text
+
     def judge(self, record, reply, generation):
         # a prefill here only steers the model ("The question is:"): the instruction is what follows it
         parsed = parse_instruction(generation.text, generation.finish_reason, self.config.max_instruction_chars)

@@ -208,3 +208,42 @@ def test_a_100_mb_file_with_a_20_mb_document_is_streamed(tmp_path, limit, bound)
         tracemalloc.stop()
     assert len(fates) == 81 and peak < bound * size  # never the whole file, and with a lower limit not even the giant
     assert fates["giant"] == "kept" if limit > 21e6 else fates[f"{corpus}:81"] == "record_too_large"
+
+
+def test_exact_duplicates_and_documents_over_the_context_are_rejected(tmp_path, tgi):
+    corpus = tmp_path / "c.jsonl"
+    long_text = " ".join(f"word{i}" for i in range(3000))
+    corpus.write_bytes(
+        line(id="first", text=PLAIN)
+        + line(id="again", text=PLAIN)  # the same text under another id
+        + line(id="long", text=long_text)
+        + line(id="other", text=PLAIN + " Another one.")
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"prepare": {"context_tokens": 2048}}))  # chars_per_token 3: ~5,000 chars fit
+    args = ["generate", str(corpus), "--out", str(tmp_path / "o"), "--endpoint", tgi.url, "--config", str(config)]
+    assert main([*args, "--no-progress"]) == 0
+    rejected = load_dataset(str(tmp_path / "o"), "rejected", split="train")
+    assert sorted((r["id"], r["reason"]) for r in rejected) == [
+        ("again", "duplicate_text"),
+        ("long", "exceeds_context"),
+    ]
+    assert not any("word2999" in r.prompt for r in tgi.requests)  # never sent
+
+
+def test_the_context_check_counts_with_the_backward_model_s_tokenizer(tmp_path, tgi):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # one token per word
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(line(id="fits", text="word " * 400) + line(id="too-long", text="word " * 800))
+    config = tmp_path / "c.yaml"
+    settings = {"context_tokens": 1024, "context_margin": 0}  # 1024 - 256 new tokens = 768 for the prompt
+    config.write_text(yaml.safe_dump({"prepare": settings, "backtranslate": {"tokenizer": str(tmp_path / "tok")}}))
+    args = ["generate", str(corpus), "--out", str(tmp_path / "o"), "--endpoint", tgi.url, "--config", str(config)]
+    assert main([*args, "--stages", "backtranslate", "--no-progress"]) == 0
+    rejected = load_dataset(str(tmp_path / "o"), "rejected", split="train")
+    assert [(r["id"], r["reason"]) for r in rejected] == [("too-long", "exceeds_context")]
