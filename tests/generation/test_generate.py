@@ -236,3 +236,16 @@ def test_stage_subset_writes_only_those_configs(tmp_path, tgi):
     )
     assert len(load(tmp_path / "o", "backtranslated")) == 2
     assert not (tmp_path / "o" / "curated").exists()
+
+
+@pytest.mark.parametrize("name", ["baft", "humpback"])
+def test_the_shipped_paper_configs_are_valid(name):
+    from bft.generation.config import load_config
+
+    config = load_config(DEMO_CONFIG.parents[1] / "configs" / f"{name}.yaml")
+    if name == "baft":
+        assert config.stages == ["backtranslate", "curate", "rewrite"] and config.curate.threshold == 5
+        assert config.prepare.context_tokens == 4096 and config.rewrite.sampling.temperature == 1.0
+    else:
+        assert config.stages == ["backtranslate", "curate"] and config.curate.score_mode == "expected"
+        assert config.curate.threshold == 4.5 and config.backtranslate.sampling.temperature == 0.7
