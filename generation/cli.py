@@ -18,6 +18,7 @@ from bft.generation.errors import BftError
 
 SUBCOMMANDS = {
     "generate": ("bft.generation.generate", "Backtranslate, curate and rewrite a corpus into a dataset."),
+    "seed": ("bft.builders.seed", "Build the seed set (and reversed pairs) from Open Assistant or pairs."),
     "build": ("bft.builders.build", "Package a generate output as a dataset folder with its card."),
     "release": ("bft.builders.release", "Push a built dataset to the Hub as a tagged version."),
 }
