@@ -271,8 +271,8 @@ class GenerateConfig:
         order = [STAGES.index(s) for s in self.stages]
         if order != sorted(order) or len(set(order)) != len(order):
             raise ConfigError(f"stages: {self.stages} must be in pipeline order {list(STAGES)} without repeats")
-        if order[0] != 0:
-            raise ConfigError("stages: a run must start with backtranslate (rerun with more stages to go on)")
+        if order[0] == 2:
+            raise ConfigError("stages: a run starts with backtranslate, or with curate to re-score an existing pool")
         for name in STAGES:
             stage = self.stage(name)
             if stage.mode not in ("chat", "raw"):

@@ -318,7 +318,7 @@ class Engine:
                 if start is None:
                     continue
                 if start == 0:
-                    record = _prepared(item)
+                    record = item if isinstance(item, StageRecord) else _prepared(item)  # a pool's record as is
                     if PREPARE in self._bars:  # the prepare bar counts documents read, kept ones too
                         self._bars[PREPARE].update(1)
                 else:

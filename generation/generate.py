@@ -40,6 +40,7 @@ from bft.generation.escaping import Escaper
 from bft.generation.output import journal_dir, write_outputs, write_stats
 from bft.generation.pool import EndpointPool
 from bft.generation.prepare import Preparer
+from bft.generation.rounds import pool_size, read_pool
 from bft.generation.stages import build_stage
 
 # Keys that may change between a run and its resumption without changing what the data means.
@@ -221,26 +222,41 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             progress=progress,
         )
         corpus = config.corpus
-        documents = Preparer(config.prepare, context_check(config, stages[0]))(
-            read_corpus(
-                corpus.path,
-                corpus.text_field,
-                corpus.id_field,
-                corpus.split,
-                corpus.revision,
-                corpus.limit,
-                duplicate_ids=corpus.duplicate_ids,
-                invalid_utf8=corpus.invalid_utf8,
-                max_record_bytes=corpus.max_record_bytes,
-            )
-        )
-        await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
+        if config.stages[0] == "curate":  # Humpback's next round: re-score an existing pool
+            pool = Path(corpus.path)
+            await engine.run(read_pool(pool, corpus.limit), total=pool_size(pool, corpus.limit))
+        else:
+            documents = prepared_documents(config, stages[0])
+            await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:
         for pool in pools.values():
             await pool.close()
         for endpoint in endpoints.values():
             await endpoint.close()
+    return finish_run(config, engine, stages, pools)
 
+
+def prepared_documents(config: GenerateConfig, backtranslate):
+    """The corpus, read and put through the prepare rules."""
+    corpus = config.corpus
+    return Preparer(config.prepare, context_check(config, backtranslate))(
+        read_corpus(
+            corpus.path,
+            corpus.text_field,
+            corpus.id_field,
+            corpus.split,
+            corpus.revision,
+            corpus.limit,
+            duplicate_ids=corpus.duplicate_ids,
+            invalid_utf8=corpus.invalid_utf8,
+            max_record_bytes=corpus.max_record_bytes,
+        )
+    )
+
+
+def finish_run(config: GenerateConfig, engine: Engine, stages, pools: dict[str, EndpointPool]) -> dict:
+    """Write stats, the parquet configs and the card; return the summary `print_summary` shows."""
+    out, corpus = Path(config.out), config.corpus
     for name, pool in pools.items():
         engine.stats[name].endpoint_events.update(pool.events)
 

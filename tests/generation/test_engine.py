@@ -308,3 +308,37 @@ def test_credentials_in_endpoint_urls_are_redacted():
         == "https://***@tgi.example.com:8080/v1?api_key=***"
     )
     assert redact_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+
+
+# -- Humpback's iteration --------------------------------------------------------------------------------
+
+
+def test_a_later_round_re_scores_the_same_pool_without_regenerating_instructions(tmp_path):
+    pool, round2 = tmp_path / "round1", tmp_path / "round2"
+    with TGITestServer(model_id="org/m0") as m0:
+        args = ("--out", pool, "--endpoint", m0.url, "--stages", "backtranslate,curate", "--limit", 6)
+        assert generate(DEMO_CORPUS, *args) == 0
+
+    def stricter(request):  # M_1 scores the first three documents 3, the rest 5
+        if any(d.text in request.prompt for d in DEMO_DOCS[:3]):
+            return Reply("Not quite an AI assistant's answer.\nScore: 3")
+        return paper_model(request)
+
+    with TGITestServer(stricter, model_id="org/m1") as m1:
+        assert generate(pool, "--out", round2, "--endpoint", m1.url, "--stages", "curate") == 0
+        assert {prompt_kind(r.prompt) for r in m1.requests} == {"curate"}  # no instruction is generated again
+        assert len(m1.requests) == 6
+    first, second = load(pool, "backtranslated"), load(round2, "curated")
+    assert sorted(second["id"]) == sorted(DEMO_IDS[3:6])
+    instructions = {r["id"]: r["instruction"] for r in first}
+    for row in second:
+        assert row["instruction"] == instructions[row["id"]] and row["score"] == 5
+        assert "previous_score:5" in row["flags"]  # the earlier round's score, side by side
+        assert [p["model_id"] for p in row["provenance"]] == ["org/m0", "org/m1"]
+    rejected = load(round2, "rejected")
+    assert sorted(rejected["id"]) == sorted(DEMO_IDS[:3]) and set(rejected["score"]) == {3}
+
+
+def test_a_curate_first_run_needs_a_pool(tmp_path, tgi, capsys):
+    assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "curate") == 2
+    assert "re-scores the instruction pool of an earlier" in capsys.readouterr().err

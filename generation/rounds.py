@@ -1,0 +1,67 @@
+"""Humpback's iteration: curate the same instruction pool again with the next model.
+
+Instructions are generated once; each later round re-scores the pool with a better model (M_1, ...):
+
+    bft generate round1/ --out round2/ --stages curate --endpoint http://m1:8080
+
+A run whose first stage is `curate` reads its records from an earlier `bft generate` output (its
+`backtranslated` config: the pool), not from a corpus, and sends no backtranslation request. Each record
+keeps its id, instruction, document and provenance, and gets the flag `previous_score:N` (or
+`previous_score:none` when the earlier round could not parse a score, `previous_score:not_curated` when
+it did not curate), so each round's score stands beside the earlier one. Point every round at the same
+pool folder; each round's output folder holds that round's scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from bft.generation.errors import ConfigError
+from bft.generation.records import StageRecord
+
+
+def _parquet(folder: Path, config: str) -> Path | None:
+    files = sorted((folder / config).glob("*.parquet"))
+    return files[0] if files else None
+
+
+def _rows(path: Path | None) -> Iterator[dict]:
+    if path is None:
+        return
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+        yield from batch.to_pylist()
+
+
+def pool_file(folder: Path) -> Path:
+    pool = _parquet(folder, "backtranslated") if folder.is_dir() else None
+    if pool is None:
+        raise ConfigError(
+            f"{folder}: a run that starts with curate re-scores the instruction pool of an earlier "
+            "`bft generate` output folder (its backtranslated/ config), and there is none here"
+        )
+    return pool
+
+
+def pool_size(folder: Path, limit: int | None = None) -> int:
+    rows = pq.ParquetFile(pool_file(folder)).metadata.num_rows
+    return min(rows, limit) if limit is not None else rows
+
+
+def read_pool(folder: Path, limit: int | None = None) -> Iterator[StageRecord]:
+    """The pool's records, ready for curation, with the earlier round's score as a flag."""
+    pool = pool_file(folder)
+    previous: dict[str, int | None] = {row["id"]: row["score"] for row in _rows(_parquet(folder, "curated"))}
+    for row in _rows(_parquet(folder, "rejected")):
+        if row["stage"] == "curate":
+            previous[row["id"]] = row["score"]
+    for position, row in enumerate(_rows(pool)):
+        if limit is not None and position >= limit:
+            return
+        score = previous.get(row["id"], "not_curated")
+        record = StageRecord.from_dict({**row, "position": position})
+        record.flags = [*record.flags, f"previous_score:{'none' if score is None else score}"]
+        record.score = record.expected_score = record.grounding = None
+        yield record
