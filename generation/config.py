@@ -23,7 +23,8 @@ from bft.generation.errors import ConfigError
 from bft.generation.escaping import DEFAULT_MARKERS
 from bft.generation.filters import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
 
-STAGES = ("backtranslate", "curate", "rewrite")
+STAGES = ("backtranslate", "curate", "rewrite")  # the pipeline, in order
+ALL_STAGES = (*STAGES, "distill")  # distill runs alone, over the curated pairs of an earlier output
 
 
 @dataclass
@@ -139,6 +140,13 @@ class RewriteConfig(StageConfig):
         default=None,
         metadata={"help": "Reject rewrites whose share of word 3-grams found in the document is lower (off: None)."},
     )
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=2048))
+
+
+@dataclass
+class DistillConfig(StageConfig):
+    """BAFT's baseline: the aligned model answers each curated instruction without seeing the document."""
+
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=2048))
 
 
@@ -260,20 +268,28 @@ class GenerateConfig:
     backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def stage(self, name: str) -> StageConfig:
         return getattr(self, name)
 
     def validate(self) -> None:
-        unknown = [s for s in self.stages if s not in STAGES]
+        unknown = [s for s in self.stages if s not in ALL_STAGES]
         if unknown or not self.stages:
-            raise ConfigError(f"stages: unknown {unknown or 'empty list'}; choose from {list(STAGES)}")
+            raise ConfigError(f"stages: unknown {unknown or 'empty list'}; choose from {list(ALL_STAGES)}")
+        if "distill" in self.stages:
+            if self.stages != ["distill"]:
+                raise ConfigError("stages: distill runs alone, over the curated pairs of an earlier bft output")
+            return self._validate_settings()
         order = [STAGES.index(s) for s in self.stages]
         if order != sorted(order) or len(set(order)) != len(order):
             raise ConfigError(f"stages: {self.stages} must be in pipeline order {list(STAGES)} without repeats")
         if order[0] == 2:
             raise ConfigError("stages: a run starts with backtranslate, or with curate to re-score an existing pool")
-        for name in STAGES:
+        self._validate_settings()
+
+    def _validate_settings(self) -> None:
+        for name in ALL_STAGES:
             stage = self.stage(name)
             if stage.mode not in ("chat", "raw"):
                 raise ConfigError(f"{name}.mode: {stage.mode!r} is not 'chat' or 'raw'")
@@ -391,6 +407,6 @@ def dump_config(config: GenerateConfig, path: Path, redact=None) -> None:
     data = config.to_dict()
     if redact is not None:
         data["endpoints"] = [redact(u) for u in data["endpoints"]]
-        for stage in STAGES:
+        for stage in ALL_STAGES:
             data[stage]["endpoints"] = [redact(u) for u in data[stage]["endpoints"]]
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

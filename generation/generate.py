@@ -32,7 +32,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from bft.generation.client import Endpoint, redact_url
-from bft.generation.config import STAGES, GenerateConfig, dump_config, load_config
+from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config
 from bft.generation.corpus import count_documents, read_corpus
 from bft.generation.engine import PREPARE, Engine
 from bft.generation.errors import ConfigError
@@ -105,7 +105,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
         if getattr(args, flag) is not None:
             overrides[f"corpus.{flag}"] = getattr(args, flag)
     if args.max_concurrency is not None:
-        for stage in STAGES:
+        for stage in ALL_STAGES:
             overrides[f"{stage}.max_concurrency"] = args.max_concurrency
     if args.score_mode is not None:
         overrides["curate.score_mode"] = args.score_mode
@@ -113,8 +113,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
         overrides["curate.min_score"] = args.min_score
     for item in args.stage_endpoint or []:
         stage, _, url = item.partition("=")
-        if stage not in STAGES or not url:
-            raise ConfigError(f"--stage-endpoint {item!r}: expected STAGE=URL with STAGE one of {list(STAGES)}")
+        if stage not in ALL_STAGES or not url:
+            raise ConfigError(f"--stage-endpoint {item!r}: expected STAGE=URL with STAGE one of {list(ALL_STAGES)}")
         overrides.setdefault(f"{stage}.endpoints", []).append(url)
     return overrides
 
@@ -124,8 +124,8 @@ def _meaning(config: GenerateConfig) -> dict:
     for key in OPERATIONAL_KEYS:
         data.pop(key, None)
     data["corpus"].pop("limit", None)
-    for stage in STAGES:
-        data[stage].pop("endpoints", None)
+    for stage in ALL_STAGES:
+        data.setdefault(stage, {}).pop("endpoints", None)
         data[stage].pop("max_concurrency", None)
     return data
 
@@ -222,9 +222,10 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             progress=progress,
         )
         corpus = config.corpus
-        if config.stages[0] == "curate":  # Humpback's next round: re-score an existing pool
+        first = config.stages[0]
+        if first in ("curate", "distill"):  # an earlier output's pool: re-scored, or its pairs distilled
             pool = Path(corpus.path)
-            await engine.run(read_pool(pool, corpus.limit), total=pool_size(pool, corpus.limit))
+            await engine.run(read_pool(pool, corpus.limit, first), total=pool_size(pool, corpus.limit, first))
         else:
             documents = prepared_documents(config, stages[0])
             await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))

@@ -127,6 +127,16 @@ def parse_rewrite(reply: str, finish_reason: str | None, stop: tuple[str, ...] =
     return Parsed(body)
 
 
+def parse_answer(reply: str, finish_reason: str | None) -> Parsed:
+    """A free answer (the distill stage): the stripped reply, not cut off by the token limit."""
+    text = reply.strip()
+    if finish_reason == "length":
+        return Parsed(None, "answer_truncated")
+    if not text:
+        return Parsed(None, "answer_empty")
+    return Parsed(text)
+
+
 def parse_instruction(reply: str, finish_reason: str | None, max_chars: int) -> Parsed:
     """Clean a backtranslated instruction."""
     text = reply.strip()

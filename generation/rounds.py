@@ -35,24 +35,38 @@ def _rows(path: Path | None) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def pool_file(folder: Path) -> Path:
-    pool = _parquet(folder, "backtranslated") if folder.is_dir() else None
+POOL_OF = {"curate": "backtranslated", "distill": "curated"}  # first stage -> the config it reads
+
+
+def pool_file(folder: Path, first_stage: str = "curate") -> Path:
+    config = POOL_OF[first_stage]
+    pool = _parquet(folder, config) if folder.is_dir() else None
     if pool is None:
         raise ConfigError(
-            f"{folder}: a run that starts with curate re-scores the instruction pool of an earlier "
-            "`bft generate` output folder (its backtranslated/ config), and there is none here"
+            f"{folder}: a run that starts with {first_stage} reads the {config}/ config of an earlier "
+            f"`bft generate` output folder (a run that starts with curate re-scores the instruction pool), "
+            "and there is none here"
         )
     return pool
 
 
-def pool_size(folder: Path, limit: int | None = None) -> int:
-    rows = pq.ParquetFile(pool_file(folder)).metadata.num_rows
+def pool_size(folder: Path, limit: int | None = None, first_stage: str = "curate") -> int:
+    rows = pq.ParquetFile(pool_file(folder, first_stage)).metadata.num_rows
     return min(rows, limit) if limit is not None else rows
 
 
-def read_pool(folder: Path, limit: int | None = None) -> Iterator[StageRecord]:
-    """The pool's records, ready for curation, with the earlier round's score as a flag."""
-    pool = pool_file(folder)
+def read_pool(folder: Path, limit: int | None = None, first_stage: str = "curate") -> Iterator[StageRecord]:
+    """The pool's records, ready for `first_stage`, with the earlier round's score as a flag.
+
+    `distill` reads the curated pairs instead (BAFT's filtering + distilling); their score is kept.
+    """
+    pool = pool_file(folder, first_stage)
+    if first_stage == "distill":
+        for position, row in enumerate(_rows(pool)):
+            if limit is not None and position >= limit:
+                return
+            yield StageRecord.from_dict({**row, "position": position})
+        return
     previous: dict[str, int | None] = {row["id"]: row["score"] for row in _rows(_parquet(folder, "curated"))}
     for row in _rows(_parquet(folder, "rejected")):
         if row["stage"] == "curate":

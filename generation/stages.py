@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 from bft.generation.client import Generation
-from bft.generation.config import BacktranslateConfig, CurateConfig, RewriteConfig, StageConfig
+from bft.generation.config import BacktranslateConfig, CurateConfig, DistillConfig, RewriteConfig, StageConfig
 from bft.generation.errors import ConfigError
 from bft.generation.escaping import Escaper, unescape
 from bft.generation.filters import copy_overlap, grounding, matches_any
 from bft.generation.parsing import (
     Parsed,
     expected_score,
+    parse_answer,
     parse_instruction,
     parse_rewrite,
     parse_score,
@@ -239,8 +240,28 @@ class Rewrite(Stage):
         return parsed, fields
 
 
-STAGE_CLASSES = {cls.name: cls for cls in (Backtranslate, Curate, Rewrite)}
-OUTPUT_CONFIG_NAMES = {"backtranslate": "backtranslated", "curate": "curated", "rewrite": "rewritten"}
+class Distill(Stage):
+    """BAFT's "filtering + distilling" baseline: the instruction answered without the document."""
+
+    name = "distill"
+    default_template = "distill"
+    config: DistillConfig
+
+    def values(self, record: StageRecord) -> dict[str, str]:
+        return {"instruction": record.instruction}
+
+    def judge(self, record, reply, generation):
+        parsed = parse_answer(reply, generation.finish_reason)
+        return parsed, {"response": self.restore(parsed.value)}
+
+
+STAGE_CLASSES = {cls.name: cls for cls in (Backtranslate, Curate, Rewrite, Distill)}
+OUTPUT_CONFIG_NAMES = {
+    "backtranslate": "backtranslated",
+    "curate": "curated",
+    "rewrite": "rewritten",
+    "distill": "distilled",
+}
 
 
 def build_stage(name: str, config: StageConfig, **options) -> Stage:

@@ -341,4 +341,28 @@ def test_a_later_round_re_scores_the_same_pool_without_regenerating_instructions
 
 def test_a_curate_first_run_needs_a_pool(tmp_path, tgi, capsys):
     assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "curate") == 2
-    assert "re-scores the instruction pool of an earlier" in capsys.readouterr().err
+    assert "a run that starts with curate re-scores the instruction pool" in capsys.readouterr().err
+
+
+def test_distilling_answers_the_curated_instructions_without_the_documents(tmp_path):
+    first, distilled = tmp_path / "round1", tmp_path / "distilled"
+    with TGITestServer() as server:
+        assert generate(DEMO_CORPUS, "--out", first, "--endpoint", server.url, "--limit", 4) == 0
+    with TGITestServer(lambda r: Reply("A direct answer from the model's own knowledge.")) as chat_model:
+        assert generate(first, "--out", distilled, "--endpoint", chat_model.url, "--stages", "distill") == 0
+        curated = load(first, "curated")
+        sent = [r.payload["messages"] for r in chat_model.requests]
+        assert sent == [[{"role": "user", "content": row["instruction"]}] for row in curated]  # no document
+    rows = load(distilled, "distilled")
+    assert list(rows["id"]) == list(curated["id"]) and set(rows["response"]) == {
+        "A direct answer from the model's own knowledge."
+    }
+    assert [p["stage"] for p in rows[0]["provenance"]] == ["backtranslate", "curate", "distill"]
+    assert main(["build", str(distilled), "--out", str(tmp_path / "ds"), "--license", "mit"]) == 0
+    assert len(load(tmp_path / "ds", "distilled")) == 4
+
+
+def test_distill_runs_alone(tmp_path, tgi, capsys):
+    args = ("--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "backtranslate,curate,distill")
+    assert generate(DEMO_CORPUS, *args) == 2
+    assert "distill runs alone" in capsys.readouterr().err
