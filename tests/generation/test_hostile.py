@@ -247,3 +247,22 @@ def test_the_context_check_counts_with_the_backward_model_s_tokenizer(tmp_path, 
     assert main([*args, "--stages", "backtranslate", "--no-progress"]) == 0
     rejected = load_dataset(str(tmp_path / "o"), "rejected", split="train")
     assert [(r["id"], r["reason"]) for r in rejected] == [("too-long", "exceeds_context")]
+
+
+def test_the_real_dolma_sample_through_preparation(shared_dir):
+    """Golden outcome of BAFT's whole-document preparation on ten real Common Crawl documents."""
+    from bft.generation.config import load_config
+    from bft.generation.generate import context_check
+    from bft.generation.stages import build_stage
+
+    config = load_config(None, {"prepare.context_tokens": 4096, "backtranslate.mode": "raw"})
+    backtranslate = build_stage("backtranslate", config.backtranslate)
+    corpus = shared_dir / "data" / "dolma-cc-head-sample.jsonl"
+    prepared = list(Preparer(config.prepare, context_check(config, backtranslate))(read_corpus(str(corpus))))
+    assert len(prepared) == 10  # every document accounted for
+    fates = {item.id.split("/")[2]: getattr(item, "reason", "kept") for item in prepared}
+    assert fates.pop("911blogger.com") == "exceeds_context"  # 65,846 characters: more than Llama-2's 4,096 tokens
+    assert set(fates.values()) == {"kept"}
+    kept = {item.id.split("/")[2]: item for item in prepared if not hasattr(item, "reason")}
+    assert kept["9crimes.org"].flags == ["control_characters_removed"]  # C1 control characters in the crawl text
+    assert all(item.url == item.id for item in kept.values())  # Dolma's metadata.url
