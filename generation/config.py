@@ -118,6 +118,13 @@ class CurateConfig(StageConfig):
     top_n_tokens: int = field(
         default=5, metadata={"help": "Alternatives asked per generated token when score_mode is expected."}
     )
+    samples: int = field(
+        default=1,
+        metadata={
+            "help": "Scoring samples per pair; above 1 their scores are averaged (`mean_score`) and the "
+            "threshold applies to the mean (one reading of Humpback's fractional 'score >= 4.5')."
+        },
+    )
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=512))
 
     @property
@@ -313,6 +320,8 @@ class GenerateConfig:
             raise ConfigError("curate.min_score must be in 1-5")
         if not 1 <= self.curate.top_n_tokens <= 20:
             raise ConfigError("curate.top_n_tokens must be in 1-20")
+        if not 1 <= self.curate.samples <= 16:
+            raise ConfigError("curate.samples must be in 1-16")
         if self.chars_per_token <= 0:
             raise ConfigError("chars_per_token must be positive")
         if self.dead_after < 1:

@@ -261,7 +261,11 @@ class Engine:
     async def _process(self, record: StageRecord, start: int) -> None:
         for stage in self.stages[start:]:
             begun = time.monotonic()
-            result = await self._attempt(stage, record)
+            if stage.samples > 1:
+                results = await asyncio.gather(*(self._attempt(stage, record) for _ in range(stage.samples)))
+                result = stage.combine(record, list(results))
+            else:
+                result = await self._attempt(stage, record)
             self.stats[stage.name].timed(begun, time.monotonic())
             self._finish(stage.name, result)
             if result.status != KEPT:

@@ -56,6 +56,7 @@ class StageRecord:
     instruction: str | None = None
     score: int | None = None
     expected_score: float | None = None  # sum p(k)*k from the score token's probabilities, when known
+    mean_score: float | None = None  # the mean of `curate.samples` parsed scores, when more than one
     grounding: float | None = None  # rewrite: share of its word 3-grams found in the document
     response: str | None = None
     flags: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ RECORD_SCHEMA = pa.schema(
         ("response", pa.string()),
         ("score", pa.int64()),
         ("expected_score", pa.float64()),
+        ("mean_score", pa.float64()),
         ("grounding", pa.float64()),
         ("document", pa.string()),
         ("url", pa.string()),

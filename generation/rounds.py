@@ -77,5 +77,5 @@ def read_pool(folder: Path, limit: int | None = None, first_stage: str = "curate
         score = previous.get(row["id"], "not_curated")
         record = StageRecord.from_dict({**row, "position": position})
         record.flags = [*record.flags, f"previous_score:{'none' if score is None else score}"]
-        record.score = record.expected_score = record.grounding = None
+        record.score = record.expected_score = record.mean_score = record.grounding = None
         yield record

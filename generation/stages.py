@@ -54,6 +54,7 @@ class Stage:
     name: str = ""
     default_template: str = ""
     free_text_reply = True  # the reply is text in the document's language (not a score)
+    samples = 1  # requests per record; above 1 the engine asks `combine` to merge the outcomes
 
     def __init__(self, config: StageConfig, escaper: Escaper | None = None, language: bool = True, echo: bool = True):
         self.config = config
@@ -195,6 +196,32 @@ class Curate(Stage):
     def __init__(self, config: CurateConfig, **checks):
         super().__init__(config, **checks)
         self.top_n = config.top_n_tokens if config.score_mode == "expected" else None
+        self.samples = config.samples
+
+    def combine(self, record: StageRecord, results: list[StageRecord]) -> StageRecord:
+        """`samples` scorings of one pair as one record: scores averaged, every reply in the provenance."""
+        base = len(record.provenance)
+        provenance = [*record.provenance, *(r.provenance[base] for r in results)]
+        scores = [r.score for r in results if r.score is not None]
+        if not scores:  # no sample gave a score: rejected for the first sample's reason
+            return replace(results[0], provenance=provenance)
+        mean = sum(scores) / len(scores)
+        expected = [r.expected_score for r in results if r.expected_score is not None]
+        expected_mean = sum(expected) / len(expected) if expected else None
+        if self.config.score_mode == "expected":
+            value, missing = expected_mean, "score_probabilities_missing"
+        else:
+            value, missing = mean, None
+        reason = missing if value is None else ("score_below_threshold" if value < self.config.threshold else None)
+        return replace(
+            results[0],
+            status=REJECTED if reason else KEPT,
+            reason=reason,
+            score=int(mean + 0.5),
+            mean_score=round(mean, 4),
+            expected_score=expected_mean,
+            provenance=provenance,
+        )
 
     def values(self, record: StageRecord) -> dict[str, str]:
         return {"generated_instruction": record.instruction, "output": record.document}

@@ -366,3 +366,24 @@ def test_distill_runs_alone(tmp_path, tgi, capsys):
     args = ("--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "backtranslate,curate,distill")
     assert generate(DEMO_CORPUS, *args) == 2
     assert "distill runs alone" in capsys.readouterr().err
+
+
+def test_several_scoring_samples_are_averaged(tmp_path):
+    scores = {}
+
+    def hesitant(request):  # scores 5, 4, 5, 4, ... for each pair in turn
+        if prompt_kind(request.prompt) != "curate":
+            return paper_model(request)
+        key = request.prompt
+        scores[key] = scores.get(key, 0) + 1
+        return Reply(f"Reasonable.\nScore: {5 if scores[key] % 2 else 4}")
+
+    config = config_file(tmp_path, {"curate": {"samples": 2, "min_score": 4.5}})
+    with TGITestServer(hesitant) as server:
+        args = ("--out", tmp_path / "o", "--endpoint", server.url, "--config", config, "--limit", 3)
+        assert generate(DEMO_CORPUS, *args, "--stages", "backtranslate,curate", "--max-concurrency", 1) == 0
+        assert sum(prompt_kind(r.prompt) == "curate" for r in server.requests) == 6  # two per pair
+    curated = load(tmp_path / "o", "curated")
+    assert len(curated) == 3 and set(curated["mean_score"]) == {4.5}  # (5 + 4) / 2 clears 4.5
+    assert [p["stage"] for p in curated[0]["provenance"]] == ["backtranslate", "curate", "curate"]
+    assert sorted(p["raw_output"][-1] for p in curated[0]["provenance"][1:]) == ["4", "5"]
