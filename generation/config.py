@@ -190,6 +190,42 @@ class CorpusConfig:
 
 
 @dataclass
+class SegmentConfig:
+    """Humpback's header segments (see `generation/segments.py`); off unless `mode: headers`."""
+
+    mode: str = field(
+        default="none",
+        metadata={"help": "none: whole documents (BAFT) | headers: the text under each HTML header (Humpback)."},
+    )
+    min_chars: int = field(default=600, metadata={"help": "Shorter segments are dropped (Humpback: 600)."})
+    max_chars: int = field(default=3000, metadata={"help": "Longer segments are dropped (Humpback: 3,000)."})
+    drop_uppercase_headers: bool = field(default=True, metadata={"help": "Drop segments under all-capitals headers."})
+    navigation_headers: list[str] = field(
+        default_factory=lambda: [
+            "advertisement",
+            "forum",
+            "quick link",
+            "free newsletter",
+            "navigation",
+            "menu",
+            "related post",
+            "share this",
+            "comments",
+            "categories",
+            "archives",
+            "subscribe",
+            "follow us",
+            "sidebar",
+        ],
+        metadata={"help": "Headers containing any of these (lower-case) are site navigation: dropped."},
+    )
+    repeated_sentence_jaccard: float = field(
+        default=0.8,
+        metadata={"help": "Drop a segment when two of its sentences have word-trigram Jaccard at least this."},
+    )
+
+
+@dataclass
 class PrepareConfig:
     """Rules applied to each document before any prompt (see `generation/prepare.py`)."""
 
@@ -272,6 +308,7 @@ class GenerateConfig:
         default=True, metadata={"help": "Reject replies that repeat the prompt's own text (reply_repeats_prompt)."}
     )
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
@@ -339,6 +376,10 @@ class GenerateConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        if self.segment.mode not in ("none", "headers"):
+            raise ConfigError(f"segment.mode: {self.segment.mode!r} is not 'none' or 'headers'")
+        if not 0 < self.segment.min_chars <= self.segment.max_chars:
+            raise ConfigError("segment.min_chars must be positive and at most segment.max_chars")
         if self.prepare.max_document_chars < 100 or self.corpus.max_record_bytes < 1024:
             raise ConfigError("prepare.max_document_chars must be >= 100 and corpus.max_record_bytes >= 1024")
 

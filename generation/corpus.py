@@ -27,6 +27,8 @@ from bft.generation.errors import CorpusError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # Dolma ships JSON lines as .json.gz
 PARQUET_SUFFIXES = (".parquet",)
+PAGE_SUFFIXES = (".html", ".htm", ".warc", ".warc.gz")  # web pages, for Humpback's header segments
+ALL_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + PAGE_SUFFIXES
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -64,13 +66,38 @@ def content_id(text: str) -> str:
 def corpus_files(path: Path) -> list[Path]:
     """The data files of a local corpus path, in a stable order."""
     if path.is_file():
-        if not path.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
-            raise CorpusError(f"{path}: unsupported file type; expected one of {JSONL_SUFFIXES + PARQUET_SUFFIXES}")
+        if not path.name.endswith(ALL_SUFFIXES):
+            raise CorpusError(f"{path}: unsupported file type; expected one of {ALL_SUFFIXES}")
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(ALL_SUFFIXES))
     if not files:
-        raise CorpusError(f"{path}: folder holds no {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)} files")
+        raise CorpusError(f"{path}: folder holds no {', '.join(ALL_SUFFIXES)} files")
     return files
+
+
+def iter_page_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """An HTML file as one row, or each HTML response of a WARC file (read with `warcio`)."""
+    if path.name.endswith((".html", ".htm")):
+        yield str(path), {"id": str(path), "text": path.read_bytes().decode("utf-8", "replace")}
+        return
+    try:
+        from warcio.archiveiterator import ArchiveIterator
+    except ImportError:
+        raise CorpusError(f"{path}: reading WARC files needs warcio: pip install 'bft[warc]'") from None
+    with open(path, "rb") as handle:
+        try:
+            for number, record in enumerate(ArchiveIterator(handle), start=1):
+                if record.rec_type != "response":
+                    continue
+                content_type = record.http_headers.get_header("Content-Type", "") if record.http_headers else ""
+                if "html" not in content_type:
+                    continue
+                page = record.content_stream().read().decode("utf-8", "replace")
+                url = record.rec_headers.get_header("WARC-Target-URI")
+                record_id = record.rec_headers.get_header("WARC-Record-ID") or f"{path}#record{number}"
+                yield f"{path}#record{number}", {"id": record_id, "text": page, "url": url}
+        except Exception as error:  # warcio raises several types for broken archives
+            raise CorpusError(f"{path}: not a readable WARC file: {error}") from None
 
 
 @dataclass
@@ -292,4 +319,6 @@ def _id_hash(doc_id: str) -> int:
 def _rows_of(file: Path, invalid_utf8: str, max_bytes: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
     if file.name.endswith(PARQUET_SUFFIXES):
         return iter_parquet_rows(file)
+    if file.name.endswith(PAGE_SUFFIXES):
+        return iter_page_rows(file)
     return iter_jsonl_rows(file, invalid_utf8, max_bytes)

@@ -41,6 +41,7 @@ from bft.generation.output import journal_dir, write_outputs, write_stats
 from bft.generation.pool import EndpointPool
 from bft.generation.prepare import Preparer
 from bft.generation.rounds import pool_size, read_pool
+from bft.generation.segments import Segmenter
 from bft.generation.stages import build_stage
 
 # Keys that may change between a run and its resumption without changing what the data means.
@@ -238,19 +239,22 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
 
 
 def prepared_documents(config: GenerateConfig, backtranslate):
-    """The corpus, read and put through the prepare rules."""
+    """The corpus, read (cut into header segments when asked) and put through the prepare rules."""
     corpus = config.corpus
+    segment = Segmenter(config.segment) if config.segment.mode == "headers" else (lambda items: items)
     return Preparer(config.prepare, context_check(config, backtranslate))(
-        read_corpus(
-            corpus.path,
-            corpus.text_field,
-            corpus.id_field,
-            corpus.split,
-            corpus.revision,
-            corpus.limit,
-            duplicate_ids=corpus.duplicate_ids,
-            invalid_utf8=corpus.invalid_utf8,
-            max_record_bytes=corpus.max_record_bytes,
+        segment(
+            read_corpus(
+                corpus.path,
+                corpus.text_field,
+                corpus.id_field,
+                corpus.split,
+                corpus.revision,
+                corpus.limit,
+                duplicate_ids=corpus.duplicate_ids,
+                invalid_utf8=corpus.invalid_utf8,
+                max_record_bytes=corpus.max_record_bytes,
+            )
         )
     )
 
