@@ -351,8 +351,8 @@ def test_distilling_answers_the_curated_instructions_without_the_documents(tmp_p
     with TGITestServer(lambda r: Reply("A direct answer from the model's own knowledge.")) as chat_model:
         assert generate(first, "--out", distilled, "--endpoint", chat_model.url, "--stages", "distill") == 0
         curated = load(first, "curated")
-        sent = [r.payload["messages"] for r in chat_model.requests]
-        assert sent == [[{"role": "user", "content": row["instruction"]}] for row in curated]  # no document
+        sent = sorted(json.dumps(r.payload["messages"]) for r in chat_model.requests)  # requests run concurrently
+        assert sent == sorted(json.dumps([{"role": "user", "content": row["instruction"]}]) for row in curated)
     rows = load(distilled, "distilled")
     assert list(rows["id"]) == list(curated["id"]) and set(rows["response"]) == {
         "A direct answer from the model's own knowledge."
