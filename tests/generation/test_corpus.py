@@ -109,3 +109,22 @@ def test_unknown_hub_dataset_is_a_clear_error(tmp_path, tgi):
     assert (
         "CorpusError: cannot load Hub dataset 'nobody/no-such-dataset' (split 'train', revision main)" in result.stderr
     )
+
+
+def test_a_hub_dataset_is_streamed(tmp_path, hub):
+    from huggingface_hub import HfApi
+
+    rows = [
+        {"id": f"hub-{i}", "text": f"Hub document {i}.", "metadata": {"url": f"https://example.org/{i}"}}
+        for i in range(5)
+    ]
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    api = HfApi()
+    api.create_repo("bft-org/corpus", repo_type="dataset")
+    api.upload_folder(repo_id="bft-org/corpus", repo_type="dataset", folder_path=tmp_path / "data", path_in_repo="data")
+    documents = list(read_corpus("bft-org/corpus", limit=4))
+    assert [d.id for d in documents] == ["hub-0", "hub-1", "hub-2", "hub-3"]
+    assert documents[0].url == "https://example.org/0" and documents[0].location.startswith(
+        "bft-org/corpus@main/train#row1"
+    )
