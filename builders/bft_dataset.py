@@ -21,13 +21,13 @@ fraction, so the split is stable across rebuilds and versions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import datasets
-import pyarrow.parquet as pq
 
+from bft.generation.corpus import stable_hash64
+from bft.generation.output import config_file, read_rows
 from bft.generation.records import RECORD_SCHEMA
 
 SEED_TAG = "Answer in the style of an AI Assistant."  # S_a, Humpback sec. 2.3
@@ -48,18 +48,7 @@ SFT_FEATURES = datasets.Features(
 
 
 def in_test_split(doc_id: str, fraction: float) -> bool:
-    digest = hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < fraction
-
-
-def config_file(output_dir: Path, name: str) -> Path | None:
-    files = sorted((output_dir / name).glob("*.parquet"))
-    return files[0] if files else None
-
-
-def read_records(path: Path):
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-        yield from batch.to_pylist()
+    return stable_hash64(doc_id) / 2**64 < fraction
 
 
 def read_seed(path: Path) -> list[dict]:
@@ -150,7 +139,7 @@ class BftDataset(datasets.GeneratorBasedBuilder):
         elif name == "backtranslated":
             rows = self._candidates(output)
         else:
-            rows = ((r["id"], r) for r in read_records(config_file(output, name)))
+            rows = ((r["id"], r) for r in read_rows(config_file(output, name)))
         for key, row in rows:
             if self._keep(row["id"], split):
                 yield key, row
@@ -160,12 +149,12 @@ class BftDataset(datasets.GeneratorBasedBuilder):
         outcome: dict[str, tuple] = {}
         curated = config_file(output, "curated")
         if curated is not None:
-            for row in read_records(curated):
+            for row in read_rows(curated):
                 outcome[row["id"]] = ("kept", None, row["score"], row["expected_score"])
-            for row in read_records(config_file(output, "rejected")):
+            for row in read_rows(config_file(output, "rejected")):
                 if row["stage"] == "curate":
                     outcome[row["id"]] = ("rejected", row["reason"], row["score"], row["expected_score"])
-        for row in read_records(config_file(output, "backtranslated")):
+        for row in read_rows(config_file(output, "backtranslated")):
             status, reason, score, expected = outcome.get(row["id"], ("not_curated", None, None, None))
             yield row["id"], {**row, "status": status, "reason": reason, "score": score, "expected_score": expected}
 
@@ -174,7 +163,7 @@ class BftDataset(datasets.GeneratorBasedBuilder):
         if self.config.seed_file:
             for row in read_seed(Path(self.config.seed_file)):
                 yield f"S_a/{row['id']}", sft_row(row["id"], "S_a", row["instruction"], row["response"], placement)
-        for row in read_records(config_file(output, self.config.sft_source)):
+        for row in read_rows(config_file(output, self.config.sft_source)):
             yield f"S_w/{row['id']}", sft_row(row["id"], "S_w", row["instruction"], row["response"], placement)
 
 

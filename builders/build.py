@@ -13,7 +13,6 @@ runs the pre-release checks (`builders/checks.py`) and records the facts the car
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,20 +20,14 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import yaml
 
-from bft.builders.bft_dataset import (
-    SEED_TAG,
-    TAG_PLACEMENTS,
-    WEB_TAG,
-    BftDataset,
-    available_configs,
-    config_file,
-    read_seed,
-)
+from bft.builders.bft_dataset import SEED_TAG, TAG_PLACEMENTS, WEB_TAG, BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text, scan_secrets
 from bft.cards.dataset_card import ABOUT, check_card, example_json, render_dataset_card
 from bft.cards.plots import bar_chart, histogram, score_counts
 from bft.generation.errors import BftError, ConfigError
+from bft.generation.output import config_file, file_sha256
 from bft.generation.stages import OUTPUT_CONFIG_NAMES
 
 FACTS_FILE = "bft_build.json"
@@ -205,6 +198,8 @@ def build(
         shutil.copy(output / name, folder / name)
 
     run_config = (output / "run_config.yaml").read_text(encoding="utf-8")
+    settings = yaml.safe_load(run_config) or {}
+    scores = score_counts(list(rows_by_config["backtranslated"]["score"])) if "backtranslated" in rows_by_config else {}
     main = next(
         (n for n in ("rewritten", "curated", "sft", "backtranslated") if n in names and n not in empty), names[0]
     )
@@ -212,7 +207,7 @@ def build(
         "pretty_name": pretty_name or f"bft data: {output.resolve().name}",
         "license": findings.license,
         "source_datasets": list(source_datasets or []),
-        "corpus": _corpus_of(run_config),
+        "corpus": str(settings.get("corpus", {}).get("path", "unknown")),
         "configs": configs,
         "config_rows": config_rows,
         "main_config": main,
@@ -225,14 +220,12 @@ def build(
             if isinstance(s, dict) and s.get("rejected_by_reason")
         ],
         "parse_rates": _parse_rates(stats),
-        "scores": score_counts(list(rows_by_config["backtranslated"]["score"]))
-        if "backtranslated" in rows_by_config
-        else {},
+        "scores": scores,
         "lengths": _lengths(rows_by_config, count),
         "length_unit": unit,
-        "plots": _plots(folder, stats, rows_by_config, unit, count),
+        "plots": _plots(folder, stats, rows_by_config, scores, count, unit),
         "examples": examples,
-        "note": _note_of(run_config),
+        "note": str(settings.get("note") or ""),
         "run_config": run_config.strip(),
         "tag_placement": "a system message" if tag_placement == "system" else "the end of the user turn",
         "seed_tag": SEED_TAG,
@@ -255,11 +248,7 @@ def write_parquet(dataset, config_dir: Path, split: str) -> str:
     config_dir.mkdir(parents=True, exist_ok=True)
     tmp = config_dir / f"{split}.parquet.tmp"
     dataset.to_parquet(str(tmp))
-    hasher = hashlib.sha256()
-    with open(tmp, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    final = config_dir / f"{split}-{hasher.hexdigest()[:16]}.parquet"
+    final = config_dir / f"{split}-{file_sha256(tmp)[:16]}.parquet"
     tmp.replace(final)
     return f"{config_dir.name}/{final.name}"
 
@@ -299,18 +288,6 @@ def _pii(dataset) -> Counter:
             for message in messages:
                 counts.update(count_pii(message["content"]))
     return counts
-
-
-def _corpus_of(run_config: str) -> str:
-    import yaml
-
-    return str((yaml.safe_load(run_config) or {}).get("corpus", {}).get("path", "unknown"))
-
-
-def _note_of(run_config: str) -> str:
-    import yaml
-
-    return str((yaml.safe_load(run_config) or {}).get("note") or "")
 
 
 def _stages(stats: dict, rows_by_config: dict) -> list[dict]:
@@ -392,10 +369,9 @@ def _lengths(rows_by_config: dict, count) -> list[dict]:
     return table
 
 
-def _plots(folder: Path, stats: dict, rows_by_config: dict, unit: str, count) -> list[dict]:
+def _plots(folder: Path, stats: dict, rows_by_config: dict, scores: dict, count, unit: str) -> list[dict]:
     plots = []
-    if "backtranslated" in rows_by_config:
-        scores = score_counts(list(rows_by_config["backtranslated"]["score"]))
+    if scores:
         bar_chart(folder / "plots" / "scores.png", scores, "Curation scores of the candidates", "score")
         plots.append({"title": "Curation scores of the candidates", "path": "plots/scores.png"})
     reasons = Counter()

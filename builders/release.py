@@ -18,7 +18,6 @@ printed or written.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import time
@@ -28,6 +27,7 @@ from bft.builders.build import FACTS_FILE, write_card
 from bft.builders.checks import Findings, scan_secrets
 from bft.cards.dataset_card import changelog_of, check_card
 from bft.generation.errors import BftError, ConfigError
+from bft.generation.output import file_sha256
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -70,7 +70,7 @@ def validate(folder: Path, repo: str, version: str) -> dict:
 def local_files(folder: Path) -> dict[str, str]:
     """sha256 of every data file (not the card), by path."""
     return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        p.relative_to(folder).as_posix(): file_sha256(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.relative_to(folder).as_posix() not in CARD_FILES
     }
@@ -94,7 +94,7 @@ def remote_files(api, repo: str, revision: str) -> dict[str, str]:
             files[path] = entry.lfs.sha256
         else:
             local = hf_hub_download(repo, path, repo_type="dataset", revision=revision, endpoint=api.endpoint)
-            files[path] = hashlib.sha256(Path(local).read_bytes()).hexdigest()
+            files[path] = file_sha256(Path(local))
     return files
 
 

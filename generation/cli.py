@@ -24,12 +24,19 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (all of them for `bft --help`).
+
+    The builders pull in `datasets` and plotting, which `bft generate` has no use for at start-up.
+    """
     parser = argparse.ArgumentParser(
         prog="bft", description="Instruction back-and-forth translation with the HF stack."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if command not in (None, name):
+            commands.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])
         module.add_arguments(sub)
@@ -38,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    args = build_parser(command).parse_args(argv)
     try:
         return args._module.run(args)
     except BftError as error:

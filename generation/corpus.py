@@ -261,7 +261,7 @@ def read_corpus(
             doc_id = content_id(text) if isinstance(text, str) else f"{location}"
         else:
             doc_id = str(raw_id)
-        key = _id_hash(doc_id)
+        key = stable_hash64(doc_id)
         if key in seen:
             if duplicate_ids != "rename":
                 raise CorpusError(
@@ -269,10 +269,10 @@ def read_corpus(
                     "corpus); fix the input, or set corpus.duplicate_ids: rename"
                 )
             original, copy = doc_id, 2
-            while _id_hash(f"{original}#{copy}") in seen:
+            while stable_hash64(f"{original}#{copy}") in seen:
                 copy += 1
             doc_id = f"{original}#{copy}"
-            key = _id_hash(doc_id)
+            key = stable_hash64(doc_id)
             flags = [*flags, f"duplicate_id:{original}"]
         seen[key] = position
         if text_field not in row or text is None:
@@ -312,8 +312,9 @@ def count_documents(path: str, limit: int | None = None) -> int | None:
     return min(total, limit) if limit is not None else total
 
 
-def _id_hash(doc_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+def stable_hash64(text: str) -> int:
+    """A 64-bit hash of `text`, stable across runs and machines (ids, duplicate texts, test splits)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _rows_of(file: Path, invalid_utf8: str, max_bytes: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:

@@ -39,30 +39,31 @@ DEFAULT_REFUSAL_PATTERNS = [
 ]
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """Lower-cased words, the unit of every overlap measure here and in `replies`/`segments`."""
     return [w.lower() for w in WORD_RE.findall(text or "")]
 
 
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def copy_overlap(instruction: str, document: str) -> float:
     """Share of the instruction's word 5-grams found in the document (0 for short instructions)."""
-    words = _words(instruction)
-    if len(words) < MIN_COPY_WORDS:
+    tokens = words(instruction)
+    if len(tokens) < MIN_COPY_WORDS:
         return 0.0
-    grams = _ngrams(words, COPY_NGRAM)
-    present = set(_ngrams(_words(document), COPY_NGRAM))
+    grams = ngrams(tokens, COPY_NGRAM)
+    present = set(ngrams(words(document), COPY_NGRAM))
     return sum(g in present for g in grams) / len(grams)
 
 
 def grounding(response: str, document: str) -> float:
     """Share of the response's word 3-grams found in the document (1.0 for responses under 3 words)."""
-    grams = _ngrams(_words(response), GROUNDING_NGRAM)
+    grams = ngrams(words(response), GROUNDING_NGRAM)
     if not grams:
         return 1.0
-    present = set(_ngrams(_words(document), GROUNDING_NGRAM))
+    present = set(ngrams(words(document), GROUNDING_NGRAM))
     return sum(g in present for g in grams) / len(grams)
 
 

@@ -175,6 +175,7 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
     out = Path(config.out)
     token = os.environ.get(config.token_env) or None
     stages = []
+    escaper = Escaper(config.prepare.markers) if config.prepare.escape_markers else None
     for name in config.stages:
         stage_config = config.stage(name)
         if embedded is not None:
@@ -185,7 +186,7 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             build_stage(
                 name,
                 stage_config,
-                escaper=Escaper(config.prepare.markers) if config.prepare.escape_markers else None,
+                escaper=escaper,
                 language=config.check_language,
                 echo=config.check_prompt_echo,
             )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from array import array
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +36,29 @@ from bft.generation.stages import OUTPUT_CONFIG_NAMES
 
 REJECTED_CONFIG = "rejected"
 BATCH = 512
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (the file may be larger than memory should grow)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def config_file(out: Path, config: str) -> Path | None:
+    """The parquet file of `config` in an output folder, or None when the folder has none."""
+    files = sorted((out / config).glob("*.parquet"))
+    return files[0] if files else None
+
+
+def read_rows(path: Path | None) -> Iterator[dict]:
+    """The rows of a parquet file, a batch at a time (nothing when `path` is None)."""
+    if path is None:
+        return
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+        yield from batch.to_pylist()
 
 
 def journal_dir(out: Path) -> Path:
@@ -89,11 +113,7 @@ class _ParquetSink:
         """Finish the file, name it by its content, drop earlier files; return its path under OUT."""
         self.flush()
         self.writer.close()
-        hasher = hashlib.sha256()
-        with open(self.tmp, "rb") as handle:  # in chunks: the file may be larger than memory should grow
-            while chunk := handle.read(1 << 20):
-                hasher.update(chunk)
-        digest = hasher.hexdigest()[:16]
+        digest = file_sha256(self.tmp)[:16]
         self.path = self.folder / f"data-{digest}.parquet"
         for old in self.folder.glob("*.parquet"):
             if old != self.path:

@@ -19,15 +19,14 @@ which one is set in `PrepareConfig` (`prepare:` in a run config). In order:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import replace
-from html.parser import HTMLParser
 
 from bft.generation.config import PrepareConfig
-from bft.generation.corpus import Document, Rejected
+from bft.generation.corpus import Document, Rejected, stable_hash64
 from bft.generation.escaping import Escaper
 from bft.generation.fitting import cut_at_whitespace
+from bft.generation.segments import page_blocks
 
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 HTML_TAG_RE = re.compile(
@@ -36,41 +35,11 @@ HTML_TAG_RE = re.compile(
     re.IGNORECASE,
 )
 HTML_MIN_TAGS = 3
-BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table"}
-
-
-class _TextOfHTML(HTMLParser):
-    """Collects the text of an HTML fragment; script and style bodies are dropped, blocks become lines."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style"):
-            self.skipping += 1
-        elif tag in BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in ("script", "style"):
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self.skipping:
-            self.parts.append(data)
 
 
 def html_to_text(text: str) -> str:
-    parser = _TextOfHTML()
-    parser.feed(text)
-    parser.close()
-    joined = "".join(parser.parts)
-    lines = (re.sub(r"[ \t]+", " ", line).strip() for line in joined.splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    """The text of an HTML page: headers and paragraphs as paragraphs, scripts and styles dropped."""
+    return "\n\n".join(block.text for block in page_blocks(text) if block.text)
 
 
 def looks_like_html(text: str) -> bool:
@@ -128,9 +97,7 @@ class Preparer:
         if len(text.strip()) < config.min_document_chars:
             return rejected("document_too_short" if text.strip() else "empty_text")
         if config.dedup:
-            key = int.from_bytes(
-                hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
-            )
+            key = stable_hash64(text)
             if key in self.seen_texts:
                 return rejected("duplicate_text")
             self.seen_texts.add(key)

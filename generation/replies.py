@@ -21,11 +21,13 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from bft.generation.filters import ngrams, words
 from bft.generation.prompts import PromptTemplate
 
+ASCII_NON_LETTERS = bytes(b for b in range(128) if not chr(b).isalpha())
+NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 ECHO_WORDS = 8
 MIN_WORDS = 12
-WORD_RE = re.compile(r"\w+", re.UNICODE)
 ENGLISH_COMMON = frozenset(
     [
         "the",
@@ -75,31 +77,27 @@ ENGLISH_COMMON = frozenset(
 )
 
 
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in WORD_RE.findall(text)]
-
-
 @lru_cache(maxsize=16)
 def _template_shingles(template: PromptTemplate) -> frozenset[tuple[str, ...]]:
     """Every run of ECHO_WORDS words in the template's fixed text (between its placeholders)."""
     pieces = re.split("|".join(re.escape(f"<{p}>") for p in template.placeholders) or "$^", template.text)
     shingles = set()
     for piece in pieces:
-        words = _words(piece)
-        shingles.update(tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1))
+        shingles.update(ngrams(words(piece), ECHO_WORDS))
     return frozenset(shingles)
 
 
 def repeats_prompt(reply: str, template: PromptTemplate) -> bool:
     shingles = _template_shingles(template)
-    words = _words(reply)
-    return any(tuple(words[i : i + ECHO_WORDS]) in shingles for i in range(len(words) - ECHO_WORDS + 1))
+    return any(gram in shingles for gram in ngrams(words(reply), ECHO_WORDS))
 
 
 def dominant_script(text: str, sample: int = 4000) -> str | None:
     """The Unicode script most of the letters of `text` (its first `sample` characters) belong to."""
-    counts: dict[str, int] = {}
-    for char in text[:sample]:
+    head = text[:sample]
+    # ASCII letters are Latin: counted by a regex, so only other letters pay for a Unicode name lookup
+    counts: dict[str, int] = {"LATIN": len(head.encode("ascii", "ignore").translate(None, ASCII_NON_LETTERS))}
+    for char in NON_ASCII_RE.findall(head):
         if char.isalpha():
             name = unicodedata.name(char, "")
             script = "CJK" if name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")) else name.split(" ")[0]
@@ -117,7 +115,7 @@ def other_language(reply: str, document: str) -> bool:
     reply_script, document_script = dominant_script(reply), dominant_script(document)
     if reply_script and document_script and reply_script != document_script:
         return True
-    reply_words, document_words = _words(reply), _words(document[:4000])
+    reply_words, document_words = words(reply), words(document[:4000])
     return (
         document_script == "LATIN"
         and english_share(document_words) >= 0.2

@@ -20,27 +20,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bft.generation.errors import ConfigError
+from bft.generation.output import config_file, read_rows
 from bft.generation.records import StageRecord
-
-
-def _parquet(folder: Path, config: str) -> Path | None:
-    files = sorted((folder / config).glob("*.parquet"))
-    return files[0] if files else None
-
-
-def _rows(path: Path | None) -> Iterator[dict]:
-    if path is None:
-        return
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-        yield from batch.to_pylist()
-
 
 POOL_OF = {"curate": "backtranslated", "distill": "curated"}  # first stage -> the config it reads
 
 
 def pool_file(folder: Path, first_stage: str = "curate") -> Path:
     config = POOL_OF[first_stage]
-    pool = _parquet(folder, config) if folder.is_dir() else None
+    pool = config_file(folder, config) if folder.is_dir() else None
     if pool is None:
         raise ConfigError(
             f"{folder}: a run that starts with {first_stage} reads the {config}/ config of an earlier "
@@ -62,16 +50,16 @@ def read_pool(folder: Path, limit: int | None = None, first_stage: str = "curate
     """
     pool = pool_file(folder, first_stage)
     if first_stage == "distill":
-        for position, row in enumerate(_rows(pool)):
+        for position, row in enumerate(read_rows(pool)):
             if limit is not None and position >= limit:
                 return
             yield StageRecord.from_dict({**row, "position": position})
         return
-    previous: dict[str, int | None] = {row["id"]: row["score"] for row in _rows(_parquet(folder, "curated"))}
-    for row in _rows(_parquet(folder, "rejected")):
+    previous: dict[str, int | None] = {row["id"]: row["score"] for row in read_rows(config_file(folder, "curated"))}
+    for row in read_rows(config_file(folder, "rejected")):
         if row["stage"] == "curate":
             previous[row["id"]] = row["score"]
-    for position, row in enumerate(_rows(pool)):
+    for position, row in enumerate(read_rows(pool)):
         if limit is not None and position >= limit:
             return
         score = previous.get(row["id"], "not_curated")

@@ -27,12 +27,12 @@ from itertools import combinations
 
 from bft.generation.config import SegmentConfig
 from bft.generation.corpus import Document, Rejected
+from bft.generation.filters import ngrams, words
 
 HEADER_TAGS = {f"h{level}": level for level in range(1, 7)}
 SKIPPED_TAGS = {"script", "style", "noscript", "template"}
 BLOCK_TAGS = {"p", "div", "br", "li", "tr", "table", "section", "article", "blockquote", "pre", "ul", "ol"}
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
-WORD_RE = re.compile(r"\w+")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class _Blocks(HTMLParser):
 
     def _flush(self) -> None:
         text = re.sub(r"[ \t]+", " ", "".join(self.parts))
-        text = "\n".join(line.strip() for line in text.splitlines() if line.strip())
+        text = re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
         if text or self.header_level:
             self.blocks.append(Block(self.header_level, text))
         self.parts = []
@@ -107,13 +107,8 @@ def header_segments(blocks: list[Block]) -> list[tuple[str, str]]:
     return segments
 
 
-def _trigrams(sentence: str) -> set[tuple[str, ...]]:
-    words = [w.lower() for w in WORD_RE.findall(sentence)]
-    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
-
-
 def has_repeated_sentences(text: str, threshold: float) -> bool:
-    grams = [g for g in (_trigrams(s) for s in SENTENCE_RE.split(text)) if g]
+    grams = [g for g in (set(ngrams(words(s), 3)) for s in SENTENCE_RE.split(text)) if g]
     return any(len(a & b) / len(a | b) >= threshold for a, b in combinations(grams, 2))
 
 
