@@ -12,8 +12,9 @@ Humpback's seed is 3,200 examples from Open Assistant: the **first turn** of eac
 - chat rows with `messages`: the first user turn and the assistant turn after it.
 
 `--out` gets JSON lines `{id, instruction, response, source}` (what `bft build --seed` reads);
-`--reversed` gets TRL prompt/completion rows with the response as the user turn and the instruction as
-the completion: Humpback's backward model M_yx learns to write the instruction a text answers. Every
+`--reversed` gets TRL prompt/completion rows with the response (inside P2, the prompt `bft generate` sends
+a backward model) as the user turn and the instruction as the completion: Humpback's backward model M_yx
+learns to write the instruction a text answers. Every
 input message or row that does not make a pair is counted with its reason.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from bft.generation.corpus import HUB_ID_RE, corpus_files, iter_hub_rows, iter_jsonl_rows, iter_parquet_rows
 from bft.generation.errors import ConfigError
+from bft.generation.prompts import load_template
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,10 +149,14 @@ def build_seed(
 
 
 def reversed_row(pair: dict) -> dict:
-    """M_yx's training row: the response as the prompt, the instruction as the completion."""
+    """M_yx's training row: the response inside P2 as the prompt, the instruction as the completion.
+
+    The user turn is exactly what `bft generate` sends a backward model through a chat endpoint (P2
+    without its Llama-2 wrapper), so the model is trained on the prompt it will be served.
+    """
     return {
         "id": pair["id"],
-        "prompt": [{"role": "user", "content": pair["response"]}],
+        "prompt": [{"role": "user", "content": load_template("backtranslate").user_message(response=pair["response"])}],
         "completion": [{"role": "assistant", "content": pair["instruction"]}],
     }
 

@@ -3,6 +3,8 @@
     bft generate CORPUS --out DIR [--endpoint URL ...] [--stages ...] [--limit N] [--config FILE]
     bft build OUTDIR --out DATASETDIR [--seed FILE] [--license ID]
     bft release DATASETDIR --repo ORG/NAME --version X.Y.Z [--private] [--create-pr] [--dry-run]
+    bft train RECIPE [--field value ...]
+    bft serve MODEL_DIR [--port P]
 
 Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. User errors
 (`BftError`) print as one line and exit 2; nothing else is caught.
@@ -21,6 +23,8 @@ SUBCOMMANDS = {
     "seed": ("bft.builders.seed", "Build the seed set (and reversed pairs) from Open Assistant or pairs."),
     "build": ("bft.builders.build", "Package a generate output as a dataset folder with its card."),
     "release": ("bft.builders.release", "Push a built dataset to the Hub as a tagged version."),
+    "train": ("bft.training.train", "Fine-tune a backward, seed or curated model with TRL from a recipe."),
+    "serve": ("bft.training.serve", "Serve a trained model folder locally (transformers serve) for bft generate."),
 }
 
 

@@ -112,6 +112,7 @@ class EmbeddedServer:
 
     model_dir: Path
     port: int = 0
+    host: str = "127.0.0.1"  # `0.0.0.0` serves other machines too (`bft serve --host`)
     startup_timeout: float = 300.0
     log_path: Path | None = None
 
@@ -147,7 +148,7 @@ class EmbeddedServer:
             "cpu",
             "--continuous-batching",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
         ]

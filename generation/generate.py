@@ -35,7 +35,7 @@ from bft.generation.client import Endpoint, redact_url
 from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config
 from bft.generation.corpus import count_documents, read_corpus
 from bft.generation.engine import PREPARE, Engine
-from bft.generation.errors import ConfigError
+from bft.generation.errors import ConfigError, EndpointError
 from bft.generation.escaping import Escaper
 from bft.generation.output import journal_dir, write_outputs, write_stats
 from bft.generation.pool import EndpointPool
@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Endpoint for one stage only (e.g. curate=http://gpu2:8080); repeat for several",
     )
     parser.add_argument(
+        "--model",
+        help="Model name sent in requests, for servers that do not list theirs (`bft serve` prints it)",
+    )
+    parser.add_argument(
         "--max-concurrency",
         type=int,
         help=f"Requests in flight per endpoint (default: TGI's /info max_concurrent_requests, else {DEFAULT_CONCURRENCY})",
@@ -105,6 +109,9 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for flag in ("split", "revision"):
         if getattr(args, flag) is not None:
             overrides[f"corpus.{flag}"] = getattr(args, flag)
+    if args.model is not None:
+        for stage in ALL_STAGES:
+            overrides[f"{stage}.model"] = args.model
     if args.max_concurrency is not None:
         for stage in ALL_STAGES:
             overrides[f"{stage}.max_concurrency"] = args.max_concurrency
@@ -203,6 +210,12 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
                     endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
                     await endpoints[url].probe()
                 members.append(endpoints[url])
+            unnamed = [e.name for e in members if e.api == "openai" and not e.model_id]
+            if unnamed and not stage.config.model:
+                raise EndpointError(
+                    f"endpoint {unnamed[0]} lists no model at /v1/models and stage {stage.name} names none: "
+                    "pass --model NAME (`bft serve` prints the name) or set the stage's `model`"
+                )
             limits = [stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY for e in members]
             pools[stage.name] = EndpointPool(
                 stage.name,

@@ -1,1 +1,1 @@
-"""bft.training: fine-tuning backward, seed and curated models with TRL (not built yet)."""
+"""bft.training: fine-tune backward, seed and curated models with TRL (`bft train`), serve them (`bft serve`)."""

@@ -83,7 +83,10 @@ def test_the_cli_writes_the_seed_and_the_reversed_pairs(tmp_path, capsys):
     assert main(args) == 0
     (seed,) = [json.loads(line) for line in (tmp_path / "seed.jsonl").read_text().splitlines()]
     (reverse,) = [json.loads(line) for line in (tmp_path / "rev.jsonl").read_text().splitlines()]
-    assert reverse["prompt"] == [{"role": "user", "content": seed["response"]}]  # the text in ...
+    # the text in, inside P2 as `bft generate` sends it to a backward model ...
+    (user,) = reverse["prompt"]
+    assert user["role"] == "user" and user["content"].startswith("Below is a candidate answer")
+    assert f"\n\n{seed['response']}\n\n" in user["content"] and "[INST]" not in user["content"]
     assert reverse["completion"] == [{"role": "assistant", "content": seed["instruction"]}]  # ... its instruction out
     assert "1 pairs" in capsys.readouterr().out
     # the seed file is what `bft build --seed` reads
