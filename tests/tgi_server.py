@@ -124,7 +124,7 @@ class TGITestServer:
     def __init__(
         self,
         script: Callable[[SeenRequest], Reply | Fault] = paper_model,
-        model_id: str = "bft/test-model",
+        model_id: str | None = "bft/test-model",  # None: /v1/models lists nothing, as `transformers serve PATH`
         tgi_info: bool = True,
         honour_stop: bool = True,
     ):
@@ -217,7 +217,12 @@ class TGITestServer:
             return self._send(
                 handler,
                 200,
-                {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": "bft"}]},
+                {
+                    "object": "list",
+                    "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": "bft"}]
+                    if self.model_id
+                    else [],
+                },
             )
         self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
 

@@ -142,12 +142,15 @@ def load_model(model_args, bft_args, chat_template: str | None):
     config = AutoConfig.from_pretrained(path, revision=revision)
     dropout_fields = set_dropout(config, bft_args.dropout) if bft_args.dropout is not None else []
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    from trl import get_quantization_config
+
     model = AutoModelForCausalLM.from_pretrained(
         path,
         revision=revision,
         config=config,
         dtype=dtype or "auto",
         attn_implementation=model_args.attn_implementation,
+        quantization_config=get_quantization_config(model_args),  # load_in_4bit / load_in_8bit (QLoRA; GPU only)
     )
     return tokenizer, model, dropout_fields
 

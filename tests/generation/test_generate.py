@@ -131,6 +131,15 @@ def test_raw_mode_with_prefill_on_an_openai_compatible_server(tmp_path):
     assert provenance[2]["api"] == "openai" and not provenance[2]["raw_output"].endswith("[/RES]")  # stop consumed
 
 
+def test_a_server_that_lists_no_model_needs_model_and_gets_it(tmp_path, capsys):
+    with TGITestServer(tgi_info=False, model_id=None) as server:  # `transformers serve PATH` (`bft serve`)
+        args = [DEMO_CORPUS, "--endpoint", server.url, "--limit", 2]
+        assert generate(*args, "--out", tmp_path / "a") == 2
+        assert "lists no model at /v1/models" in capsys.readouterr().err and not server.requests
+        assert generate(*args, "--out", tmp_path / "b", "--model", "/models/m1") == 0
+        assert {r.payload["model"] for r in server.requests} == {"/models/m1"}
+
+
 def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path):
     config = write_config(
         tmp_path / "c.yaml",

@@ -144,7 +144,7 @@ def test_one_humpback_iteration_with_models_bft_trains_and_serves(tmp_path):
     with Served(tmp_path / "m1", tmp_path / "m1.log") as served:
         bft(
             "generate", tmp_path / "round1", "--out", tmp_path / "round2", "--stages", "curate",
-            "--endpoint", served.url, "--config", tmp_path / "round2.yaml", "--no-progress",
+            "--endpoint", served.url, "--model", served.model, "--config", tmp_path / "round2.yaml", "--no-progress",
         )  # fmt: skip
     rescored = stats(tmp_path / "round2")["curate"]
     assert "backtranslate" not in stats(tmp_path / "round2")

@@ -14,6 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bft.builders.bft_dataset import SEED_TAG, WEB_TAG
 from bft.generation.cli import main
+from bft.generation.errors import ConfigError
+from bft.training.serve import servable_dir
 from bft.training.train import FACTS_FILE, prepare
 
 HUB_MODEL = "bft-org/tiny-m0"
@@ -90,6 +92,20 @@ def test_the_loss_covers_the_completion_only(tmp_path):
     assert example["labels"][0] == -100  # the prompt is masked
 
 
+def test_the_papers_llama2_chat_format_for_base_models_without_a_template(tmp_path):
+    run = prepare("tiny/seed", ["--output_dir", str(tmp_path / "m"), "--chat_template_path", "llama2"])
+    tokenizer = run.trainer.processing_class
+    first = json.loads((REPO / "training/data/seed.jsonl").read_text().splitlines()[0])
+    example = run.trainer.train_dataset[0]
+    text = tokenizer.decode(example["input_ids"])
+    assert (
+        text
+        == f"{tokenizer.bos_token}[INST] {first['instruction']}\n\n{SEED_TAG} [/INST] {first['response']} {tokenizer.eos_token}"
+    )
+    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
+    assert tokenizer.decode(trained).strip() == f"{first['response']} {tokenizer.eos_token}"
+
+
 @pytest.mark.parametrize("recipe", ["tiny/backward", "tiny/curated"])
 def test_the_other_tiny_recipes_train(tmp_path, recipe):
     output = tmp_path / "m"
@@ -109,7 +125,20 @@ def test_lora_saves_the_adapter_and_a_merged_model(tmp_path):
     assert train(output, "tiny/seed", *flags) == 0
     assert (output / "adapter_config.json").is_file() and (output / "merged" / "config.json").is_file()
     assert "LoRA adapter (r=4" in (output / "README.md").read_text()
-    AutoModelForCausalLM.from_pretrained(output / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(output / "merged")
+    # `bft serve` serves the merged copy, and makes it again when it is missing
+    assert servable_dir(output) == output / "merged"
+    shutil.rmtree(output / "merged")
+    assert servable_dir(output) == output / "merged"
+    again = AutoModelForCausalLM.from_pretrained(output / "merged").state_dict()
+    assert all(torch.allclose(again[k], v) for k, v in merged.state_dict().items())
+
+
+def test_serve_refuses_a_folder_that_holds_no_model(tmp_path):
+    with pytest.raises(ConfigError, match="neither a model"):
+        servable_dir(tmp_path)
+    with pytest.raises(ConfigError, match="no such model folder"):
+        servable_dir(tmp_path / "missing")
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint_and_ends_where_an_uninterrupted_run_ends(
