@@ -24,6 +24,7 @@ import yaml
 
 from bft.builders.bft_dataset import SEED_TAG, TAG_PLACEMENTS, WEB_TAG, BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text, scan_secrets
+from bft.builders.report import PAIR_CONFIGS
 from bft.cards.dataset_card import ABOUT, check_card, example_json, render_dataset_card
 from bft.cards.plots import bar_chart, histogram, score_counts
 from bft.generation.errors import BftError, ConfigError
@@ -31,6 +32,7 @@ from bft.generation.output import config_file, file_sha256
 from bft.generation.stages import OUTPUT_CONFIG_NAMES
 
 FACTS_FILE = "bft_build.json"
+REPORT_FILE = "report.json"  # the data report (builders/report.py), also shown on the card
 DOLMA_SOURCES = {"common-crawl", "c4", "reddit", "pes2o", "stack", "gutenberg", "wikipedia", "wikibooks", "cc_en_head"}
 PARSE_FAILURES = {
     "curate": ("score_missing", "score_unparseable", "score_out_of_range"),
@@ -77,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="Pretty name shown on the card")
     parser.add_argument("--tokenizer", help="Tokenizer (Hub id or folder) to report lengths in tokens (default: words)")
+    parser.add_argument(
+        "--eval-set",
+        default="bft",
+        help="Instructions the data report checks for contamination: bft (shipped), a file, a Hub id, or none",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         pretty_name=args.name,
         tokenizer=args.tokenizer,
         tag_placement=args.tag_placement,
+        eval_set=args.eval_set,
     )
     print(f"bft build: wrote {Path(args.out).resolve()}")
     for row in facts["config_rows"]:
@@ -139,6 +147,7 @@ def build(
     pretty_name: str | None = None,
     tokenizer: str | None = None,
     tag_placement: str = "user_end",
+    eval_set: str = "bft",
 ) -> dict:
     """Build every available config of `output` into `folder`; return the facts the card shows."""
     stats = check_output(output)
@@ -235,8 +244,22 @@ def build(
         "changelog": ["unreleased: built by `bft build`"],
         "empty_configs": empty,
     }
+    facts["report"] = _report(rows_by_config, count, unit, eval_set)
+    (folder / REPORT_FILE).write_text(
+        json.dumps(facts["report"], indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     write_card(folder, facts, findings)
     return facts
+
+
+def _report(rows_by_config: dict, count, unit: str, eval_set: str) -> dict:
+    """The data report (builders/report.py) of the built configs, for the card and `report.json`."""
+    from bft.builders.report import data_report
+    from bft.training.evaluate import load_instructions
+
+    items, name = load_instructions(eval_set) if eval_set != "none" else ([], "")
+    rows = {n: d.to_list() for n, d in rows_by_config.items() if n in ("backtranslated", *PAIR_CONFIGS)}
+    return data_report(rows, count, unit, items, name)
 
 
 def write_parquet(dataset, config_dir: Path, split: str) -> str:

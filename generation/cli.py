@@ -5,6 +5,7 @@
     bft release DATASETDIR --repo ORG/NAME --version X.Y.Z [--private] [--create-pr] [--dry-run]
     bft train RECIPE [--field value ...]
     bft serve MODEL_DIR [--port P]
+    bft eval {generate,judge,winrate,report} ...
 
 Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. User errors
 (`BftError`) print as one line and exit 2; nothing else is caught.
@@ -25,6 +26,7 @@ SUBCOMMANDS = {
     "release": ("bft.builders.release", "Push a built dataset to the Hub as a tagged version."),
     "train": ("bft.training.train", "Fine-tune a backward, seed or curated model with TRL from a recipe."),
     "serve": ("bft.training.serve", "Serve a trained model folder locally (transformers serve) for bft generate."),
+    "eval": ("bft.training.evaluate", "Answer an instruction set, judge against a reference, win rates, data report."),
 }
 
 

@@ -182,12 +182,19 @@ class Endpoint:
         return response.status_code == 200
 
     async def chat(
-        self, message: str, model: str | None, sampling: SamplingConfig, top_n: int | None = None
+        self,
+        message: str,
+        model: str | None,
+        sampling: SamplingConfig,
+        top_n: int | None = None,
+        system: str | None = None,
     ) -> Generation:
-        """Send `message` as the user turn to `/v1/chat/completions`; `top_n` asks for token alternatives."""
+        """Send `message` as the user turn to `/v1/chat/completions` (after a `system` message if given);
+        `top_n` asks for token alternatives."""
+        messages = [{"role": "system", "content": system}] if system else []
         try:
             output = await self._chat.chat_completion(
-                [{"role": "user", "content": message}],
+                [*messages, {"role": "user", "content": message}],
                 model=model or self.model_id or "tgi",
                 max_tokens=sampling.max_tokens,
                 temperature=sampling.temperature,

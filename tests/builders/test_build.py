@@ -143,6 +143,14 @@ def test_the_card_has_metadata_real_figures_plots_and_passes_its_checks(tmp_path
     for plot in ("scores", "rejects", "lengths"):
         png = folder / "plots" / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"(plots/{plot}.png)" in text
+    # the data report: on the card and in report.json
+    report = json.loads((folder / "report.json").read_text())
+    assert [c["name"] for c in report["configs"]] == ["curated", "rewritten", "seed"]
+    assert report["scores"] == {"2": stats["curate"]["rejected"], "5": stats["curate"]["kept"]}
+    assert report["decontamination"]["eval_set"] == "bft-eval" and report["decontamination"]["flagged"] == []
+    assert "### Data report" in text and "Decontamination against `bft-eval` (60 instructions" in text
+    rewritten = next(c for c in report["configs"] if c["name"] == "rewritten")
+    assert f"| `rewritten` | {rewritten['rows']} |" in text
 
 
 def test_a_test_split_is_stable_across_builds(tmp_path, generated):

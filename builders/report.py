@@ -1,0 +1,169 @@
+"""The data report of a generated dataset: the figures both papers use to compare instruction data.
+
+For each config with instruction/response pairs (`curated`, `rewritten`, `distilled`, `seed`):
+
+- **lengths** of instructions and responses, in tokens with a tokenizer (BAFT Table 6 reports tokens),
+  else in words: mean and median;
+- **diversity**: the share of unique word trigrams among all trigrams of the responses (and of the
+  instructions), measured on the same number of rows for every config (BAFT compares "unique trigrams at
+  equal data size"): the smallest config's size, capped at `diversity_size`; rows are picked by a hash of
+  their id, so the sample is the same on every run;
+- **overlap with the source**: the share of a response's word trigrams found in its source document
+  (rewrites should stay grounded; distilled answers need not);
+
+and for the dataset as a whole:
+
+- **scores**: how many candidate pairs got each curation score (`unparsed`: no score could be read);
+- **decontamination**: every generated instruction against an evaluation set. A row is flagged when it
+  equals an evaluation instruction (case and punctuation aside) or contains at least half of the word
+  5-grams of one (evaluation instructions of five words or more). Flagged rows are listed with the
+  evaluation item they overlap.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+from bft.generation.corpus import stable_hash64
+from bft.generation.filters import grounding, ngrams, words
+
+PAIR_CONFIGS = ("curated", "rewritten", "distilled", "seed")
+DECONTAMINATION_NGRAM = 5
+DECONTAMINATION_SHARE = 0.5
+
+
+def _summary(values: list[int]) -> dict:
+    return {"mean": round(statistics.fmean(values), 1), "median": statistics.median(values)} if values else {}
+
+
+def unique_trigram_share(texts: list[str]) -> float:
+    """Unique word trigrams / all word trigrams over `texts` (1.0: nothing repeats)."""
+    seen, total = set(), 0
+    for text in texts:
+        grams = ngrams(words(text), 3)
+        seen.update(grams)
+        total += len(grams)
+    return round(len(seen) / total, 4) if total else 0.0
+
+
+def sample_by_id(rows: list[dict], size: int) -> list[dict]:
+    """`size` rows chosen by a hash of their id: the same rows on every run and machine."""
+    return sorted(rows, key=lambda r: stable_hash64(str(r.get("id"))))[:size]
+
+
+def normalized(text: str) -> str:
+    return " ".join(words(text.lower()))
+
+
+class Decontaminator:
+    """Finds generated instructions that overlap an evaluation set (module docstring)."""
+
+    def __init__(self, eval_items: list[dict]):
+        self.items = eval_items
+        self.exact = {normalized(item["instruction"]): item for item in eval_items}
+        self.index: dict[tuple, list[int]] = {}
+        self.sizes = []
+        for number, item in enumerate(eval_items):
+            grams = set(ngrams(words(item["instruction"].lower()), DECONTAMINATION_NGRAM))
+            self.sizes.append(len(grams))
+            for gram in grams:
+                self.index.setdefault(gram, []).append(number)
+
+    def match(self, instruction: str) -> tuple[dict, float] | None:
+        """The evaluation item `instruction` overlaps and the share of its 5-grams found, or None."""
+        if (item := self.exact.get(normalized(instruction))) is not None:
+            return item, 1.0
+        hits = Counter()
+        for gram in set(ngrams(words(instruction.lower()), DECONTAMINATION_NGRAM)):
+            for number in self.index.get(gram, ()):
+                hits[number] += 1
+        best = max(hits, key=lambda n: hits[n] / self.sizes[n], default=None)
+        if best is not None and hits[best] / self.sizes[best] >= DECONTAMINATION_SHARE:
+            return self.items[best], round(hits[best] / self.sizes[best], 3)
+        return None
+
+
+def data_report(
+    rows_by_config: dict[str, list[dict]],
+    count=None,
+    unit: str = "words",
+    eval_items: list[dict] | None = None,
+    eval_name: str = "",
+    diversity_size: int = 1000,
+) -> dict:
+    """The report (module docstring) from each config's rows (dicts with the record fields)."""
+    count = count or (lambda text: len(words(text or "")))
+    pairs = {n: rows_by_config[n] for n in PAIR_CONFIGS if rows_by_config.get(n)}
+    size = min([diversity_size, *(len(rows) for rows in pairs.values())]) if pairs else 0
+    configs = []
+    for name, rows in pairs.items():
+        sample = sample_by_id(rows, size)
+        with_document = [r for r in rows if r.get("document") and r.get("response")]
+        entry = {
+            "name": name,
+            "rows": len(rows),
+            "instruction_length": _summary([count(r["instruction"]) for r in rows]),
+            "response_length": _summary([count(r["response"]) for r in rows]),
+            "diversity_rows": size,
+            "response_unique_trigrams": unique_trigram_share([r["response"] for r in sample]),
+            "instruction_unique_trigrams": unique_trigram_share([r["instruction"] for r in sample]),
+        }
+        if with_document and name != "curated":  # curated responses are the documents themselves
+            shares = [grounding(r["response"], r["document"]) for r in with_document]
+            entry["source_overlap"] = {"mean": round(statistics.fmean(shares), 3), "median": statistics.median(shares)}
+        configs.append(entry)
+
+    candidates = rows_by_config.get("backtranslated") or []
+    if "rejected" in rows_by_config:  # a generate output: the curated pairs and the pairs curation rejected
+        rejected = [r for r in rows_by_config["rejected"] if r.get("stage") == "curate"]
+        scored = [*(rows_by_config.get("curated") or []), *rejected]
+    else:  # a build's candidates carry their curation outcome
+        scored = [r for r in candidates if r.get("status") in ("kept", "rejected")]
+    scores = Counter(str(r["score"]) if r.get("score") is not None else "unparsed" for r in scored)
+    report = {"unit": unit, "configs": configs, "scores": dict(sorted(scores.items()))}
+    if eval_items:
+        instructions = {}
+        for name in ("backtranslated", "curated", "rewritten", "distilled"):
+            for row in rows_by_config.get(name) or []:
+                instructions.setdefault(row["id"], row["instruction"])
+        finder = Decontaminator(eval_items)
+        flagged = []
+        for doc_id, instruction in instructions.items():
+            if instruction and (found := finder.match(instruction)):
+                item, share = found
+                flagged.append({"id": doc_id, "instruction": instruction, "eval_id": item.get("id"),
+                                "eval_instruction": item["instruction"], "overlap": share})  # fmt: skip
+        report["decontamination"] = {
+            "eval_set": eval_name,
+            "eval_instructions": len(eval_items),
+            "checked": len(instructions),
+            "flagged": flagged,
+        }
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as plain text for the terminal."""
+    unit = report["unit"]
+    lines = [
+        f"{'config':<10} {'rows':>6}  instr. {unit} (mean/median)  response {unit}  unique trigrams (resp/instr)  overlap"
+    ]
+    for c in report["configs"]:
+        overlap = c.get("source_overlap", {}).get("mean", "-")
+        lines.append(
+            f"{c['name']:<10} {c['rows']:>6}  {c['instruction_length'].get('mean', '-'):>8} / "
+            f"{c['instruction_length'].get('median', '-'):<12} {c['response_length'].get('mean', '-'):>7} / "
+            f"{c['response_length'].get('median', '-'):<8} {c['response_unique_trigrams']:.3f} / "
+            f"{c['instruction_unique_trigrams']:.3f} (at {c['diversity_rows']} rows)   {overlap}"
+        )
+    if report["scores"]:
+        lines.append("scores: " + ", ".join(f"{k}: {v}" for k, v in report["scores"].items()))
+    decon = report.get("decontamination")
+    if decon:
+        lines.append(
+            f"decontamination against {decon['eval_set']} ({decon['eval_instructions']} instructions): "
+            f"{len(decon['flagged'])} of {decon['checked']} generated instructions flagged"
+        )
+        lines += [f"  {f['id']}: {f['instruction']!r} ~ {f['eval_id']} ({f['overlap']})" for f in decon["flagged"][:20]]
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Win rates from pairwise preferences, as AlpacaEval reports them, plus a length-controlled variant.
+
+Preferences use AlpacaEval's encoding: 1 means the reference (`output_1`) is preferred, 2 means the model
+(`output_2`) is preferred, 1.5 is a tie (0 is read as a tie too, as older AlpacaEval files write it), and
+values in between are soft preferences. Missing or out-of-range values are dropped and counted.
+
+- `win_rate` = 100 x mean(preference - 1): a tie counts half a win;
+- `standard_error` = 100 x the standard error of that mean (sample standard deviation, n - 1, over sqrt n),
+  the figure AlpacaEval prints beside the win rate;
+- `n_wins` / `n_wins_base` / `n_draws`: preferences above / below / at 1.5;
+- `discrete_win_rate`: the same mean after rounding each non-tie preference to 1 or 2.
+
+**Length-controlled win rate** (bft's method, after AlpacaEval's LC idea, Dubois et al. 2024, without its
+per-instruction terms): fit a logistic model P(model preferred) = sigmoid(a + b * tanh(d / s)), d the
+model's output length minus the reference's (characters) and s the standard deviation of d, to the
+preferences (ties as 0.5) by maximum likelihood, then report 100 x sigmoid(a): the win rate predicted
+when both outputs have the same length. `length_coefficient` is b: positive means the judge favours the
+longer output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TIE = 1.5
+
+
+def valid_preferences(preferences) -> tuple[np.ndarray, int]:
+    """AlpacaEval preferences as floats in [1, 2] (0 read as a tie), and how many were dropped."""
+    kept, dropped = [], 0
+    for value in preferences:
+        if value is None or isinstance(value, bool):
+            dropped += 1
+            continue
+        value = float(value)
+        if value == 0:
+            value = TIE
+        if math.isnan(value) or not 1 <= value <= 2:
+            dropped += 1
+            continue
+        kept.append(value)
+    return np.array(kept, dtype=float), dropped
+
+
+def win_rate(preferences) -> dict:
+    """AlpacaEval's head-to-head figures for a sequence of preferences (see the module docstring)."""
+    values, dropped = valid_preferences(preferences)
+    n = len(values)
+    if n == 0:
+        return {"win_rate": math.nan, "standard_error": math.nan, "n_wins": 0, "n_wins_base": 0, "n_draws": 0,
+                "n_total": 0, "n_dropped": dropped, "discrete_win_rate": math.nan}  # fmt: skip
+    score = values - 1
+    discrete = np.where(values == TIE, 0.5, np.round(score))
+    return {
+        "win_rate": float(score.mean() * 100),
+        "standard_error": float(score.std(ddof=1) / math.sqrt(n) * 100) if n > 1 else math.nan,
+        "n_wins": int((values > TIE).sum()),
+        "n_wins_base": int((values < TIE).sum()),
+        "n_draws": int((values == TIE).sum()),
+        "n_total": n,
+        "n_dropped": dropped,
+        "discrete_win_rate": float(discrete.mean() * 100),
+    }
+
+
+def length_controlled(preferences, model_lengths, reference_lengths, iterations: int = 50) -> dict:
+    """The win rate at equal lengths, from a logistic fit on the length difference (module docstring)."""
+    rows = [
+        (float(p), m, r)
+        for p, m, r in zip(preferences, model_lengths, reference_lengths, strict=True)
+        if p is not None and not isinstance(p, bool) and (float(p) == 0 or 1 <= float(p) <= 2)
+    ]
+    if len(rows) < 2:
+        return {"lc_win_rate": math.nan, "length_coefficient": math.nan}
+    target = np.array([TIE - 1 if p == 0 else p - 1 for p, _, _ in rows])
+    difference = np.array([m - r for _, m, r in rows], dtype=float)
+    scale = difference.std() or 1.0
+    features = np.column_stack([np.ones(len(rows)), np.tanh(difference / scale)])
+    weights = np.zeros(2)
+    for _ in range(iterations):  # Newton's method; a small ridge keeps separable data finite
+        predicted = 1 / (1 + np.exp(-features @ weights))
+        gradient = features.T @ (predicted - target) + 1e-3 * weights
+        hessian = features.T @ (features * (predicted * (1 - predicted))[:, None]) + 1e-3 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        weights -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return {"lc_win_rate": float(100 / (1 + math.exp(-weights[0]))), "length_coefficient": float(weights[1])}
