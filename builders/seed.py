@@ -14,8 +14,8 @@ Humpback's seed is 3,200 examples from Open Assistant: the **first turn** of eac
 `--out` gets JSON lines `{id, instruction, response, source}` (what `bft build --seed` reads);
 `--reversed` gets TRL prompt/completion rows with the response (inside P2, the prompt `bft generate` sends
 a backward model) as the user turn and the instruction as the completion: Humpback's backward model M_yx
-learns to write the instruction a text answers. Every
-input message or row that does not make a pair is counted with its reason.
+learns to write the instruction a text answers. Every input message or row that does not make a pair is
+counted with its reason.
 """
 
 from __future__ import annotations
