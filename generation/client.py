@@ -171,6 +171,18 @@ class Endpoint:
         except httpx2.TransportError as error:
             raise EndpointError(f"endpoint {self.name} is unreachable: {error or type(error).__name__}") from None
 
+    def require_model(self, model: str | None, where: str) -> None:
+        """Refuse to send requests without a model name when the server lists none (`transformers serve PATH`).
+
+        Such a server answers `"model": "default"` with an error for every request; one message up front
+        says what to do instead.
+        """
+        if self.api == "openai" and not self.model_id and not model:
+            raise EndpointError(
+                f"endpoint {self.name} lists no model at /v1/models and {where} names none: "
+                "pass --model NAME (`bft serve` prints the name)"
+            )
+
     async def healthy(self) -> bool:
         """Whether the server answers its health route now (TGI `/health`, else `/v1/models`)."""
         client = await self.http()

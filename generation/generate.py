@@ -35,7 +35,7 @@ from bft.generation.client import Endpoint, redact_url
 from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config
 from bft.generation.corpus import count_documents, read_corpus
 from bft.generation.engine import PREPARE, Engine
-from bft.generation.errors import ConfigError, EndpointError
+from bft.generation.errors import ConfigError
 from bft.generation.escaping import Escaper
 from bft.generation.output import journal_dir, write_outputs, write_stats
 from bft.generation.pool import EndpointPool
@@ -210,12 +210,8 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
                     endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
                     await endpoints[url].probe()
                 members.append(endpoints[url])
-            unnamed = [e.name for e in members if e.api == "openai" and not e.model_id]
-            if unnamed and not stage.config.model:
-                raise EndpointError(
-                    f"endpoint {unnamed[0]} lists no model at /v1/models and stage {stage.name} names none: "
-                    "pass --model NAME (`bft serve` prints the name) or set the stage's `model`"
-                )
+            for member in members:
+                member.require_model(stage.config.model, f"stage {stage.name} (its `model`)")
             limits = [stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY for e in members]
             pools[stage.name] = EndpointPool(
                 stage.name,

@@ -34,7 +34,6 @@ DATA_DIR = Path(__file__).parent / "data"
 BFT_EVAL_SET = DATA_DIR / "eval_instructions.jsonl"
 JUDGE_PROMPT = Path(__file__).parent / "prompts" / "judge.txt"
 VERDICT_RE = re.compile(r"preferred\s*:\s*\(?\s*(a|b|tie)\s*\)?", re.I)
-FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,23 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_instructions(spec: str, split: str = "train") -> tuple[list[dict], str]:
     """An instruction set as records with `instruction` (and `id`, `dataset` when known); and its name."""
-    if spec == "bft":
-        path, name = BFT_EVAL_SET, "bft-eval"
-    else:
-        path, name = Path(spec), spec
-    import datasets
+    from bft.training.config import DataSource
+    from bft.training.data import load_source
 
-    try:
-        if path.is_file():
-            if path.suffix not in FILE_FORMATS:
-                raise ConfigError(f"instruction set {spec}: not a .json, .jsonl or .parquet file")
-            rows = datasets.load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train").to_list()
-        else:
-            rows = datasets.load_dataset(spec, split=split).to_list()
-    except ConfigError:
-        raise
-    except Exception as error:
-        raise ConfigError(f"instruction set {spec}: cannot load it: {str(error).splitlines()[0]}") from None
+    path, name = (str(BFT_EVAL_SET), "bft-eval") if spec == "bft" else (spec, spec)
+    dataset, _ = load_source(DataSource(path=path, split=split), None)
+    rows = dataset.to_list()
     if not rows:
         raise ConfigError(f"instruction set {spec} is empty")
     seen = set()
@@ -135,23 +123,26 @@ async def ask_all(endpoint, requests: list[dict], model, sampling, concurrency: 
     return await asyncio.gather(*(one(r) for r in requests))
 
 
-async def open_endpoint(url: str, model: str | None):
+async def ask_endpoint(url: str, model: str | None, requests: list[dict], sampling, concurrency: int, what: str):
+    """Every request answered by the server at `url`, and the model's name; any request that still fails after
+    its retries stops the command before anything is written."""
     from bft.generation.client import Endpoint
-    from bft.generation.errors import EndpointError
 
     endpoint = Endpoint(url)
-    await endpoint.probe()
-    if endpoint.api == "openai" and not endpoint.model_id and not model:
+    try:
+        await endpoint.probe()
+        endpoint.require_model(model, "the command")
+        replies = await ask_all(endpoint, requests, model, sampling, concurrency)
+    finally:
         await endpoint.close()
-        raise EndpointError(
-            f"endpoint {endpoint.name} lists no model at /v1/models: pass its name (`bft serve` prints it)"
+    failed = [(r["message"], reply) for r, reply in zip(requests, replies, strict=True) if isinstance(reply, Exception)]
+    if failed:
+        first, error = failed[0]
+        raise BftError(
+            f"{len(failed)} {what} failed (first: {first[:60]!r}: {error}); nothing was written, "
+            "rerun when the server is well"
         )
-    return endpoint
-
-
-def failures_message(what: str, failed: list[tuple[str, Exception]]) -> str:
-    first, error = failed[0]
-    return f"{len(failed)} {what} failed (first: {first[:60]!r}: {error}); nothing was written, rerun when the server is well"
+    return replies, model or endpoint.model_id
 
 
 # --------------------------------------------------------------------------------------- generate
@@ -182,17 +173,10 @@ def parse_tags(value: str) -> list[str]:
 async def _generate(args, rows: list[dict], tags: list[str]) -> list[dict]:
     from bft.generation.config import SamplingConfig
 
-    endpoint = await open_endpoint(args.endpoint, args.model)
-    try:
-        sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
-        requests = [tagged_request(r["instruction"], tags, args.tag_placement) for r in rows]
-        replies = await ask_all(endpoint, requests, args.model, sampling, args.max_concurrency)
-    finally:
-        await endpoint.close()
-    failed = [(r["instruction"], reply) for r, reply in zip(rows, replies, strict=True) if isinstance(reply, Exception)]
-    if failed:
-        raise BftError(failures_message("answers", failed))
-    generator = args.generator or args.model or endpoint.model_id or "model"
+    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+    requests = [tagged_request(r["instruction"], tags, args.tag_placement) for r in rows]
+    replies, served = await ask_endpoint(args.endpoint, args.model, requests, sampling, args.max_concurrency, "answers")
+    generator = args.generator or served or "model"
     return [
         {"instruction": r["instruction"], "output": reply.strip(), "generator": generator, "dataset": r["dataset"]}
         for r, reply in zip(rows, replies, strict=True)
@@ -252,21 +236,16 @@ async def _judge(args, pairs: list[tuple[dict, dict]]) -> tuple[list, str]:
     from bft.generation.prompts import load_template
 
     template = load_template(str(JUDGE_PROMPT))
-    endpoint = await open_endpoint(args.judge, args.judge_model)
-    try:
-        sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=args.max_tokens)
-        requests = []
-        for model, reference in pairs:  # order 1: the reference first; order 2: the model first
-            for a, b in ((reference, model), (model, reference)):
-                text = template.fill(instruction=model["instruction"], output_a=a["output"], output_b=b["output"])
-                requests.append({"message": text})
-        replies = await ask_all(endpoint, requests, args.judge_model, sampling, args.max_concurrency)
-    finally:
-        await endpoint.close()
-    failed = [(r["message"], reply) for r, reply in zip(requests, replies, strict=True) if isinstance(reply, Exception)]
-    if failed:
-        raise BftError(failures_message("judge requests", failed))
-    return replies, args.judge_model or endpoint.model_id or "judge"
+    sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=args.max_tokens)
+    requests = []
+    for model, reference in pairs:  # order 1: the reference first; order 2: the model first
+        for a, b in ((reference, model), (model, reference)):
+            text = template.fill(instruction=model["instruction"], output_a=a["output"], output_b=b["output"])
+            requests.append({"message": text})
+    replies, judge = await ask_endpoint(
+        args.judge, args.judge_model, requests, sampling, args.max_concurrency, "judge requests"
+    )
+    return replies, judge or "judge"
 
 
 def annotate(pairs: list[tuple[dict, dict]], replies: list[str], annotator: str) -> list[dict]:

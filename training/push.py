@@ -8,12 +8,9 @@ facts go with the weights.
 
 from __future__ import annotations
 
-import re
-
-from bft.builders.release import REPO_ID_RE
+from bft.builders.release import REPO_ID_RE, VERSION_RE
 from bft.generation.errors import BftError, ConfigError
 
-TAG_RE = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 LOCAL_ONLY = ["checkpoint-*/**", "merged/**", "runs/**"]
 
 
@@ -25,7 +22,7 @@ def check_push_target(repo: str | None, tag: str | None) -> None:
         raise ConfigError(f"hub_model_id {repo!r} is not a Hub repo id of the form ORG/NAME")
     if tag is None:
         return
-    if not TAG_RE.match(tag):
+    if not (tag.startswith("v") and VERSION_RE.match(tag[1:])):
         raise ConfigError(f"release_tag {tag!r} is not a version tag vX.Y.Z (e.g. v1.0.0)")
     if tag in existing_tags(repo):
         raise ConfigError(f"{repo} already has tag {tag}; a released model is never moved: choose a new release_tag")
