@@ -9,6 +9,12 @@ An endpoint whose requests fail `dead_after` times in a row with a connection er
 502-504 leaves the rotation; a background probe (`/health`, or `/v1/models`) brings it back when it
 answers again. Requests wait for a live endpoint, but never longer than `down_timeout` seconds with none
 at all: then the run stops with an `EndpointError` instead of hanging.
+
+Waiting uses plain futures, not `asyncio.Condition`: the pool's state only changes between awaits of one
+event loop, so it needs no lock, and every change wakes every waiter to look again. With a Condition, a
+waiter whose `wait_for` timed out (or that the engine cancelled) had to re-acquire the Condition's lock;
+on Python 3.11, when many did so at once, they could all be left waiting on a lock nobody held, and the
+run hung instead of stopping (reproduced under CPU load by `test_no_live_endpoint_stops_the_run...`).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class EndpointPool:
         self.down_timeout = down_timeout
         self.events: Counter = Counter()  # removed / restored, for stats.json
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        self._changed = asyncio.Condition()
+        self._waiters: set[asyncio.Future] = set()
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -67,37 +73,52 @@ class EndpointPool:
     def capacity(self) -> int:
         return sum(m.limit for m in self.members)
 
+    def _changed(self) -> None:
+        """Wake every waiter: a slot freed, or an endpoint left or came back."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def _wait_for_change(self, timeout: float | None) -> bool:
+        """Wait until the pool changes (True) or `timeout` seconds pass (False)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+            return bool(done)
+        finally:
+            self._waiters.discard(waiter)
+            waiter.cancel()  # a no-op once set; otherwise nobody will set it
+
     async def acquire(self) -> Member:
         """Wait for a free slot on a live endpoint and take it."""
         loop = asyncio.get_running_loop()
         none_live_since: float | None = None
-        async with self._changed:
-            while True:
-                live = [m for m in self.members if m.alive]
-                free = [m for m in live if m.outstanding < m.limit]
-                if free:
-                    member = min(free, key=lambda m: (m.outstanding, m.served))
-                    member.outstanding += 1
-                    member.served += 1
-                    return member
-                if live:
-                    await self._changed.wait()  # a slot frees within the request timeout
-                    continue
-                none_live_since = none_live_since or loop.time()
-                remaining = none_live_since + self.down_timeout - loop.time()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), max(0.0, remaining))
-                except TimeoutError:
-                    urls = ", ".join(m.endpoint.name for m in self.members)
-                    raise EndpointError(
-                        f"stage {self.stage}: no endpoint has answered for {self.down_timeout:.0f} s ({urls}); "
-                        "start them and run the same command again to resume"
-                    ) from None
+        while True:
+            live = [m for m in self.members if m.alive]
+            free = [m for m in live if m.outstanding < m.limit]
+            if free:
+                member = min(free, key=lambda m: (m.outstanding, m.served))
+                member.outstanding += 1
+                member.served += 1
+                return member
+            if live:
+                none_live_since = None
+                await self._wait_for_change(None)  # a slot frees within the request timeout
+                continue
+            none_live_since = none_live_since or loop.time()
+            remaining = none_live_since + self.down_timeout - loop.time()
+            if remaining <= 0 or not await self._wait_for_change(remaining):
+                urls = ", ".join(m.endpoint.name for m in self.members)
+                raise EndpointError(
+                    f"stage {self.stage}: no endpoint has answered for {self.down_timeout:.0f} s ({urls}); "
+                    "start them and run the same command again to resume"
+                )
 
     async def release(self, member: Member) -> None:
-        async with self._changed:
-            member.outstanding -= 1
-            self._changed.notify(1)
+        member.outstanding -= 1
+        self._changed()
 
     async def run(self, call):
         """Run `call(endpoint)` on the least busy live endpoint; return (endpoint, result)."""
@@ -124,18 +145,16 @@ class EndpointPool:
                 f"out of rotation, probing every {self.probe_interval:g} s"
             )
             member.probe = asyncio.create_task(self._probe(member))
-            async with self._changed:
-                self._changed.notify_all()  # waiters re-check: with no live endpoint left, their deadline starts
+            self._changed()  # waiters look again: with no live endpoint left, their deadline starts
 
     async def _probe(self, member: Member) -> None:
         while True:
             await asyncio.sleep(self.probe_interval)
             if await member.endpoint.healthy():
-                async with self._changed:
-                    member.alive = True
-                    member.failures_in_a_row = 0
-                    self.events["restored"] += 1
-                    self._changed.notify_all()
+                member.alive = True
+                member.failures_in_a_row = 0
+                self.events["restored"] += 1
+                self._changed()
                 self.log(f"bft: {self.stage}: {member.endpoint.name} answers again; back in rotation")
                 return
 
