@@ -11,7 +11,8 @@ answers again. Requests wait for a live endpoint, but never longer than `down_ti
 at all: then the run stops with an `EndpointError` instead of hanging.
 
 Waiting uses plain futures, not `asyncio.Condition`: the pool's state only changes between awaits of one
-event loop, so it needs no lock, and every change wakes every waiter to look again. With a Condition, a
+event loop, so it needs no lock. A freed slot wakes the longest waiter (a waiter that is cancelled after
+being woken passes the wakeup on); an endpoint leaving or coming back wakes them all. With a Condition, a
 waiter whose `wait_for` timed out (or that the engine cancelled) had to re-acquire the Condition's lock;
 on Python 3.11, when many did so at once, they could all be left waiting on a lock nobody held, and the
 run hung instead of stopping (reproduced under CPU load by `test_no_live_endpoint_stops_the_run...`).
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from bft.generation.client import DOWN_CAUSES, Endpoint, RetryableError
@@ -63,7 +64,7 @@ class EndpointPool:
         self.down_timeout = down_timeout
         self.events: Counter = Counter()  # removed / restored, for stats.json
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        self._waiters: set[asyncio.Future] = set()
+        self._waiters: deque[asyncio.Future] = deque()  # oldest first
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -73,23 +74,30 @@ class EndpointPool:
     def capacity(self) -> int:
         return sum(m.limit for m in self.members)
 
-    def _changed(self) -> None:
-        """Wake every waiter: a slot freed, or an endpoint left or came back."""
-        for waiter in self._waiters:
+    def _changed(self, everyone: bool = True) -> None:
+        """Wake the waiters (`everyone`: an endpoint left or came back), or the longest one (a slot freed)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-        self._waiters.clear()
+                if not everyone:
+                    return
 
     async def _wait_for_change(self, timeout: float | None) -> bool:
         """Wait until the pool changes (True) or `timeout` seconds pass (False)."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
+        self._waiters.append(waiter)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=timeout)
             return bool(done)
+        except BaseException:  # cancelled: a wakeup this task got but will not use goes to the next waiter
+            if waiter.done() and not waiter.cancelled():
+                self._changed(everyone=False)
+            raise
         finally:
-            self._waiters.discard(waiter)
-            waiter.cancel()  # a no-op once set; otherwise nobody will set it
+            if not waiter.done():  # timed out or cancelled before any wakeup
+                waiter.cancel()
+                self._waiters.remove(waiter)
 
     async def acquire(self) -> Member:
         """Wait for a free slot on a live endpoint and take it."""
@@ -118,7 +126,7 @@ class EndpointPool:
 
     async def release(self, member: Member) -> None:
         member.outstanding -= 1
-        self._changed()
+        self._changed(everyone=False)
 
     async def run(self, call):
         """Run `call(endpoint)` on the least busy live endpoint; return (endpoint, result)."""
