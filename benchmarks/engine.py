@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/engine.py            # about 4 minutes on 2 cores
     .venv/bin/python benchmarks/engine.py --quick    # smaller corpora, for a smoke run
+    .venv/bin/python benchmarks/engine.py --ray      # local executor vs --executor ray, 1/2/4 replicas
 
 Everything runs here, with no GPU: `simulated_tgi.py` serves in its own process, and each measured
 `bft generate` (backtranslate stage, chat requests, the default settings) runs in another, so that
@@ -13,6 +14,13 @@ its CPU time and peak RSS are its own (`os.wait4`). It prints:
   which leaves out the final drain of the batch that no client can avoid;
 - client CPU seconds per 1,000 requests (the 4-instance run, less a one-document run's start-up);
 - peak RSS of a whole run over 1,000 and over 50,000 documents (target: under 20 % growth).
+
+With `--ray` it measures the Ray executor instead: the same corpus through `bft generate` and
+`bft generate --executor ray` (a local Ray cluster started by the run, one actor per replica, blocks of
+200 documents) against 1, 2 and 4 simulated replicas, 800 documents per replica. It prints, for each,
+the servers' tokens/s while documents were arriving (their own clock, so client start-up is left out)
+over their capacity, the Ray/local ratio of that throughput, and the whole runs' wall times (Ray's
+includes starting the cluster and the first pass over the corpus).
 
 The corpora are generated (seeded) from a fixed word list: no data is downloaded.
 """
@@ -184,10 +192,57 @@ def memory(work: Path, documents: int) -> dict:
         simulator.close()
 
 
+def executor_run(work: Path, instances: int, documents: int, executor: str) -> dict:
+    """One `bft generate` with `executor` against `instances` simulated replicas; servers' view of it."""
+    simulator = Simulator(instances)
+    try:
+        corpus = write_corpus(work / f"ray-{instances}.jsonl", documents, words=300, seed=instances)
+        extra = ["--executor", "ray", "--config", str(write_ray_config(work))] if executor == "ray" else []
+        result = run_generate(corpus, work / f"out-{executor}-{instances}", simulator.urls, *extra)
+        served = simulator.stats()
+    finally:
+        simulator.close()
+    capacity = sum(s["capacity_tokens_per_second"] for s in served if s["capacity_tokens_per_second"])
+    steady = sum(s["tokens_per_second_while_arriving"] or 0 for s in served)
+    result.update(steady=steady, capacity=capacity, rejected_429=sum(s["rejected_429"] for s in served))
+    return result
+
+
+def write_ray_config(work: Path) -> Path:
+    path = work / "ray.yaml"
+    path.write_text("ray:\n  block_size: 200\n", encoding="utf-8")
+    return path
+
+
+def ray_benchmark(work: Path, per_instance: int) -> None:
+    print("simulated TGI as above; steady = servers' tokens/s while documents arrived / their capacity")
+    print(
+        f"{'replicas':>8} {'docs':>5} {'local steady':>12} {'ray steady':>10} {'ray/local':>9} "
+        f"{'ray tok/s':>9} {'x 1 replica':>11} {'local wall':>10} {'ray wall':>8} {'429s':>5}"
+    )
+    base = None
+    for instances in (1, 2, 4):
+        documents = per_instance * instances
+        local = executor_run(work, instances, documents, "local")
+        ray = executor_run(work, instances, documents, "ray")
+        base = base or ray["steady"]
+        print(
+            f"{instances:>8} {documents:>5} {local['steady'] / local['capacity']:>12.3f} "
+            f"{ray['steady'] / ray['capacity']:>10.3f} {ray['steady'] / local['steady']:>9.3f} "
+            f"{ray['steady']:>9.0f} {ray['steady'] / base:>11.2f} {local['wall_seconds']:>9.1f}s "
+            f"{ray['wall_seconds']:>7.1f}s {local['rejected_429'] + ray['rejected_429']:>5}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Small corpora (a smoke run, not the figures)")
+    parser.add_argument("--ray", action="store_true", help="Local executor vs --executor ray, 1/2/4 replicas")
     args = parser.parse_args()
+    if args.ray:
+        with tempfile.TemporaryDirectory(prefix="bft-bench-") as tmp:
+            ray_benchmark(Path(tmp), 300 if args.quick else 800)
+        return
     small, large = (200, 2000) if args.quick else (1000, 50000)
     per_instance = 300 if args.quick else 800
 

@@ -258,6 +258,36 @@ class PrepareConfig:
 
 
 @dataclass
+class RayConfig:
+    """`--executor ray`: where the Ray cluster is and how the corpus is split over its actors."""
+
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ray cluster address (`ray start --head` prints it; 'auto' joins the cluster this machine "
+            "is part of); unset: $RAY_ADDRESS, else a local cluster on this machine."
+        },
+    )
+    actors: int | None = field(
+        default=None,
+        metadata={
+            "help": "Actors running the stage engine, each on one block at a time; unset: one per endpoint, "
+            "as many as the cluster's CPUs allow."
+        },
+    )
+    actor_cpus: float = field(
+        default=0.5, metadata={"help": "CPUs Ray reserves for each actor (requests are I/O: half a core is ample)."}
+    )
+    block_size: int = field(
+        default=1000,
+        metadata={
+            "help": "Corpus records per block: the unit an actor takes, writes and a rerun skips. Fixed for "
+            "the life of an output folder."
+        },
+    )
+
+
+@dataclass
 class GenerateConfig:
     """A whole `bft generate` run."""
 
@@ -307,6 +337,14 @@ class GenerateConfig:
     check_prompt_echo: bool = field(
         default=True, metadata={"help": "Reject replies that repeat the prompt's own text (reply_repeats_prompt)."}
     )
+    executor: str = field(
+        default="local",
+        metadata={
+            "help": "local: one process streams the corpus; ray: blocks of it on a Ray cluster's actors "
+            "(needs bft[ray]). Fixed for the life of an output folder."
+        },
+    )
+    ray: RayConfig = field(default_factory=RayConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)
@@ -376,6 +414,12 @@ class GenerateConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor: {self.executor!r} is not 'local' or 'ray'")
+        if self.ray.block_size < 1 or (self.ray.actors is not None and self.ray.actors < 1):
+            raise ConfigError("ray.block_size and ray.actors must be at least 1")
+        if self.ray.actor_cpus < 0:
+            raise ConfigError("ray.actor_cpus must not be negative")
         if self.segment.mode not in ("none", "headers"):
             raise ConfigError(f"segment.mode: {self.segment.mode!r} is not 'none' or 'headers'")
         if not 0 < self.segment.min_chars <= self.segment.max_chars:

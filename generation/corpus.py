@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -132,7 +133,7 @@ def _read_line(handle, max_bytes: int, chunk: int = 1 << 20) -> bytearray | obje
 
 
 def iter_jsonl_rows(
-    path: Path, invalid_utf8: str = "error", max_bytes: int = 64 << 20
+    path: Path | str, invalid_utf8: str = "error", max_bytes: int = 64 << 20
 ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
     """Yield (location, row) for each non-blank line; broken lines raise `CorpusError`.
 
@@ -140,9 +141,8 @@ def iter_jsonl_rows(
     as `Unreadable` (rejected records, never silently dropped); "replace" decodes them with U+FFFD and
     flags the row. A large record is held once at a time, not once per step of reading it.
     """
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with open_binary(path) as handle:
             number = 0
             while (raw := _read_line(handle, max_bytes)) is not None:
                 number += 1
@@ -178,11 +178,11 @@ def iter_jsonl_rows(
         raise CorpusError(f"{path}: cannot read: {error}") from None
 
 
-def iter_parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_parquet_rows(path: Path | str) -> Iterator[tuple[str, dict[str, Any]]]:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path if isinstance(path, Path) else open_binary(path))
     except Exception as error:  # pyarrow raises several unrelated types for broken files
         raise CorpusError(f"{path}: not a readable Parquet file: {error}") from None
     number = 0
@@ -242,47 +242,78 @@ def read_corpus(
     else:
         raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
 
-    seen: dict[int, int] = {}  # 64-bit hash of each id -> its position: small, however long the corpus
+    ids = DuplicateIds(duplicate_ids)
     for position, (location, row) in enumerate(rows):
         if limit is not None and position >= limit:
             return
         if isinstance(row, Unreadable):
-            yield Rejected(location, row.reason, location, position, raw=row.raw)
+            yield unreadable_item(location, row, position)
             continue
-        flags = row.pop("__flags__", [])
+        doc_id, flags = ids.admit(row_id(row, location, text_field, id_field), location, position)
+        yield row_item(row, location, position, doc_id, flags, text_field)
+
+
+def unreadable_item(location: str, row: Unreadable, position: int) -> Rejected:
+    """A line that could not become a row, as a rejected record (its location is its id)."""
+    return Rejected(location, row.reason, location, position, raw=row.raw)
+
+
+def row_id(row: dict[str, Any], location: str, text_field: str, id_field: str) -> str:
+    """A row's document id: its `id_field`, else one derived from its text (or its location)."""
+    raw_id = row.get(id_field)
+    if raw_id is not None and not isinstance(raw_id, (str, int)):
+        raise CorpusError(f"{location}: field {id_field!r} must be a string or integer, got {type(raw_id).__name__}")
+    if raw_id is None or raw_id == "":
         text = row.get(text_field)
-        raw_id = row.get(id_field)
-        url, source = _url_of(row), row.get("source") if isinstance(row.get("source"), str) else None
-        if raw_id is not None and not isinstance(raw_id, (str, int)):
-            raise CorpusError(
-                f"{location}: field {id_field!r} must be a string or integer, got {type(raw_id).__name__}"
-            )
-        if raw_id is None or raw_id == "":
-            doc_id = content_id(text) if isinstance(text, str) else f"{location}"
-        else:
-            doc_id = str(raw_id)
+        return content_id(text) if isinstance(text, str) else f"{location}"
+    return str(raw_id)
+
+
+class DuplicateIds:
+    """The one corpus-wide rule of reading: an id seen twice is an error, or renamed `ID#2`, `ID#3`, ...
+
+    Only a 64-bit hash of each id is kept, so memory stays small however long the corpus. Fed ids in
+    corpus order, it decides the same way wherever the rows were read (see `ray_plan.py`).
+    """
+
+    def __init__(self, mode: str = "error"):
+        self.mode = mode
+        self.seen: dict[int, int] = {}  # hash of each id -> its position
+
+    def admit(self, doc_id: str, location: str, position: int) -> tuple[str, list[str]]:
+        """The id the document keeps and the flags that say why it changed (none when it did not)."""
         key = stable_hash64(doc_id)
-        if key in seen:
-            if duplicate_ids != "rename":
+        flags: list[str] = []
+        if key in self.seen:
+            if self.mode != "rename":
                 raise CorpusError(
-                    f"{location}: duplicate document id {doc_id!r} (first seen as record {seen[key] + 1} of the "
+                    f"{location}: duplicate document id {doc_id!r} (first seen as record {self.seen[key] + 1} of the "
                     "corpus); fix the input, or set corpus.duplicate_ids: rename"
                 )
             original, copy = doc_id, 2
-            while stable_hash64(f"{original}#{copy}") in seen:
+            while stable_hash64(f"{original}#{copy}") in self.seen:
                 copy += 1
             doc_id = f"{original}#{copy}"
             key = stable_hash64(doc_id)
-            flags = [*flags, f"duplicate_id:{original}"]
-        seen[key] = position
-        if text_field not in row or text is None:
-            yield Rejected(doc_id, "missing_text", location, position, url, source)
-        elif not isinstance(text, str):
-            yield Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
-        elif not text or text.isspace():
-            yield Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
-        else:
-            yield Document(doc_id, text, url, source, location, position, flags=list(flags))
+            flags = [f"duplicate_id:{original}"]
+        self.seen[key] = position
+        return doc_id, flags
+
+
+def row_item(
+    row: dict[str, Any], location: str, position: int, doc_id: str, id_flags: list[str], text_field: str
+) -> Document | Rejected:
+    """One read row as a document, or as a rejected record when it has no usable text."""
+    flags = [*row.pop("__flags__", []), *id_flags]
+    text = row.get(text_field)
+    url, source = _url_of(row), row.get("source") if isinstance(row.get("source"), str) else None
+    if text_field not in row or text is None:
+        return Rejected(doc_id, "missing_text", location, position, url, source)
+    if not isinstance(text, str):
+        return Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
+    if not text or text.isspace():
+        return Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
+    return Document(doc_id, text, url, source, location, position, flags=flags)
 
 
 def count_documents(path: str, limit: int | None = None) -> int | None:
@@ -317,9 +348,85 @@ def stable_hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-def _rows_of(file: Path, invalid_utf8: str, max_bytes: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
-    if file.name.endswith(PARQUET_SUFFIXES):
+def _rows_of(file: Path | str, invalid_utf8: str, max_bytes: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+    name = str(file)
+    if name.endswith(PARQUET_SUFFIXES):
         return iter_parquet_rows(file)
-    if file.name.endswith(PAGE_SUFFIXES):
+    if name.endswith(PAGE_SUFFIXES):
+        if not isinstance(file, Path):
+            raise CorpusError(f"{file}: HTML and WARC corpora are read from local files only")
         return iter_page_rows(file)
     return iter_jsonl_rows(file, invalid_utf8, max_bytes)
+
+
+def rows_of_file(
+    file: str, invalid_utf8: str = "error", max_bytes: int = 64 << 20
+) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+    """(location, row) for each record of one corpus file: a local path or an fsspec URL (s3://, hf://, ...)."""
+    return _rows_of(file if is_url(file) else Path(file), invalid_utf8, max_bytes)
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+def open_binary(path: Path | str):
+    """A local file or fsspec URL opened for binary reading, gunzipped when its name ends in .gz."""
+    name = str(path)
+    if isinstance(path, Path):
+        return gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")  # noqa: SIM115 (caller closes)
+    import fsspec
+
+    try:
+        handle = fsspec.open(name, "rb").open()
+    except Exception as error:  # fsspec backends raise their own types
+        raise CorpusError(f"{name}: cannot open: {error}") from None
+    # both wrappers give the bounded readline(size) that the JSONL reader relies on
+    return gzip.GzipFile(fileobj=handle, mode="rb") if name.endswith(".gz") else io.BufferedReader(handle)
+
+
+def corpus_file_list(path: str, split: str = "train", revision: str | None = None) -> list[str]:
+    """Every data file of a corpus, in reading order: a local path, an fsspec URL, or a Hub dataset.
+
+    The same files, in the same order, that `read_corpus` reads; a Hub dataset resolves to its
+    `hf://` data files for `split` (what `datasets` would load). Used to read files in parallel.
+    """
+    if Path(path).exists():
+        return [str(file) for file in corpus_files(Path(path))]
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path)
+        protocol = path.split("://", 1)[0]
+        try:
+            found = sorted(fs.find(root)) if fs.isdir(root) else [root] if fs.exists(root) else []
+        except Exception as error:  # fsspec backends raise their own types
+            raise CorpusError(f"corpus {path!r}: cannot list: {error}") from None
+        files = [f"{protocol}://{f}" for f in found if f.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)]
+        if not files:
+            raise CorpusError(f"corpus {path!r}: no {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)} files there")
+        return files
+    if HUB_ID_RE.match(path):
+        return hub_data_files(path, split, revision)
+    raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
+
+
+def hub_data_files(dataset_id: str, split: str, revision: str | None) -> list[str]:
+    """The `hf://` data files of one split of a Hub dataset, as `datasets` resolves them."""
+    import datasets
+
+    try:
+        builder = datasets.load_dataset_builder(dataset_id, revision=revision)
+        files = (builder.config.data_files or {}).get(split)
+    except Exception as error:  # datasets and huggingface_hub raise many types; the message is what matters
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CorpusError(
+            f"cannot resolve Hub dataset {dataset_id!r} (revision {revision or 'main'}): {message}"
+        ) from None
+    files = [str(f) for f in files or [] if str(f).endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)]
+    if not files:
+        raise CorpusError(
+            f"Hub dataset {dataset_id!r} has no JSONL or Parquet data files for split {split!r} "
+            "(a dataset built by a loading script cannot be read in parallel)"
+        )
+    return files

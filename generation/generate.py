@@ -95,6 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="Hub datasets: split (default: train)")
     parser.add_argument("--revision", help="Hub datasets: revision")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars")
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="local (default): this process streams the corpus; ray: blocks of it on a Ray cluster (bft[ray])",
+    )
+    parser.add_argument("--ray-address", help="--executor ray: the cluster to join (default: $RAY_ADDRESS, else local)")
+    parser.add_argument(
+        "--ray-actors", type=int, help="--executor ray: actors running the stages (default: see README)"
+    )
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
@@ -115,6 +124,9 @@ def overrides_from(args: argparse.Namespace) -> dict:
     if args.max_concurrency is not None:
         for stage in ALL_STAGES:
             overrides[f"{stage}.max_concurrency"] = args.max_concurrency
+    for flag, key in (("executor", "executor"), ("ray_address", "ray.address"), ("ray_actors", "ray.actors")):
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
     if args.score_mode is not None:
         overrides["curate.score_mode"] = args.score_mode
     if args.min_score is not None:
@@ -132,6 +144,8 @@ def _meaning(config: GenerateConfig) -> dict:
     for key in OPERATIONAL_KEYS:
         data.pop(key, None)
     data["corpus"].pop("limit", None)
+    for key in ("address", "actors", "actor_cpus"):  # where and how wide a Ray run goes, not what it makes
+        data["ray"].pop(key, None)
     for stage in ALL_STAGES:
         data.setdefault(stage, {}).pop("endpoints", None)
         data[stage].pop("max_concurrency", None)
@@ -163,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
     dump_config(config, out / "run_config.yaml", redact=redact_url)
     started = time.monotonic()
 
+    progress = not args.no_progress
     if config.endpoints or all(config.stage(s).endpoints for s in config.stages):
-        summary = asyncio.run(_generate(config, embedded=None, progress=not args.no_progress))
+        summary = execute(config, progress)
     else:
         from bft.generation.embedded import EmbeddedServer, converted_checkpoint
 
@@ -173,46 +188,70 @@ def run(args: argparse.Namespace) -> int:
         log = out / ".bft" / "embedded-server.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with EmbeddedServer(checkpoint, log_path=log) as server:
-            summary = asyncio.run(_generate(config, embedded=server, progress=not args.no_progress))
+            use_embedded(config, server)
+            summary = execute(config, progress)
     print_summary(out, summary, time.monotonic() - started)
     return 0
 
 
-async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
-    out = Path(config.out)
-    token = os.environ.get(config.token_env) or None
-    stages = []
-    escaper = Escaper(config.prepare.markers) if config.prepare.escape_markers else None
+def execute(config: GenerateConfig, progress: bool) -> dict:
+    """Run the stages with the configured executor; return the summary `print_summary` shows."""
+    if config.executor == "ray":
+        from bft.generation.ray_executor import generate_on_ray
+
+        return generate_on_ray(config, progress)
+    return asyncio.run(_generate(config, progress))
+
+
+def use_embedded(config: GenerateConfig, server) -> None:
+    """Point every stage without endpoints at the embedded server, with its model (and tokenizer)."""
+    config.endpoints = [server.url]
     for name in config.stages:
         stage_config = config.stage(name)
-        if embedded is not None:
-            stage_config.model = stage_config.model or embedded.model_name
-            if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
-                stage_config.tokenizer = str(embedded.model_dir)
-        stages.append(
-            build_stage(
-                name,
-                stage_config,
-                escaper=escaper,
-                language=config.check_language,
-                echo=config.check_prompt_echo,
-            )
-        )
+        stage_config.model = stage_config.model or server.model_name
+        if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
+            stage_config.tokenizer = str(server.model_dir)
 
+
+def build_stages(config: GenerateConfig) -> list:
+    escaper = Escaper(config.prepare.markers) if config.prepare.escape_markers else None
+    return [
+        build_stage(
+            name,
+            config.stage(name),
+            escaper=escaper,
+            language=config.check_language,
+            echo=config.check_prompt_echo,
+        )
+        for name in config.stages
+    ]
+
+
+async def open_pools(
+    config: GenerateConfig, stages, share: int = 1, log=tqdm.write
+) -> tuple[dict[str, Endpoint], dict[str, EndpointPool]]:
+    """Probe each stage's endpoints and put them in pools; each endpoint's limit is split `share` ways.
+
+    `share` is the number of processes (Ray actors) sending to the same endpoints at once: together
+    they keep the endpoint's limit, not `share` times it.
+    """
+    token = os.environ.get(config.token_env) or None
     endpoints: dict[str, Endpoint] = {}
     pools: dict[str, EndpointPool] = {}
     try:
         for stage in stages:
-            urls = stage.config.endpoints or config.endpoints or ([embedded.url] if embedded else [])
             members = []
-            for url in urls:
+            for url in stage.config.endpoints or config.endpoints:
                 if url not in endpoints:
                     endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
                     await endpoints[url].probe()
                 members.append(endpoints[url])
             for member in members:
                 member.require_model(stage.config.model, f"stage {stage.name} (its `model`)")
-            limits = [stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY for e in members]
+            limits = [
+                -(-(stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY) // share)
+                for e in members
+            ]
             pools[stage.name] = EndpointPool(
                 stage.name,
                 members,
@@ -220,8 +259,33 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
                 dead_after=config.dead_after,
                 probe_interval=config.probe_interval,
                 down_timeout=config.endpoints_down_timeout,
-                log=tqdm.write,
+                log=log,
             )
+    except BaseException:
+        await close_pools(endpoints, pools)
+        raise
+    return endpoints, pools
+
+
+async def close_pools(endpoints: dict[str, Endpoint], pools: dict[str, EndpointPool]) -> None:
+    for pool in pools.values():
+        await pool.close()
+    for endpoint in endpoints.values():
+        await endpoint.close()
+
+
+def stage_stats(engine: Engine, pools: dict[str, EndpointPool]) -> dict[str, dict]:
+    """The engine's counters per stage (prepare included), with each pool's endpoint events."""
+    for name, pool in pools.items():
+        engine.stats[name].endpoint_events.update(pool.events)
+    return {name: s.as_dict() for name, s in engine.stats.items()}
+
+
+async def _generate(config: GenerateConfig, progress: bool) -> dict:
+    out = Path(config.out)
+    stages = build_stages(config)
+    endpoints, pools = await open_pools(config, stages)
+    try:
         engine = Engine(
             stages,
             pools,
@@ -241,11 +305,9 @@ async def _generate(config: GenerateConfig, embedded, progress: bool) -> dict:
             documents = prepared_documents(config, stages[0])
             await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:
-        for pool in pools.values():
-            await pool.close()
-        for endpoint in endpoints.values():
-            await endpoint.close()
-    return finish_run(config, engine, stages, pools)
+        await close_pools(endpoints, pools)
+    first_endpoints = {name: pool.endpoints[0] for name, pool in pools.items()}
+    return finish_run(config, stage_stats(engine, pools), engine.wall_seconds, stages, first_endpoints)
 
 
 def prepared_documents(config: GenerateConfig, backtranslate):
@@ -269,26 +331,33 @@ def prepared_documents(config: GenerateConfig, backtranslate):
     )
 
 
-def finish_run(config: GenerateConfig, engine: Engine, stages, pools: dict[str, EndpointPool]) -> dict:
-    """Write stats, the parquet configs and the card; return the summary `print_summary` shows."""
-    out, corpus = Path(config.out), config.corpus
-    for name, pool in pools.items():
-        engine.stats[name].endpoint_events.update(pool.events)
+def finish_run(
+    config: GenerateConfig,
+    stats: dict[str, dict],
+    wall_seconds: float,
+    stages,
+    first_endpoints: dict[str, Endpoint],
+    journal_dirs: list[Path] | None = None,
+) -> dict:
+    """Write stats, the parquet configs and the card; return the summary `print_summary` shows.
 
-    stats = {name: s.as_dict() for name, s in engine.stats.items()}
+    `stats` holds each stage's counters (`StageStats.as_dict`); `journal_dirs` the journals the
+    configs are made from (the run's one folder unless given: the Ray executor has one per block).
+    """
+    out, corpus = Path(config.out), config.corpus
     first = config.stages[0]
     prepare = stats[PREPARE]
     prepare["entered"] = prepare["rejected"] + stats[first]["entered"]
     prepare["kept"] = stats[first]["entered"]
-    stats["wall_seconds"] = round(engine.wall_seconds, 3)
+    stats["wall_seconds"] = round(wall_seconds, 3)
     write_stats(out, stats)
-    written = write_outputs(out, config.stages)
+    written = write_outputs(out, config.stages, journal_dirs)
 
     from bft.cards.generation_card import render_generation_card
 
     provenance = {}
     for stage in stages:
-        entry = stage.provenance(None, "", 0, pools[stage.name].endpoints[0]).__dict__
+        entry = stage.provenance(None, "", 0, first_endpoints[stage.name]).__dict__
         provenance[stage.name] = entry
     render_generation_card(
         out, written, {k: v for k, v in stats.items() if isinstance(v, dict)}, provenance, corpus.path, config.note

@@ -65,19 +65,26 @@ def journal_dir(out: Path) -> Path:
     return out / ".bft" / "journal"
 
 
-def _ordered_offsets(journal: Journal) -> tuple[np.ndarray, np.ndarray]:
-    """Byte offsets of each document's first entry, in corpus order, and whether each is kept.
+def _ordered_offsets(journals: list[Journal]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which journal and byte offset hold each document's first entry, in corpus order, and whether
+    each is kept.
 
-    Only two integer arrays stay in memory (17 bytes a document), however large the corpus.
+    Only integer arrays stay in memory (21 bytes a document), however large the corpus.
     """
-    positions, offsets, kept = array("q"), array("q"), array("b")
-    for offset, entry in journal.entries():
-        positions.append(entry["position"])
-        offsets.append(offset)
-        kept.append(entry["status"] == KEPT)
+    positions, sources, offsets, kept = array("q"), array("i"), array("q"), array("b")
+    for number, journal in enumerate(journals):
+        for offset, entry in journal.entries():
+            positions.append(entry["position"])
+            sources.append(number)
+            offsets.append(offset)
+            kept.append(entry["status"] == KEPT)
     # np.unique sorts by position and keeps the first entry of a position seen twice
     _, first = np.unique(np.frombuffer(positions, dtype=np.int64), return_index=True)
-    return np.frombuffer(offsets, dtype=np.int64)[first], np.frombuffer(kept, dtype=np.int8)[first].astype(bool)
+    return (
+        np.frombuffer(sources, dtype=np.int32)[first],
+        np.frombuffer(offsets, dtype=np.int64)[first],
+        np.frombuffer(kept, dtype=np.int8)[first].astype(bool),
+    )
 
 
 def _row(record: StageRecord) -> dict:
@@ -122,16 +129,21 @@ class _ParquetSink:
         return f"{self.folder.name}/{self.path.name}"
 
 
-def write_outputs(out: Path, stage_names: list[str]) -> dict[str, tuple[int, str]]:
-    """Write one parquet config per stage (kept rows) plus `rejected`; return (rows, file) per config."""
+def write_outputs(
+    out: Path, stage_names: list[str], journal_dirs: list[Path] | None = None
+) -> dict[str, tuple[int, str]]:
+    """Write one parquet config per stage (kept rows) plus `rejected`; return (rows, file) per config.
+
+    The rows come from the journals in `journal_dirs` (default: the run's own), merged in corpus order.
+    """
     rejected = _ParquetSink(out / REJECTED_CONFIG)
     written: dict[str, tuple[int, str]] = {}
     for name in ["prepare", *stage_names]:
-        journal = Journal(journal_dir(out) / f"{name}.jsonl")
+        journals = [Journal(folder / f"{name}.jsonl") for folder in journal_dirs or [journal_dir(out)]]
         kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name]) if name in OUTPUT_CONFIG_NAMES else None
-        offsets, kept_flags = _ordered_offsets(journal)
-        for offset, is_kept in zip(offsets.tolist(), kept_flags.tolist(), strict=True):
-            record = journal.read_at(offset)
+        sources, offsets, kept_flags = _ordered_offsets(journals)
+        for source, offset, is_kept in zip(sources.tolist(), offsets.tolist(), kept_flags.tolist(), strict=True):
+            record = journals[source].read_at(offset)
             if is_kept:
                 if kept is not None:
                     kept.add(record)

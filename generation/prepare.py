@@ -49,11 +49,16 @@ def looks_like_html(text: str) -> bool:
 class Preparer:
     """Applies the prepare rules to each document of a stream."""
 
-    def __init__(self, config: PrepareConfig, fits=None):
-        """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`)."""
+    def __init__(self, config: PrepareConfig, fits=None, duplicates: set[int] | None = None):
+        """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`).
+
+        `duplicates`, when given, are the positions already known to repeat an earlier text (decided
+        over the whole corpus by `ray_plan.py`); otherwise texts are compared along the stream.
+        """
         self.config = config
         self.escaper = Escaper(config.markers) if config.escape_markers else None
         self.fits = fits
+        self.duplicates = duplicates
         self.seen_texts: set[int] = set()
 
     def __call__(self, items):
@@ -61,6 +66,39 @@ class Preparer:
             yield item if isinstance(item, Rejected) else self.prepare(item)
 
     def prepare(self, document: Document) -> Document | Rejected:
+        cleaned = self.clean(document)
+        if isinstance(cleaned, Rejected):
+            return cleaned
+        if self.config.dedup:
+            if self.duplicates is not None:
+                if cleaned.position in self.duplicates:
+                    return self._rejected(document, cleaned.text, "duplicate_text")
+            else:
+                key = stable_hash64(cleaned.text)
+                if key in self.seen_texts:
+                    return self._rejected(document, cleaned.text, "duplicate_text")
+                self.seen_texts.add(key)
+        if self.fits is not None and not self.fits(cleaned.text):
+            return self._rejected(document, cleaned.text, "exceeds_context")
+        if self.escaper is not None:
+            found = self.escaper.found(cleaned.text)
+            if found:
+                cleaned.flags.append("markers:" + ",".join(found))
+        return cleaned
+
+    def _rejected(self, document: Document, text: str, reason: str) -> Rejected:
+        return Rejected(
+            document.id,
+            reason,
+            document.location,
+            document.position,
+            document.url,
+            document.source,
+            raw=text[: self.config.max_document_chars],
+        )
+
+    def clean(self, document: Document) -> Document | Rejected:
+        """Rules 1-3 (characters, HTML, size): what each document gets on its own, before dedup."""
         config, text, flags = self.config, document.text, list(document.flags)
         original_chars, cut = len(text), False
         if config.oversize == "truncate" and len(text) > 4 * config.max_document_chars:
@@ -68,15 +106,7 @@ class Preparer:
             text, cut = text[: 4 * config.max_document_chars], True
 
         def rejected(reason: str) -> Rejected:
-            return Rejected(
-                document.id,
-                reason,
-                document.location,
-                document.position,
-                document.url,
-                document.source,
-                raw=text[: config.max_document_chars],
-            )
+            return self._rejected(document, text, reason)
 
         if CONTROL_RE.search(text):
             if config.control_characters == "reject":
@@ -96,15 +126,4 @@ class Preparer:
             flags.append(f"truncated:{original_chars}->{len(text)}_chars")
         if len(text.strip()) < config.min_document_chars:
             return rejected("document_too_short" if text.strip() else "empty_text")
-        if config.dedup:
-            key = stable_hash64(text)
-            if key in self.seen_texts:
-                return rejected("duplicate_text")
-            self.seen_texts.add(key)
-        if self.fits is not None and not self.fits(text):
-            return rejected("exceeds_context")
-        if self.escaper is not None:
-            found = self.escaper.found(text)
-            if found:
-                flags.append("markers:" + ",".join(found))
         return replace(document, text=text, flags=flags)

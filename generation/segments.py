@@ -130,18 +130,24 @@ def verdict(header: str, text: str, config: SegmentConfig) -> str | None:
     return None
 
 
+SEGMENTS_PER_PAGE = 1 << 16  # segment N of the page at position P sits at P * SEGMENTS_PER_PAGE + N
+
+
 class Segmenter:
-    """Turns a stream of pages (HTML in `text`) into a stream of segments, renumbering positions."""
+    """Turns a stream of pages (HTML in `text`) into a stream of segments.
+
+    A segment's position is derived from its page's (see `SEGMENTS_PER_PAGE`), not counted along the
+    stream, so pages read in separate blocks (`--executor ray`) get the same positions as read in one.
+    """
 
     def __init__(self, config: SegmentConfig):
         self.config = config
 
     def __call__(self, items):
-        position = 0
         for item in items:
+            page = item.position * SEGMENTS_PER_PAGE
             if isinstance(item, Rejected):
-                yield replace(item, position=position)
-                position += 1
+                yield replace(item, position=page)
                 continue
             segments = header_segments(page_blocks(item.text))
             if not segments:
@@ -149,16 +155,16 @@ class Segmenter:
                     item.id,
                     "no_header_segments",
                     item.location,
-                    position,
+                    page,
                     item.url,
                     item.source,
                     raw=item.text[:10_000],
                 )
-                position += 1
                 continue
             for number, (header, text) in enumerate(segments, start=1):
                 segment_id = f"{item.id}#{number}"
-                reason = verdict(header, text, self.config)
+                position = page + number
+                reason = "too_many_segments" if number >= SEGMENTS_PER_PAGE else verdict(header, text, self.config)
                 if reason:
                     yield Rejected(
                         segment_id, reason, item.location, position, item.url, item.source, raw=text[:10_000]
@@ -166,4 +172,3 @@ class Segmenter:
                 else:
                     flags = [*item.flags, f"header:{header[:200]}"]
                     yield Document(segment_id, text, item.url, item.source, item.location, position, flags=flags)
-                position += 1

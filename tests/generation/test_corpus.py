@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bft.generation.corpus import Document, Rejected, content_id, read_corpus
+from bft.generation.corpus import Document, Rejected, content_id, corpus_file_list, read_corpus, rows_of_file
 from bft.generation.errors import CorpusError
 
 
@@ -128,3 +128,18 @@ def test_a_hub_dataset_is_streamed(tmp_path, hub):
     assert documents[0].url == "https://example.org/0" and documents[0].location.startswith(
         "bft-org/corpus@main/train#row1"
     )
+
+
+def test_a_hub_dataset_resolves_to_its_data_files_for_parallel_reading(tmp_path, hub):
+    from huggingface_hub import HfApi
+
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "train-0.jsonl", [{"id": "a", "text": "First."}, {"id": "b", "text": "Second."}])
+    write_jsonl(tmp_path / "data" / "train-1.jsonl", [{"id": "c", "text": "Third."}])
+    api = HfApi()
+    api.create_repo("bft-org/shards", repo_type="dataset")
+    api.upload_folder(repo_id="bft-org/shards", repo_type="dataset", folder_path=tmp_path / "data", path_in_repo="data")
+    files = corpus_file_list("bft-org/shards")
+    assert len(files) == 2 and all(f.startswith("hf://datasets/bft-org/shards@") for f in files)
+    rows = [row["id"] for file in files for _, row in rows_of_file(file)]
+    assert rows == ["a", "b", "c"]
