@@ -271,8 +271,8 @@ class RayConfig:
     actors: int | None = field(
         default=None,
         metadata={
-            "help": "Actors running the stage engine, each on one block at a time; unset: one per endpoint, "
-            "as many as the cluster's CPUs allow."
+            "help": "Actors running the stage engine (each on several blocks at once); unset: one per "
+            "endpoint, as many as the cluster's CPUs allow."
         },
     )
     actor_cpus: float = field(

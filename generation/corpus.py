@@ -273,7 +273,7 @@ class DuplicateIds:
     """The one corpus-wide rule of reading: an id seen twice is an error, or renamed `ID#2`, `ID#3`, ...
 
     Only a 64-bit hash of each id is kept, so memory stays small however long the corpus. Fed ids in
-    corpus order, it decides the same way wherever the rows were read (see `ray_plan.py`).
+    corpus order, it decides the same way wherever the rows were read (see `ray_blocks.py`).
     """
 
     def __init__(self, mode: str = "error"):
@@ -333,8 +333,7 @@ def count_documents(path: str, limit: int | None = None) -> int | None:
             if file.name.endswith(PARQUET_SUFFIXES):
                 total += pq.ParquetFile(file).metadata.num_rows
                 continue
-            opener = gzip.open if file.name.endswith(".gz") else open
-            with opener(file, "rb") as handle:
+            with open_binary(file) as handle:
                 total += sum(1 for line in handle if line.strip())
             if limit is not None and total >= limit:
                 break

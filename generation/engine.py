@@ -69,6 +69,20 @@ class StageStats:
             self.rejected += 1
             self.rejected_by_reason[record.reason] += 1
 
+    def add(self, counts: dict) -> None:
+        """Add the counters of another engine's `as_dict()` (a Ray block's) to these; times are not added."""
+        self.entered += counts["entered"]
+        self.kept += counts["kept"]
+        self.rejected += counts["rejected"]
+        self.rejected_by_reason.update(counts["rejected_by_reason"])
+        self.requests += counts["requests"]
+        self.retries_by_cause.update(counts["retries_by_cause"])
+        self.prompt_tokens += counts["prompt_tokens"]
+        self.completion_tokens += counts["completion_tokens"]
+        self.truncated += counts["truncated_to_fit"]
+        self.endpoint_events.update(counts["endpoint_events"])
+        self.resumed += counts["resumed_from_journal"]
+
     def as_dict(self) -> dict:
         return {
             "entered": self.entered,

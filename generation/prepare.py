@@ -53,7 +53,7 @@ class Preparer:
         """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`).
 
         `duplicates`, when given, are the positions already known to repeat an earlier text (decided
-        over the whole corpus by `ray_plan.py`); otherwise texts are compared along the stream.
+        over the whole corpus by `ray_blocks.py`); otherwise texts are compared along the stream.
         """
         self.config = config
         self.escaper = Escaper(config.markers) if config.escape_markers else None
@@ -69,15 +69,8 @@ class Preparer:
         cleaned = self.clean(document)
         if isinstance(cleaned, Rejected):
             return cleaned
-        if self.config.dedup:
-            if self.duplicates is not None:
-                if cleaned.position in self.duplicates:
-                    return self._rejected(document, cleaned.text, "duplicate_text")
-            else:
-                key = stable_hash64(cleaned.text)
-                if key in self.seen_texts:
-                    return self._rejected(document, cleaned.text, "duplicate_text")
-                self.seen_texts.add(key)
+        if self.config.dedup and self._repeats(cleaned):
+            return self._rejected(document, cleaned.text, "duplicate_text")
         if self.fits is not None and not self.fits(cleaned.text):
             return self._rejected(document, cleaned.text, "exceeds_context")
         if self.escaper is not None:
@@ -85,6 +78,16 @@ class Preparer:
             if found:
                 cleaned.flags.append("markers:" + ",".join(found))
         return cleaned
+
+    def _repeats(self, cleaned: Document) -> bool:
+        """Whether the cleaned text came earlier: from the known positions, else along the stream."""
+        if self.duplicates is not None:
+            return cleaned.position in self.duplicates
+        key = stable_hash64(cleaned.text)
+        if key in self.seen_texts:
+            return True
+        self.seen_texts.add(key)
+        return False
 
     def _rejected(self, document: Document, text: str, reason: str) -> Rejected:
         return Rejected(

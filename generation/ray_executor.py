@@ -36,24 +36,13 @@ from tqdm.auto import tqdm
 
 from bft.generation.config import GenerateConfig, from_dict
 from bft.generation.corpus import corpus_file_list
-from bft.generation.engine import PREPARE, Engine
+from bft.generation.engine import PREPARE, Engine, StageStats
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.ray_blocks import BlockWork, Plan, RawBlock, block_items, fingerprint, plan_blocks, read_blocks
 
 READ_CPUS = 0.5  # CPUs Ray reserves per read task: reading is light next to the requests
 DONE_FILE = "done.json"
 FILES_RECORD = "ray-files.json"
-COUNTERS = ("rejected_by_reason", "retries_by_cause", "endpoint_events")
-SUMS = (
-    "entered",
-    "kept",
-    "rejected",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "truncated_to_fit",
-    "resumed_from_journal",
-)
 
 
 def blocks_dir(out: Path) -> Path:
@@ -211,25 +200,16 @@ def finished_stats(folder: Path, config: GenerateConfig, work: BlockWork) -> dic
     return done["stats"]
 
 
-def merge_stats(blocks: list[dict], wall_seconds: float) -> dict[str, dict]:
+def merge_stats(blocks: list[dict], names: list[str], wall_seconds: float) -> dict[str, dict]:
     """Sum per-block stats into one per stage; times and rates are the whole run's wall time."""
-    merged: dict[str, dict] = {}
+    merged = {name: StageStats() for name in names}
     for stats in blocks:
-        for name, stage in stats.items():
-            into = merged.setdefault(name, {key: 0 for key in SUMS} | {key: Counter() for key in COUNTERS})
-            for key in SUMS:
-                into[key] += stage[key]
-            for key in COUNTERS:
-                into[key].update(stage[key])
+        for name, counts in stats.items():
+            merged[name].add(counts)
     for stage in merged.values():
-        for key in COUNTERS:
-            stage[key] = dict(sorted(stage[key].items()))
-        seconds = wall_seconds if stage["requests"] else 0.0
-        stage["seconds"] = round(seconds, 3)
-        stage["requests_per_second"] = round(stage["requests"] / seconds, 2) if seconds else None
-        rate = stage["completion_tokens"] / seconds if seconds else None
-        stage["completion_tokens_per_second"] = round(rate, 2) if rate is not None else None
-    return merged
+        if stage.requests:
+            stage.timed(0.0, wall_seconds)
+    return {name: stage.as_dict() for name, stage in merged.items()}
 
 
 def choose_actors(config: GenerateConfig, blocks: int) -> int:
@@ -383,9 +363,7 @@ def _run(config: GenerateConfig, files: list[str], stages, first_endpoints, prog
         for bar in bars.values():
             bar.close()
     wall = time.monotonic() - started
-    merged = merge_stats([*done.values(), *new.values()], wall)
-    for name in names:
-        merged.setdefault(name, merge_stats([{name: _empty_stage()}], 0.0)[name])
+    merged = merge_stats([*done.values(), *new.values()], names, wall)
     journal_dirs = [blocks_dir(out) / work.key / "journal" for work in plan.blocks]
     return finish_run(config, merged, wall, stages, first_endpoints, journal_dirs)
 
@@ -395,7 +373,3 @@ def _entered(stats: dict, name: str) -> int:
     if name == PREPARE:
         return stats[PREPARE]["rejected"] + next((s["entered"] for n, s in stats.items() if n != PREPARE), 0)
     return stats.get(name, {}).get("entered", 0)
-
-
-def _empty_stage() -> dict:
-    return {key: 0 for key in SUMS} | {key: {} for key in COUNTERS}
