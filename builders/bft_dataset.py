@@ -26,13 +26,11 @@ from pathlib import Path
 
 import datasets
 
-from bft.generation.corpus import stable_hash64
-from bft.generation.output import config_file, read_rows
+from bft.generation.layout import config_file, read_rows
+from bft.generation.method.tags import sft_row
 from bft.generation.records import RECORD_SCHEMA
+from bft.generation.text import stable_hash64
 
-SEED_TAG = "Answer in the style of an AI Assistant."  # S_a, Humpback sec. 2.3
-WEB_TAG = "Answer with knowledge from web search."  # S_w
-TAGS = {"S_a": SEED_TAG, "S_w": WEB_TAG}
 WEB_CONFIGS = ("backtranslated", "curated", "rewritten", "distilled")
 ALL_CONFIGS = (*WEB_CONFIGS, "seed", "sft")
 
@@ -73,17 +71,6 @@ def read_seed(path: Path) -> list[dict]:
                 }
             )
     return rows
-
-
-TAG_PLACEMENTS = ("user_end", "system")
-
-
-def sft_row(doc_id: str, tag: str, instruction: str, response: str, placement: str = "user_end") -> dict:
-    if placement == "system":
-        prompt = [{"role": "system", "content": TAGS[tag]}, {"role": "user", "content": instruction}]
-    else:
-        prompt = [{"role": "user", "content": f"{instruction}\n\n{TAGS[tag]}"}]
-    return {"id": doc_id, "tag": tag, "prompt": prompt, "completion": [{"role": "assistant", "content": response}]}
 
 
 class BftConfig(datasets.BuilderConfig):

@@ -22,14 +22,15 @@ from pathlib import Path
 import datasets
 import yaml
 
-from bft.builders.bft_dataset import SEED_TAG, TAG_PLACEMENTS, WEB_TAG, BftDataset, available_configs, read_seed
+from bft.builders.bft_dataset import BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text, scan_secrets
 from bft.builders.report import PAIR_CONFIGS
 from bft.cards.dataset_card import ABOUT, check_card, example_json, render_dataset_card
 from bft.cards.plots import bar_chart, histogram, score_counts
 from bft.generation.errors import BftError, ConfigError
-from bft.generation.output import config_file, file_sha256
-from bft.generation.stages import OUTPUT_CONFIG_NAMES
+from bft.generation.layout import OUTPUT_CONFIG_NAMES, config_file
+from bft.generation.method.tags import SEED_TAG, TAG_PLACEMENTS, WEB_TAG
+from bft.generation.text import file_sha256
 
 FACTS_FILE = "bft_build.json"
 REPORT_FILE = "report.json"  # the data report (builders/report.py), also shown on the card

@@ -27,7 +27,7 @@ from bft.builders.build import FACTS_FILE, write_card
 from bft.builders.checks import Findings, scan_secrets
 from bft.cards.dataset_card import changelog_of, check_card
 from bft.generation.errors import BftError, ConfigError
-from bft.generation.output import file_sha256
+from bft.generation.text import file_sha256
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")

@@ -25,8 +25,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from bft.generation.corpus import stable_hash64
-from bft.generation.filters import grounding, ngrams, words
+from bft.generation.text import grounding, ngrams, stable_hash64, words
 
 PAIR_CONFIGS = ("curated", "rewritten", "distilled", "seed")
 DECONTAMINATION_NGRAM = 5

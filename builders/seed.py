@@ -25,9 +25,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from bft.generation.corpus import HUB_ID_RE, corpus_files, iter_hub_rows, iter_jsonl_rows, iter_parquet_rows
+from bft.generation.corpus.files import HUB_ID_RE, corpus_files
+from bft.generation.corpus.rows import iter_hub_rows, iter_jsonl_rows, iter_parquet_rows
 from bft.generation.errors import ConfigError
-from bft.generation.prompts import load_template
+from bft.generation.method.tags import reversed_row
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,19 +147,6 @@ def build_seed(
     if not pairs:
         raise ConfigError(f"seed source {source!r} gave no pairs (dropped: {dict(dropped)})")
     return pairs, dropped
-
-
-def reversed_row(pair: dict) -> dict:
-    """M_yx's training row: the response inside P2 as the prompt, the instruction as the completion.
-
-    The user turn is exactly what `bft generate` sends a backward model through a chat endpoint (P2
-    without its Llama-2 wrapper), so the model is trained on the prompt it will be served.
-    """
-    return {
-        "id": pair["id"],
-        "prompt": [{"role": "user", "content": load_template("backtranslate").user_message(response=pair["response"])}],
-        "completion": [{"role": "assistant", "content": pair["instruction"]}],
-    }
 
 
 def write_jsonl(path: Path, rows) -> None:

@@ -9,7 +9,6 @@ changelog of releases.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import re
 from pathlib import Path
@@ -17,10 +16,9 @@ from pathlib import Path
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from bft.cards.generation_card import size_category
+from bft.cards.common import CITATION, bft_version, size_category
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
-CITATION = Path(__file__).parent / "templates" / "citation.bib"
 REQUIRED_SECTIONS = (
     "## Dataset Description",
     "## Dataset Structure",
@@ -40,13 +38,6 @@ ABOUT = {
     "seed": "the seed set (human-written instruction/response pairs)",
     "sft": "TRL prompt/completion rows for fine-tuning: seed tagged S_a + web pairs tagged S_w",
 }
-
-
-def bft_version() -> str:
-    try:
-        return importlib.metadata.version("bft")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def render_dataset_card(folder: Path, facts: dict) -> DatasetCard:

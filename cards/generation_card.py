@@ -1,5 +1,6 @@
 """The dataset card written into every `bft generate` output folder.
 
+Facts in, text out: this module imports nothing of bft's other floors; the run hands it its tables.
 The card is the folder's README.md: YAML metadata (through `huggingface_hub.DatasetCardData`, including
 the `configs:` that make `load_dataset(OUT, CONFIG)` work) and a body rendered from
 `cards/templates/generation_card.md`.
@@ -7,14 +8,13 @@ the `configs:` that make `load_dataset(OUT, CONFIG)` work) and a body rendered f
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from bft.cards.common import CITATION, bft_version, size_category
+
 TEMPLATE = Path(__file__).parent / "templates" / "generation_card.md"
-CITATION = Path(__file__).parent / "templates" / "citation.bib"
 ABOUT = {
     "backtranslated": "documents with a backtranslated instruction (P2); `response` is the document",
     "curated": "pairs that passed curation (P1 score at or above the threshold); `response` is the document",
@@ -23,32 +23,23 @@ ABOUT = {
 }
 
 
-def size_category(rows: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if rows < limit:
-            return label
-    return "1M<n<10M"
-
-
-def _sampling(text: str) -> str:
-    sampling = json.loads(text)
-    return f"T={sampling['temperature']}, p={sampling['top_p']}, max {sampling['max_tokens']} tokens"
-
-
 def render_generation_card(
     out: Path,
-    written: dict[str, tuple[int, str]],
-    stats: dict[str, dict],
-    stage_provenance: dict[str, dict],
+    configs: list[dict],
+    counts: dict[str, int],
+    main_config: str,
+    stage_table: list[dict],
+    rejects: list[dict],
+    documents_in: int,
     corpus: str,
     note: str = "",
     license: str = "other",
 ) -> DatasetCard:
-    """Render and write OUT/README.md; return the card. `written` maps config -> (rows, file)."""
-    from bft.generation.output import dataset_configs
+    """Render and write OUT/README.md from a run's facts; return the card.
 
-    counts = {name: rows for name, (rows, _) in written.items()}
-    main_config = next((c for c in ("rewritten", "curated", "backtranslated") if c in counts), "rejected")
+    `configs` are the README `configs:` entries, `counts` the rows per config, `stage_table` and
+    `rejects` the per-stage tables (`RunStats.stage_table` / `rejects`).
+    """
     card_data = DatasetCardData(
         license=license,
         language=["en"],
@@ -56,43 +47,19 @@ def render_generation_card(
         annotations_creators=["machine-generated"],
         size_categories=[size_category(max(counts.values(), default=0))],
         tags=["synthetic", "instruction-backtranslation", "back-and-forth-translation", "bft"],
-        configs=dataset_configs(written),
+        configs=configs,
     )
-    stages = []
-    for name, provenance in stage_provenance.items():
-        counters = stats.get(name, {})
-        stages.append(
-            {
-                "name": name,
-                "template": provenance.get("template"),
-                "sha": provenance.get("template_sha256") or "",
-                "model": provenance.get("model_id") or "unknown",
-                "mode": provenance.get("mode"),
-                "prefill": provenance.get("prefill"),
-                "sampling": _sampling(provenance["sampling"]) if provenance.get("sampling") else "",
-                "entered": counters.get("entered", 0),
-                "kept": counters.get("kept", 0),
-                "rejected": counters.get("rejected", 0),
-            }
-        )
-    with_rejects = [
-        {"name": name, "reasons": s["rejected_by_reason"]} for name, s in stats.items() if s.get("rejected_by_reason")
-    ]
-    try:
-        version = importlib.metadata.version("bft")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
     card = DatasetCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         pretty_name=f"bft back-and-forth translation data ({Path(out).name})",
-        bft_version=version,
+        bft_version=bft_version(),
         config_rows=[{"name": c, "rows": n, "about": ABOUT.get(c, "")} for c, n in counts.items()],
         load_path=str(Path(out).resolve()),
         main_config=main_config,
-        corpus_line=f"Corpus: `{corpus}`; {stats.get('prepare', {}).get('entered', 0)} documents read.",
-        stages=stages,
-        stages_with_rejects=with_rejects,
+        corpus_line=f"Corpus: `{corpus}`; {documents_in} documents read.",
+        stages=stage_table,
+        stages_with_rejects=rejects,
         relaxed=note,
         citation=CITATION.read_text(encoding="utf-8").strip(),
     )

@@ -4,7 +4,8 @@ Metadata goes through `huggingface_hub.ModelCardData` (base model, datasets, lib
 the body is `cards/templates/model_card.md`, filled from the run's facts (`training/train.py` writes them
 to `bft_training.json` beside the model): base model, data sources with revisions and commits, the
 recipe as run, hyperparameters and the batch rule, metrics, how to prompt the model with the S_a/S_w
-tags, and both papers' citations.
+tags, and both papers' citations. Facts in, text out: the tag sentences (`tag_texts`) and the
+backward model's prompt (`backward_prompt`) come with the facts.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from bft.builders.bft_dataset import TAGS
-from bft.cards.dataset_card import CITATION, bft_version
-from bft.generation.prompts import load_template
+from bft.cards.common import CITATION, bft_version
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 HUB_ID_PREFIXES = (".", "/", "~", "embedded:")
@@ -43,8 +42,6 @@ def render_model_card(folder: Path, facts: dict) -> ModelCard:
         template_path=str(TEMPLATE),
         bft_version=bft_version(),
         citation=CITATION.read_text(encoding="utf-8").strip(),
-        tag_texts=TAGS,
-        backward_prompt=load_template("backtranslate").user_message(response="<the text>"),
         **facts,
     )
     card.save(folder / "README.md")

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from bft.generation.errors import ConfigError
-from bft.generation.escaping import DEFAULT_MARKERS
-from bft.generation.filters import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
+from bft.generation.method.escaping import DEFAULT_MARKERS
+from bft.generation.method.filters import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
 
 STAGES = ("backtranslate", "curate", "rewrite")  # the pipeline, in order
 ALL_STAGES = (*STAGES, "distill")  # distill runs alone, over the curated pairs of an earlier output

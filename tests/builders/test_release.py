@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CORPUS
 from datasets import load_dataset
 from huggingface_hub import HfApi
-from tgi_server import TGITestServer
 
 from bft.generation.cli import main
+from tests.paths import DEMO_CORPUS
+from tests.servers.tgi import TGITestServer
 
 REPO = "bft-org/demo-data"
 

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import yaml
-from conftest import DEMO_CONFIG, DEMO_CORPUS
 from datasets import load_dataset
-from tgi_server import Fault, Reply, Sequence, TGITestServer, document_of, draft_of, paper_model, prompt_kind
 
 from bft.generation.cli import main
-from bft.generation.corpus import read_corpus
-from bft.generation.prompts import load_template
+from bft.generation.corpus.documents import read_corpus
+from bft.generation.method.prompts import load_template
+from tests.paths import DEMO_CONFIG, DEMO_CORPUS
+from tests.servers.tgi import Fault, Reply, Sequence, TGITestServer, document_of, draft_of, paper_model, prompt_kind
 
 DEMO_IDS = [d.id for d in read_corpus(str(DEMO_CORPUS))]
 

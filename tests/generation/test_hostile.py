@@ -11,15 +11,15 @@ import tracemalloc
 import pytest
 import yaml
 from datasets import load_dataset
-from tgi_server import Reply, TGITestServer, paper_model, prompt_kind
 
 from bft.generation.cli import main
 from bft.generation.config import PrepareConfig
-from bft.generation.corpus import read_corpus
-from bft.generation.escaping import JOINER, Escaper, unescape
-from bft.generation.prepare import Preparer
-from bft.generation.prompts import load_template
-from bft.generation.replies import other_language, repeats_prompt
+from bft.generation.corpus.documents import read_corpus
+from bft.generation.corpus.prepare import Preparer
+from bft.generation.method.escaping import JOINER, Escaper, unescape
+from bft.generation.method.prompts import load_template
+from bft.generation.method.replies import other_language, repeats_prompt
+from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
 PLAIN = (
     "Sourdough starter needs flour and water in equal weights. Feed it every day at the same time, "
@@ -252,8 +252,8 @@ def test_the_context_check_counts_with_the_backward_model_s_tokenizer(tmp_path, 
 def test_the_real_dolma_sample_through_preparation(shared_dir):
     """Golden outcome of BAFT's whole-document preparation on ten real Common Crawl documents."""
     from bft.generation.config import load_config
-    from bft.generation.generate import context_check
-    from bft.generation.stages import build_stage
+    from bft.generation.method.stages import build_stage
+    from bft.generation.run.wiring import context_check
 
     config = load_config(None, {"prepare.context_tokens": 4096, "backtranslate.mode": "raw"})
     backtranslate = build_stage("backtranslate", config.backtranslate)

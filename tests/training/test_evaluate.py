@@ -4,14 +4,14 @@ import json
 import re
 
 import pytest
-from conftest import DEMO_CORPUS, REPO
 from huggingface_hub import HfApi
-from tgi_server import Reply, TGITestServer, paper_model, prompt_kind
 
-from bft.builders.bft_dataset import SEED_TAG, WEB_TAG
 from bft.generation.cli import main
+from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.training.evaluate import load_instructions
 from bft.training.models import resolve_model
+from tests.paths import DEMO_CORPUS, REPO
+from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
 EVAL_SET = REPO / "training" / "data" / "eval_instructions.jsonl"
 

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CORPUS, REPO
 from datasets import load_dataset
 
-from bft.generation.embedded import free_port
+from bft.generation.endpoints.embedded import free_port
+from tests.paths import DEMO_CORPUS, REPO
 
 SEED = REPO / "training" / "data" / "seed.jsonl"
 LORA_STEP = """\

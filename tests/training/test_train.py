@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bft.builders.bft_dataset import SEED_TAG, WEB_TAG
 from bft.generation.cli import main
 from bft.generation.errors import ConfigError
+from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.training.serve import servable_dir
 from bft.training.train import FACTS_FILE, prepare
+from tests.paths import REPO
 
 HUB_MODEL = "bft-org/tiny-m0"
 

@@ -1,0 +1,142 @@
+"""Reading a corpus as documents: ids, the duplicate-id rule, and records without usable text.
+
+Records follow Dolma's format (`id`, `text`, `source`, `metadata.url`, ...); other datasets work with
+`text_field` / `id_field`. Everything is streamed, one record at a time, so memory does not grow with
+the corpus (only a 64-bit hash of each id seen, to catch duplicates).
+
+Two kinds of trouble, handled differently:
+
+- a file that is broken (missing, malformed JSON line, invalid UTF-8, unknown Hub id) raises
+  `CorpusError` naming the file and line: the user must fix the input;
+- a well-formed record that cannot be used (no text, empty text, text that is not a string) is
+  yielded as a `Rejected` record with a reason, so it is counted and written, never lost.
+
+`row_id`, `DuplicateIds` and `row_item` are the pieces `read_corpus` is made of; the Ray executor's
+block plan (`corpus/blocks.py`) uses the same pieces so both executors decide alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bft.generation.corpus.files import HUB_ID_RE, JSONL_SUFFIXES, PARQUET_SUFFIXES, corpus_files
+from bft.generation.corpus.rows import Unreadable, iter_hub_rows, rows_of_file
+from bft.generation.errors import CorpusError
+from bft.generation.records import Document, Rejected
+from bft.generation.text import stable_hash64
+
+
+def content_id(text: str) -> str:
+    """Stable id for documents without one: derived from the text."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _url_of(row: dict[str, Any]) -> str | None:
+    metadata = row.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("url"), str):
+        return metadata["url"]
+    return row["url"] if isinstance(row.get("url"), str) else None
+
+
+def read_corpus(
+    path: str,
+    text_field: str = "text",
+    id_field: str = "id",
+    split: str = "train",
+    revision: str | None = None,
+    limit: int | None = None,
+    duplicate_ids: str = "error",
+    invalid_utf8: str = "error",
+    max_record_bytes: int = 64 << 20,
+) -> Iterator[Document | Rejected]:
+    """Stream documents from a local path or a Hub dataset id.
+
+    Raises `CorpusError` for unreadable input and for a document id seen twice (two records must never
+    merge silently) unless `duplicate_ids` is "rename": the later record becomes `ID#2`, `ID#3`, ...
+    and is flagged `duplicate_id`. Yields `Rejected` for records without usable text, and for lines that
+    are too large or not UTF-8 (see `iter_jsonl_rows`).
+    """
+    local = Path(path)
+    if local.exists():
+        rows = (row for file in corpus_files(local) for row in rows_of_file(file, invalid_utf8, max_record_bytes))
+    elif HUB_ID_RE.match(path) and not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+        rows = iter_hub_rows(path, split, revision)
+    else:
+        raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
+
+    ids = DuplicateIds(duplicate_ids)
+    for position, (location, row) in enumerate(rows):
+        if limit is not None and position >= limit:
+            return
+        if isinstance(row, Unreadable):
+            yield unreadable_item(location, row, position)
+            continue
+        doc_id, flags = ids.admit(row_id(row, location, text_field, id_field), location, position)
+        yield row_item(row, location, position, doc_id, flags, text_field)
+
+
+def unreadable_item(location: str, row: Unreadable, position: int) -> Rejected:
+    """A line that could not become a row, as a rejected record (its location is its id)."""
+    return Rejected(location, row.reason, location, position, raw=row.raw)
+
+
+def row_id(row: dict[str, Any], location: str, text_field: str, id_field: str) -> str:
+    """A row's document id: its `id_field`, else one derived from its text (or its location)."""
+    raw_id = row.get(id_field)
+    if raw_id is not None and not isinstance(raw_id, (str, int)):
+        raise CorpusError(f"{location}: field {id_field!r} must be a string or integer, got {type(raw_id).__name__}")
+    if raw_id is None or raw_id == "":
+        text = row.get(text_field)
+        return content_id(text) if isinstance(text, str) else f"{location}"
+    return str(raw_id)
+
+
+class DuplicateIds:
+    """The one corpus-wide rule of reading: an id seen twice is an error, or renamed `ID#2`, `ID#3`, ...
+
+    Only a 64-bit hash of each id is kept, so memory stays small however long the corpus. Fed ids in
+    corpus order, it decides the same way wherever the rows were read (see `ray_blocks.py`).
+    """
+
+    def __init__(self, mode: str = "error"):
+        self.mode = mode
+        self.seen: dict[int, int] = {}  # hash of each id -> its position
+
+    def admit(self, doc_id: str, location: str, position: int) -> tuple[str, list[str]]:
+        """The id the document keeps and the flags that say why it changed (none when it did not)."""
+        key = stable_hash64(doc_id)
+        flags: list[str] = []
+        if key in self.seen:
+            if self.mode != "rename":
+                raise CorpusError(
+                    f"{location}: duplicate document id {doc_id!r} (first seen as record {self.seen[key] + 1} of the "
+                    "corpus); fix the input, or set corpus.duplicate_ids: rename"
+                )
+            original, copy = doc_id, 2
+            while stable_hash64(f"{original}#{copy}") in self.seen:
+                copy += 1
+            doc_id = f"{original}#{copy}"
+            key = stable_hash64(doc_id)
+            flags = [f"duplicate_id:{original}"]
+        self.seen[key] = position
+        return doc_id, flags
+
+
+def row_item(
+    row: dict[str, Any], location: str, position: int, doc_id: str, id_flags: list[str], text_field: str
+) -> Document | Rejected:
+    """One read row as a document, or as a rejected record when it has no usable text."""
+    flags = [*row.pop("__flags__", []), *id_flags]
+    text = row.get(text_field)
+    url, source = _url_of(row), row.get("source") if isinstance(row.get("source"), str) else None
+    if text_field not in row or text is None:
+        return Rejected(doc_id, "missing_text", location, position, url, source)
+    if not isinstance(text, str):
+        return Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
+    if not text or text.isspace():
+        return Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
+    return Document(doc_id, text, url, source, location, position, flags=flags)

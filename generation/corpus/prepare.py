@@ -1,0 +1,133 @@
+"""The prepare stage: rules that make a raw web document safe and sized for the prompts.
+
+Each rule either cleans the text and adds a flag to the record, or rejects the document with a reason;
+which one is set in `PrepareConfig` (`prepare:` in a run config). In order:
+
+1. control characters (NUL, other C0/C1 controls except tab and newlines): `strip` (flag
+   `control_characters_removed`) or `reject` (`control_characters`);
+2. HTML left in the text (several tags such as `<p>`, `<div>`, `<br>`): `strip` to its text, dropping
+   `<script>`/`<style>` bodies (flag `html_stripped`), `keep`, or `reject` (`html`);
+3. size: over `max_document_chars`, `truncate` at a word boundary (flag `truncated:N->M_chars`) or
+   `reject` (`document_too_large`); under `min_document_chars` after cleaning, `document_too_short`;
+4. exact duplicates: a document whose cleaned text repeats an earlier one is `duplicate_text`
+   (`dedup`; only a 64-bit hash of each text is kept);
+5. context: with `context_tokens` set, a document whose backtranslation prompt would not fit the backward
+   model's context is `exceeds_context` (BAFT keeps whole documents rather than cutting them);
+6. markers: documents holding the prompts' markers are flagged `markers:...`; the stages escape them
+   when building prompts (`escaping.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from bft.generation.config import PrepareConfig
+from bft.generation.corpus.segments import page_blocks
+from bft.generation.method.escaping import Escaper
+from bft.generation.method.fitting import cut_at_whitespace
+from bft.generation.records import Document, Rejected
+from bft.generation.text import stable_hash64
+
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+HTML_TAG_RE = re.compile(
+    r"</?(?:html|head|body|p|div|span|br|a|ul|ol|li|table|tr|td|th|h[1-6]|script|style|img|meta|link|"
+    r"strong|em|b|i|nav|footer|header|section|article|form|input|button)\b[^>]{0,500}>",
+    re.IGNORECASE,
+)
+HTML_MIN_TAGS = 3
+
+
+def html_to_text(text: str) -> str:
+    """The text of an HTML page: headers and paragraphs as paragraphs, scripts and styles dropped."""
+    return "\n\n".join(block.text for block in page_blocks(text) if block.text)
+
+
+def looks_like_html(text: str) -> bool:
+    return len(HTML_TAG_RE.findall(text, 0, 200_000)) >= HTML_MIN_TAGS
+
+
+class Preparer:
+    """Applies the prepare rules to each document of a stream."""
+
+    def __init__(self, config: PrepareConfig, fits=None, duplicates: set[int] | None = None):
+        """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`).
+
+        `duplicates`, when given, are the positions already known to repeat an earlier text (decided
+        over the whole corpus by `ray_blocks.py`); otherwise texts are compared along the stream.
+        """
+        self.config = config
+        self.escaper = Escaper(config.markers) if config.escape_markers else None
+        self.fits = fits
+        self.duplicates = duplicates
+        self.seen_texts: set[int] = set()
+
+    def __call__(self, items):
+        for item in items:
+            yield item if isinstance(item, Rejected) else self.prepare(item)
+
+    def prepare(self, document: Document) -> Document | Rejected:
+        cleaned = self.clean(document)
+        if isinstance(cleaned, Rejected):
+            return cleaned
+        if self.config.dedup and self._repeats(cleaned):
+            return self._rejected(document, cleaned.text, "duplicate_text")
+        if self.fits is not None and not self.fits(cleaned.text):
+            return self._rejected(document, cleaned.text, "exceeds_context")
+        if self.escaper is not None:
+            found = self.escaper.found(cleaned.text)
+            if found:
+                cleaned.flags.append("markers:" + ",".join(found))
+        return cleaned
+
+    def _repeats(self, cleaned: Document) -> bool:
+        """Whether the cleaned text came earlier: from the known positions, else along the stream."""
+        if self.duplicates is not None:
+            return cleaned.position in self.duplicates
+        key = stable_hash64(cleaned.text)
+        if key in self.seen_texts:
+            return True
+        self.seen_texts.add(key)
+        return False
+
+    def _rejected(self, document: Document, text: str, reason: str) -> Rejected:
+        return Rejected(
+            document.id,
+            reason,
+            document.location,
+            document.position,
+            document.url,
+            document.source,
+            raw=text[: self.config.max_document_chars],
+        )
+
+    def clean(self, document: Document) -> Document | Rejected:
+        """Rules 1-3 (characters, HTML, size): what each document gets on its own, before dedup."""
+        config, text, flags = self.config, document.text, list(document.flags)
+        original_chars, cut = len(text), False
+        if config.oversize == "truncate" and len(text) > 4 * config.max_document_chars:
+            # room for cleaning to shrink it, and a bound on the copies the rules below make
+            text, cut = text[: 4 * config.max_document_chars], True
+
+        def rejected(reason: str) -> Rejected:
+            return self._rejected(document, text, reason)
+
+        if CONTROL_RE.search(text):
+            if config.control_characters == "reject":
+                return rejected("control_characters")
+            text = CONTROL_RE.sub("", text)
+            flags.append("control_characters_removed")
+        if config.html != "keep" and looks_like_html(text):
+            if config.html == "reject":
+                return rejected("html")
+            text = html_to_text(text)
+            flags.append("html_stripped")
+        if len(text) > config.max_document_chars:
+            if config.oversize == "reject":
+                return rejected("document_too_large")
+            text, cut = cut_at_whitespace(text, config.max_document_chars), True
+        if cut:
+            flags.append(f"truncated:{original_chars}->{len(text)}_chars")
+        if len(text.strip()) < config.min_document_chars:
+            return rejected("document_too_short" if text.strip() else "empty_text")
+        return replace(document, text=text, flags=flags)

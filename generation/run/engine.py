@@ -1,0 +1,334 @@
+"""The stage engine: streams documents through the stages against the endpoints, resumably.
+
+Each document moves through its stages as one asyncio task; it goes on to the next stage as soon as
+the previous one is done with it. Bounds keep memory flat: at most `max_documents_in_flight` tasks
+exist, and each endpoint has at most its limit of requests outstanding per stage (`pool.py`).
+
+Faults: 429, 5xx, timeouts, resets and malformed bodies are retried with exponential backoff and
+jitter; a prompt refused as longer than the context is cut to fit once (`fitting.py`) and retried;
+other refusals reject the document; 401/403/404 stop the run.
+
+Every document that enters a stage leaves it as a journal line, kept or rejected with a reason, before
+it moves on (see `journal.py`): a rerun skips finished work and never writes a document twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import replace
+
+from bft.generation.config import GenerateConfig
+from bft.generation.endpoints.client import Endpoint, RequestRejected, RetryableError
+from bft.generation.endpoints.pool import EndpointPool
+from bft.generation.errors import EndpointError
+from bft.generation.layout import PREPARE
+from bft.generation.method.fitting import fit_document, info_limit, parse_context_error
+from bft.generation.method.stages import Request, Stage
+from bft.generation.records import KEPT, REJECTED, Document, Rejected, StageRecord
+from bft.generation.run.journal import Journal
+from bft.generation.run.progress import StageBars
+from bft.generation.run.stats import RunStats, StageStats
+
+
+class Engine:
+    """Runs `stages` over a document stream, journaling each outcome under `journal_dir`."""
+
+    def __init__(
+        self,
+        stages: list[Stage],
+        pools: dict[str, EndpointPool],
+        journal_dir,
+        max_retries: int = 5,
+        request_timeout: float = 300.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        truncate_to_fit: bool = True,
+        chars_per_token: float = 3.0,
+        progress: bool = True,
+    ):
+        self.stages = stages
+        self.pools = pools
+        self.max_retries = max_retries
+        self.request_timeout = request_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.truncate_to_fit = truncate_to_fit
+        self.chars_per_token = chars_per_token
+        self.journals = {name: Journal(journal_dir / f"{name}.jsonl") for name in [PREPARE] + [s.name for s in stages]}
+        self.stats = {name: StageStats() for name in self.journals}
+        self.progress = progress
+        self._bars = StageBars([], enabled=False)
+        self._fatal: BaseException | None = None
+        self.wall_seconds = 0.0
+
+    @classmethod
+    def for_run(cls, config: GenerateConfig, stages: list[Stage], pools, journal_dir, progress: bool) -> Engine:
+        """The engine of a `bft generate` run: the one place its settings reach it (both executors)."""
+        return cls(
+            stages,
+            pools,
+            journal_dir,
+            max_retries=config.max_retries,
+            request_timeout=config.request_timeout,
+            truncate_to_fit=config.truncate_to_fit,
+            chars_per_token=config.chars_per_token,
+            progress=progress,
+        )
+
+    def run_stats(self) -> RunStats:
+        """The counters of every stage (prepare first) and the wall time of the last `run`."""
+        return RunStats(dict(self.stats), self.wall_seconds)
+
+    # -- resume ---------------------------------------------------------------------------------------
+
+    def _load_done(self) -> tuple[dict[str, set[str]], dict[str, tuple[str, int]]]:
+        """Ids finished per stage, and where the kept records whose next stage has not run yet are.
+
+        Only (journal, byte offset) pairs stay in memory; the record is read back when its turn comes.
+        """
+        names = list(self.journals)
+        done: dict[str, set[str]] = {}
+        kept_offsets: dict[str, dict[str, int]] = {}
+        for name in names:
+            journal = self.journals[name]
+            journal.repair()
+            done[name] = set()
+            kept_offsets[name] = {}
+            for offset, entry in journal.entries():
+                if entry["id"] in done[name]:
+                    continue
+                done[name].add(entry["id"])
+                record = StageRecord.from_dict(entry)
+                self.stats[name].count(record)
+                self.stats[name].resumed += 1
+                if record.status == KEPT:
+                    kept_offsets[name][entry["id"]] = offset
+        pending: dict[str, tuple[str, int]] = {}
+        for previous, current in zip(names[1:], names[2:], strict=False):
+            for doc_id, offset in kept_offsets[previous].items():
+                if doc_id not in done[current]:
+                    pending[doc_id] = (previous, offset)
+        return done, pending
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    async def _attempt(self, stage: Stage, record: StageRecord) -> StageRecord:
+        """Send one stage's request with retries; return this stage's record for the document."""
+        stats = self.stats[stage.name]
+        pool = self.pools[stage.name]
+        config = stage.config
+        request = stage.request(record)
+        endpoint: Endpoint | None = None
+        retries, attempt, fitted, last_cause = 0, 0, False, ""
+
+        async def call(ep: Endpoint):
+            nonlocal endpoint
+            if self._fatal is not None:  # another request found the endpoint unusable: send nothing more
+                raise asyncio.CancelledError
+            endpoint = ep
+            stats.requests += 1
+            send = ep.chat if request.mode == "chat" else ep.complete
+            return await asyncio.wait_for(
+                send(request.text, config.model, config.sampling, top_n=request.top_n), self.request_timeout + 5
+            )
+
+        while True:
+            attempt += 1
+            try:
+                endpoint, generation = await pool.run(call)
+            except RequestRejected as error:
+                if error.reason == "input_too_long" and self.truncate_to_fit and not fitted:
+                    shorter = self._fit(stage, record, request, error, endpoint)
+                    if shorter is not None:
+                        fitted, record = True, shorter
+                        request = stage.request(record)
+                        stats.truncated += 1
+                        continue
+                    detail = f"{error.detail} (the document cannot be cut to fit)"
+                elif fitted:
+                    detail = f"{error.detail} (after cutting the document to fit)"
+                else:
+                    detail = error.detail
+                return stage.failure(record, error.reason, detail, attempt, endpoint)
+            except EndpointError as error:
+                self._fatal = self._fatal or error
+                raise
+            except (RetryableError, TimeoutError) as error:
+                cause = getattr(error, "cause", "timeout")
+                last_cause = str(error) or cause
+                if retries >= self.max_retries:
+                    return stage.failure(record, "request_failed", last_cause, attempt, endpoint)
+                retries += 1
+                stats.retries_by_cause[cause] += 1
+                delay = min(self.backoff_cap, self.backoff_base * 2 ** (retries - 1))
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                continue
+            stats.prompt_tokens += generation.prompt_tokens or 0
+            stats.completion_tokens += generation.completion_tokens or 0
+            if request.top_n and generation.token_choices is None:
+                error = EndpointError(
+                    f"{endpoint.name} returned no token probabilities, which curate.score_mode 'expected' needs "
+                    "(TGI /generate with top_n_tokens, or chat logprobs); use --score-mode parsed"
+                )
+                self._fatal = self._fatal or error
+                raise error
+            return stage.outcome(record, generation, attempt, endpoint)
+
+    def _fit(
+        self, stage: Stage, record: StageRecord, request: Request, error: RequestRejected, endpoint
+    ) -> StageRecord | None:
+        """The record with its document cut so the prompt fits the model's context, or None."""
+        max_new = stage.config.sampling.max_tokens
+        tokenizer = stage.tokenizer if stage.config.tokenizer else None
+        cut = fit_document(
+            record.document,
+            request.text,
+            parse_context_error(error.detail, max_new),
+            info_limit(
+                getattr(endpoint, "max_input_tokens", None), getattr(endpoint, "max_total_tokens", None), max_new
+            ),
+            self.chars_per_token,
+            tokenizer,
+        )
+        if cut is None:
+            return None
+        flag = f"truncated_to_fit:{stage.name}:{len(record.document)}->{len(cut)}_chars"
+        return replace(record, document=cut, flags=[*record.flags, flag])
+
+    def _finish(self, name: str, record: StageRecord) -> None:
+        self.journals[name].append(record)
+        stats = self.stats[name]
+        stats.count(record)
+        self._bars.update(name, 1, stats)
+
+    async def _process(self, record: StageRecord, start: int) -> None:
+        for stage in self.stages[start:]:
+            begun = time.monotonic()
+            if stage.samples > 1:
+                results = await asyncio.gather(*(self._attempt(stage, record) for _ in range(stage.samples)))
+                result = stage.combine(record, list(results))
+            else:
+                result = await self._attempt(stage, record)
+            self.stats[stage.name].timed(begun, time.monotonic())
+            self._finish(stage.name, result)
+            if result.status != KEPT:
+                return
+            record = result
+
+    # -- the run --------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        documents,
+        total: int | None = None,
+        count_total=None,
+        max_documents_in_flight: int | None = None,
+    ) -> None:
+        """Process every document of `documents` (Document or Rejected items) through the stages.
+
+        `total` sizes the progress bars; `count_total`, a function, may count the corpus in a thread
+        meanwhile (the bars get their total, hence an ETA, when it returns).
+        """
+        done, pending = self._load_done()
+        for journal in self.journals.values():
+            journal.open()
+        in_flight = max_documents_in_flight or max(4, 2 * sum(p.capacity for p in self.pools.values()))
+        self._bars = StageBars(list(self.journals), total, enabled=self.progress)
+        for name in self.journals:
+            self._bars.update(name, self.stats[name].entered)
+        if self.progress and total is None and count_total is not None:
+            counting = asyncio.get_running_loop().run_in_executor(None, count_total)
+            counting.add_done_callback(self._set_totals)
+        slots = asyncio.Semaphore(in_flight)
+        tasks: set[asyncio.Task] = set()
+        stage_names = [s.name for s in self.stages]
+        wall = time.monotonic()
+        self._bars.restart_clock()
+
+        def task_done(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                self._fatal = self._fatal or task.exception()
+
+        try:
+            for item in documents:
+                if self._fatal is not None:
+                    break
+                if item.id in done[PREPARE]:
+                    continue
+                if isinstance(item, Rejected):
+                    self._finish(PREPARE, _prepare_rejection(item))
+                    continue
+                self._passed_prepare()
+                start = next((i for i, name in enumerate(stage_names) if item.id not in done[name]), None)
+                if start is None:
+                    continue
+                if start == 0:
+                    record = item if isinstance(item, StageRecord) else _prepared(item)  # a pool's record as is
+                else:
+                    where = pending.pop(item.id, None)
+                    if where is None:  # rejected at an earlier stage: finished
+                        continue
+                    record = self.journals[where[0]].read_at(where[1])
+                await slots.acquire()
+                task = asyncio.create_task(self._process(record, start))
+                tasks.add(task)
+                task.add_done_callback(task_done)
+            while tasks and self._fatal is None:  # a fatal error cancels the rest at once (rerun resumes them)
+                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+            if self._fatal is not None:
+                raise self._fatal
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            for journal in self.journals.values():
+                journal.close()
+            self._bars.close()
+            self.wall_seconds = time.monotonic() - wall
+
+    def _passed_prepare(self) -> None:
+        """Count a document read and passed on by prepare (its rejections are counted as journaled)."""
+        stats = self.stats[PREPARE]
+        stats.entered += 1
+        stats.kept += 1
+        self._bars.update(PREPARE, 1)
+
+    def _set_totals(self, counting) -> None:
+        if counting.cancelled() or counting.exception() is not None:
+            return
+        self._bars.set_total(counting.result())
+
+
+def _prepared(document: Document) -> StageRecord:
+    return StageRecord(
+        id=document.id,
+        stage=PREPARE,
+        status=KEPT,
+        document=document.text,
+        position=document.position,
+        input_location=document.location,
+        url=document.url,
+        source=document.source,
+        flags=list(document.flags),
+    )
+
+
+def _prepare_rejection(item: Rejected) -> StageRecord:
+    return StageRecord(
+        id=item.id,
+        stage=PREPARE,
+        status=REJECTED,
+        reason=item.reason,
+        document=item.raw or "",
+        position=item.position,
+        input_location=item.location,
+        url=item.url,
+        source=item.source,
+    )

@@ -1,0 +1,353 @@
+"""`bft generate --executor ray`: the corpus as a Ray Dataset, its blocks run by actors with bft's engine.
+
+    bft generate dolma/ --out out/ --executor ray --ray-address auto --endpoint http://gpu1:8080 ...
+
+The corpus (local files, JSONL/Parquet on any fsspec URL, or a Hub dataset's data files) is read as a
+Ray Dataset whose rows are blocks of `ray.block_size` records (`ray_blocks.py`). A first pass reads
+each block's ids and text hashes so that duplicate ids and texts are decided over the whole corpus in
+order, exactly as the local executor decides them. Then a pool of actors (`BlockRunner`), each with
+its own endpoint pools and an asyncio loop, takes one block at a time and runs the same stage engine
+over it (prompts, parsing, retries, provenance), journaling into `OUT/.bft/blocks/KEY/journal/`.
+
+A finished block writes `OUT/.bft/blocks/KEY/done.json` (its stages, records and stats) last. A rerun
+skips blocks with a done file for the same stages and records; a block that was cut short resumes
+from its journals, so no document is requested or written twice. A worker that dies is replaced by
+Ray and its block retried the same way. At the end the driver merges every block's stats into
+`stats.json` and every block's journals into the usual configs and card: the output folder looks
+exactly like the local executor's.
+
+The output folder must be a filesystem every node of the cluster mounts (NFS, Lustre, a local disk
+for a one-machine cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import pickle
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from bft.generation.config import GenerateConfig, from_dict
+from bft.generation.corpus.blocks import BlockWork, Plan, RawBlock, block_items, fingerprint, plan_blocks, read_blocks
+from bft.generation.corpus.files import corpus_file_list
+from bft.generation.errors import BftError, ConfigError
+from bft.generation.layout import PREPARE, blocks_dir
+from bft.generation.run.engine import Engine
+from bft.generation.run.progress import StageBars
+from bft.generation.run.stats import RunStats
+from bft.generation.run.wiring import (
+    RunSummary,
+    add_pool_events,
+    build_stages,
+    close_pools,
+    context_check,
+    finish_run,
+    open_pools,
+)
+
+READ_CPUS = 0.5  # CPUs Ray reserves per read task: reading is light next to the requests
+DONE_FILE = "done.json"
+FILES_RECORD = "ray-files.json"
+
+
+# -- the Ray Dataset of blocks ----------------------------------------------------------------------
+
+
+def corpus_dataset(config: GenerateConfig, files: list[str], work: dict[str, BlockWork] | None = None):
+    """The corpus as a Ray Dataset: one row per block (`key`, pickled `block`, pickled `work`).
+
+    One read task per file, so a block never spans two tasks. With `work`, only blocks named in it
+    are shipped (the others are read past), each with its `BlockWork`.
+    """
+    import pyarrow as pa
+    import ray.data
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    corpus, block_size = config.corpus, config.ray.block_size
+
+    def read_file(file_index: int, file: str):
+        for block in read_blocks(file, file_index, block_size, corpus.invalid_utf8, corpus.max_record_bytes):
+            if work is not None and block.key not in work:
+                continue
+            yield pa.table(
+                {
+                    "key": [block.key],
+                    "block": [pickle.dumps(block, protocol=5)],
+                    "work": [pickle.dumps(work[block.key] if work is not None else None, protocol=5)],
+                }
+            )
+
+    class CorpusBlocks(Datasource):
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return [
+                ReadTask(
+                    lambda index=index, file=file: read_file(index, file),
+                    BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[file]),
+                )
+                for index, file in enumerate(files)
+            ]
+
+    return ray.data.read_datasource(CorpusBlocks(), override_num_blocks=len(files), num_cpus=READ_CPUS)
+
+
+def _fingerprint_row(row: dict, config: dict) -> dict:
+    block: RawBlock = pickle.loads(row["block"])
+    result = fingerprint(block, from_dict(GenerateConfig, config))
+    return {"key": row["key"], "fingerprint": pickle.dumps(result, protocol=5)}
+
+
+def make_plan(config: GenerateConfig, files: list[str]) -> Plan:
+    """Pass 1: every block's fingerprint, replayed on the driver in corpus order."""
+    dataset = corpus_dataset(config, files).map(
+        _fingerprint_row, fn_kwargs={"config": config.to_dict()}, num_cpus=READ_CPUS
+    )
+    fingerprints = [pickle.loads(row["fingerprint"]) for row in dataset.iter_rows()]
+    return plan_blocks(fingerprints, config)
+
+
+# -- the actors -------------------------------------------------------------------------------------
+
+
+class BlockRunner:
+    """A Ray actor: bft's stage engine, with its own endpoint pools, over blocks.
+
+    An async actor: Ray Data hands it several blocks at once and each runs as its own engine over
+    the actor's shared pools, so one block's last slow documents overlap the next block's first
+    requests (no drain at every block boundary). The pools keep each endpoint's share of requests.
+    """
+
+    def __init__(self, config: dict, share: int):
+        self.config = from_dict(GenerateConfig, config)
+        self.share = share
+        self.out = Path(self.config.out)
+        self.stages = build_stages(self.config)
+        self.fits = context_check(self.config, self.stages[0])
+        self.pools = None
+        self.opening: asyncio.Lock | None = None
+
+    async def _pools(self):
+        """Probe the endpoints once, in the actor's own event loop (the first block waits for it)."""
+        self.opening = self.opening or asyncio.Lock()
+        async with self.opening:
+            if self.pools is None:
+                log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+                self.endpoints, self.pools = await open_pools(self.config, self.stages, self.share, log=log)
+        return self.pools
+
+    async def __call__(self, batch):
+        import pyarrow as pa
+
+        keys, stats = [], []
+        for row in batch.to_pylist():
+            block, work = pickle.loads(row["block"]), pickle.loads(row["work"])
+            keys.append(block.key)
+            stats.append(json.dumps(await self.run_block(block, work)))
+        return pa.table({"key": keys, "stats": stats})
+
+    async def run_block(self, block: RawBlock, work: BlockWork) -> dict:
+        """Run the stages over one block (resuming its journals), then mark it done; return its stats."""
+        pools = await self._pools()
+        folder = blocks_dir(self.out) / block.key
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "lock", "w") as lock:  # one process per block, even if Ray retries a live one's task
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.5)
+            events_before = {name: Counter(pool.events) for name, pool in pools.items()}
+            config = self.config
+            engine = Engine.for_run(config, self.stages, pools, folder / "journal", progress=False)
+            await engine.run(block_items(block, work, config, self.fits))
+            run_stats = engine.run_stats()
+            add_pool_events(run_stats, pools, events_before)  # (events of blocks beside this one may land here)
+            stats = {name: s.as_dict() for name, s in run_stats.stages.items()}
+            done = {"stages": list(config.stages), "rows": work.rows, "stats": stats}
+            temporary = folder / (DONE_FILE + ".tmp")
+            temporary.write_text(json.dumps(done), encoding="utf-8")
+            temporary.replace(folder / DONE_FILE)
+        return stats
+
+
+# -- the driver -------------------------------------------------------------------------------------
+
+
+def finished_stats(folder: Path, config: GenerateConfig, work: BlockWork) -> dict | None:
+    """A block's stats when an earlier run finished it for these stages and records, else None."""
+    try:
+        done = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if done.get("stages") != list(config.stages) or done.get("rows") != work.rows:
+        return None
+    return done["stats"]
+
+
+def merge_stats(blocks: list[dict], names: list[str], wall_seconds: float) -> RunStats:
+    """Sum per-block stats into one per stage; times and rates are the whole run's wall time."""
+    merged = RunStats.empty(names)
+    for stats in blocks:
+        merged.merge(stats)
+    for stage in merged.stages.values():
+        if stage.requests:
+            stage.timed(0.0, wall_seconds)
+    merged.wall_seconds = wall_seconds
+    return merged
+
+
+def choose_actors(config: GenerateConfig, blocks: int) -> int:
+    """`ray.actors`, or one per endpoint; at most what the cluster's CPUs hold beside one read task."""
+    import ray
+
+    urls = set(config.endpoints) | {url for name in config.stages for url in config.stage(name).endpoints}
+    wanted = config.ray.actors or max(1, len(urls))
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    room = int((cpus - READ_CPUS) / config.ray.actor_cpus) if config.ray.actor_cpus > 0 else wanted
+    actors = max(1, min(wanted, room, max(blocks, 1)))
+    if actors < wanted and config.ray.actors:
+        print(
+            f"bft generate: {actors} actors, not {wanted}: the cluster has {cpus:g} CPUs and each actor "
+            f"reserves {config.ray.actor_cpus:g} (ray.actor_cpus)",
+            file=sys.stderr,
+        )
+    return actors
+
+
+def check_files(out: Path, files: list[str]) -> None:
+    """Blocks are named by file index: refuse to resume over a corpus whose file list changed."""
+    record = out / ".bft" / FILES_RECORD
+    if record.exists():
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+        if earlier != files:
+            raise ConfigError(
+                f"{out} was started on a corpus of {len(earlier)} files and it now has {len(files)} "
+                f"(or other names, see {record}); blocks are named by file, so resume over the same files "
+                "or use a new --out"
+            )
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(files, indent=1) + "\n", encoding="utf-8")
+
+
+def connect(config: GenerateConfig) -> bool:
+    """Join the configured cluster, or start a local one; True when this call started Ray.
+
+    Ray Data's own progress lines are turned off: bft shows one bar per stage, as the local executor does.
+    """
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'bft[ray]'") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # failures still raise, with bft's message
+    if ray.is_initialized():
+        return False
+    ray.init(address=config.ray.address, include_dashboard=False, logging_level="WARNING")
+    return True
+
+
+def bft_error_in(error: BaseException) -> BftError | None:
+    """The bft error a Ray task raised, if `error` wraps one: the innermost, whose message is bft's own
+    (Ray re-raises it wrapped, in a class that also derives from it but prints Ray's traceback)."""
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BftError):
+            found = error
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__
+    return found
+
+
+def generate_on_ray(config: GenerateConfig, progress: bool) -> RunSummary:
+    """Run the configured stages over the corpus on Ray; write the output folder; return the summary."""
+    if config.stages[0] != "backtranslate":
+        raise ConfigError(
+            f"--executor ray reads a corpus; a run that starts with {config.stages[0]} reads an earlier "
+            "output's pool: run it with the local executor"
+        )
+    out = Path(config.out).resolve()
+    config.out = str(out)
+    files = [
+        file if "://" in file else str(Path(file).resolve())
+        for file in corpus_file_list(config.corpus.path, config.corpus.split, config.corpus.revision)
+    ]
+    check_files(out, files)
+
+    # the endpoints are checked here first, so that a wrong URL or model fails before Ray starts
+    stages = build_stages(config)
+
+    async def probe():
+        endpoints, pools = await open_pools(config, stages)
+        await close_pools(endpoints, pools)
+        return {name: pool.endpoints[0] for name, pool in pools.items()}
+
+    first_endpoints = asyncio.run(probe())
+    started_here = connect(config)
+    try:
+        return _run(config, files, stages, first_endpoints, progress)
+    except Exception as error:
+        found = bft_error_in(error)
+        if found is not None and found is not error:
+            raise found from None
+        raise
+    finally:
+        if started_here:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(config: GenerateConfig, files: list[str], stages, first_endpoints, progress: bool) -> RunSummary:
+    import ray.data
+
+    out = Path(config.out)
+    started = time.monotonic()
+    plan = make_plan(config, files)
+    done: dict[str, dict] = {}
+    for work in plan.blocks:
+        stats = finished_stats(blocks_dir(out) / work.key, config, work)
+        if stats is not None:
+            for stage in stats.values():
+                stage["resumed_from_journal"] = stage["entered"]
+            done[work.key] = stats
+    todo = {work.key: work for work in plan.blocks if work.key not in done}
+
+    names = [PREPARE, *config.stages]
+    bars = StageBars(names, plan.records, enabled=progress)
+    for name in names:
+        bars.update(name, sum(stats.get(name, {}).get("entered", 0) for stats in done.values()))
+    new: dict[str, dict] = {}
+    try:
+        if todo:
+            actors = choose_actors(config, len(todo))
+            results = corpus_dataset(config, files, todo).map_batches(
+                BlockRunner,
+                batch_size=1,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=config.ray.actor_cpus,
+                fn_constructor_kwargs={"config": config.to_dict(), "share": actors},
+            )
+            for row in results.iter_rows():
+                stats = json.loads(row["stats"])
+                new[row["key"]] = stats
+                for name in names:
+                    bars.update(name, stats.get(name, {}).get("entered", 0))
+    finally:
+        bars.close()
+    merged = merge_stats([*done.values(), *new.values()], names, time.monotonic() - started)
+    journal_dirs = [blocks_dir(out) / work.key / "journal" for work in plan.blocks]
+    return finish_run(config, merged, stages, first_endpoints, journal_dirs)

@@ -1,0 +1,69 @@
+"""Humpback's iteration: curate the same instruction pool again with the next model.
+
+Instructions are generated once; each later round re-scores the pool with a better model (M_1, ...):
+
+    bft generate round1/ --out round2/ --stages curate --endpoint http://m1:8080
+
+A run whose first stage is `curate` reads its records from an earlier `bft generate` output (its
+`backtranslated` config: the pool), not from a corpus, and sends no backtranslation request. Each record
+keeps its id, instruction, document and provenance, and gets the flag `previous_score:N` (or
+`previous_score:none` when the earlier round could not parse a score, `previous_score:not_curated` when
+it did not curate), so each round's score stands beside the earlier one. Point every round at the same
+pool folder; each round's output folder holds that round's scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from bft.generation.errors import ConfigError
+from bft.generation.layout import config_file, read_rows
+from bft.generation.records import StageRecord
+
+POOL_OF = {"curate": "backtranslated", "distill": "curated"}  # first stage -> the config it reads
+
+
+def pool_file(folder: Path, first_stage: str = "curate") -> Path:
+    config = POOL_OF[first_stage]
+    pool = config_file(folder, config) if folder.is_dir() else None
+    if pool is None:
+        raise ConfigError(
+            f"{folder}: a run that starts with {first_stage} reads the {config}/ config of an earlier "
+            f"`bft generate` output folder (a run that starts with curate re-scores the instruction pool), "
+            "and there is none here"
+        )
+    return pool
+
+
+def pool_size(folder: Path, limit: int | None = None, first_stage: str = "curate") -> int:
+    rows = pq.ParquetFile(pool_file(folder, first_stage)).metadata.num_rows
+    return min(rows, limit) if limit is not None else rows
+
+
+def read_pool(folder: Path, limit: int | None = None, first_stage: str = "curate") -> Iterator[StageRecord]:
+    """The pool's records, ready for `first_stage`, with the earlier round's score as a flag.
+
+    `distill` reads the curated pairs instead (BAFT's filtering + distilling); their score is kept.
+    """
+    pool = pool_file(folder, first_stage)
+    if first_stage == "distill":
+        for position, row in enumerate(read_rows(pool)):
+            if limit is not None and position >= limit:
+                return
+            yield StageRecord.from_dict({**row, "position": position})
+        return
+    previous: dict[str, int | None] = {row["id"]: row["score"] for row in read_rows(config_file(folder, "curated"))}
+    for row in read_rows(config_file(folder, "rejected")):
+        if row["stage"] == "curate":
+            previous[row["id"]] = row["score"]
+    for position, row in enumerate(read_rows(pool)):
+        if limit is not None and position >= limit:
+            return
+        score = previous.get(row["id"], "not_curated")
+        record = StageRecord.from_dict({**row, "position": position})
+        record.flags = [*record.flags, f"previous_score:{'none' if score is None else score}"]
+        record.score = record.expected_score = record.mean_score = record.grounding = None
+        yield record

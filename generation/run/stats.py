@@ -1,0 +1,176 @@
+"""A run's figures: counters per stage and the whole run's wall time, as `stats.json` holds them.
+
+One typed object (`RunStats`) is written by both executors and read by everything that reports on a
+run: the summary `bft generate` prints, the generation card, `bft build`'s card and its data report.
+`stats.json` is `{STAGE: {counters}, ..., "wall_seconds": S}`, stages in run order, `prepare` first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bft.generation.layout import OUTPUT_CONFIG_NAMES, PREPARE, STATS_FILE
+from bft.generation.records import KEPT, StageRecord
+
+
+@dataclass
+class StageStats:
+    """Counters for one stage, written to `stats.json`."""
+
+    entered: int = 0
+    kept: int = 0
+    rejected: int = 0
+    rejected_by_reason: Counter = field(default_factory=Counter)
+    requests: int = 0
+    retries_by_cause: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: int = 0
+    endpoint_events: Counter = field(default_factory=Counter)
+    resumed: int = 0
+    first_start: float | None = None
+    last_end: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Wall time from this stage's first request to its last answer (requests overlap)."""
+        return (self.last_end - self.first_start) if self.first_start is not None and self.last_end else 0.0
+
+    def timed(self, begun: float, ended: float) -> None:
+        self.first_start = begun if self.first_start is None else min(self.first_start, begun)
+        self.last_end = ended if self.last_end is None else max(self.last_end, ended)
+
+    def count(self, record: StageRecord) -> None:
+        self.entered += 1
+        if record.status == KEPT:
+            self.kept += 1
+        else:
+            self.rejected += 1
+            self.rejected_by_reason[record.reason] += 1
+
+    def add(self, counts: dict) -> None:
+        """Add the counters of another engine's `as_dict()` (a Ray block's) to these; times are not added."""
+        self.entered += counts["entered"]
+        self.kept += counts["kept"]
+        self.rejected += counts["rejected"]
+        self.rejected_by_reason.update(counts["rejected_by_reason"])
+        self.requests += counts["requests"]
+        self.retries_by_cause.update(counts["retries_by_cause"])
+        self.prompt_tokens += counts["prompt_tokens"]
+        self.completion_tokens += counts["completion_tokens"]
+        self.truncated += counts["truncated_to_fit"]
+        self.endpoint_events.update(counts["endpoint_events"])
+        self.resumed += counts["resumed_from_journal"]
+
+    @classmethod
+    def from_dict(cls, counts: dict) -> StageStats:
+        """The counters `as_dict` wrote (a `stats.json` entry), its wall time included."""
+        stats = cls()
+        stats.add(counts)
+        if counts.get("seconds"):
+            stats.timed(0.0, counts["seconds"])
+        return stats
+
+    def as_dict(self) -> dict:
+        return {
+            "entered": self.entered,
+            "kept": self.kept,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "requests": self.requests,
+            "retries_by_cause": dict(sorted(self.retries_by_cause.items())),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "truncated_to_fit": self.truncated,
+            "endpoint_events": dict(sorted(self.endpoint_events.items())),
+            "resumed_from_journal": self.resumed,
+            "seconds": round(self.seconds, 3),
+            "requests_per_second": round(self.requests / self.seconds, 2) if self.seconds else None,
+            "completion_tokens_per_second": round(self.completion_tokens / self.seconds, 2) if self.seconds else None,
+        }
+
+    def progress_postfix(self, elapsed: float) -> dict:
+        """What the progress bar shows beside done/total, rate and ETA."""
+        return {
+            "req/s": f"{self.requests / elapsed:.1f}" if elapsed > 0 else "-",
+            "tok/s": f"{self.completion_tokens / elapsed:.0f}" if elapsed > 0 else "-",
+            "retries": sum(self.retries_by_cause.values()),
+            "rejected": self.rejected,
+        }
+
+
+@dataclass
+class RunStats:
+    """Every stage's counters (prepare first, then the run's stages in order) and the run's wall time."""
+
+    stages: dict[str, StageStats]
+    wall_seconds: float = 0.0
+
+    @classmethod
+    def empty(cls, names: list[str]) -> RunStats:
+        return cls({name: StageStats() for name in names})
+
+    def to_json(self) -> dict:
+        data: dict = {name: stats.as_dict() for name, stats in self.stages.items()}
+        data["wall_seconds"] = round(self.wall_seconds, 3)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunStats:
+        stages = {name: StageStats.from_dict(counts) for name, counts in data.items() if isinstance(counts, dict)}
+        return cls(stages, float(data.get("wall_seconds") or 0.0))
+
+    def write(self, out: Path) -> None:
+        (out / STATS_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, out: Path) -> RunStats:
+        return cls.from_json(json.loads((out / STATS_FILE).read_text(encoding="utf-8")))
+
+    @property
+    def documents_in(self) -> int:
+        return self.stages[PREPARE].entered if PREPARE in self.stages else 0
+
+    def merge(self, other: dict[str, dict]) -> None:
+        """Add the per-stage counters of another engine (a Ray block's `done.json`); times are not added."""
+        for name, counts in other.items():
+            self.stages.setdefault(name, StageStats()).add(counts)
+
+    def rejects(self) -> list[dict]:
+        """Per stage with rejects: its reasons and counts (the cards' rejects table)."""
+        return [
+            {"name": name, "reasons": dict(sorted(stats.rejected_by_reason.items()))}
+            for name, stats in self.stages.items()
+            if stats.rejected_by_reason
+        ]
+
+    def stage_table(self, provenance: dict[str, dict]) -> list[dict]:
+        """The cards' per-stage table: counts, and model, prompt and sampling from a provenance entry
+        per stage (`Provenance` as a dict)."""
+        table = []
+        for name in OUTPUT_CONFIG_NAMES:
+            if name not in self.stages:
+                continue
+            entry, counts = provenance.get(name) or {}, self.stages[name]
+            sampling = json.loads(entry["sampling"]) if entry.get("sampling") else {}
+            table.append(
+                {
+                    "name": name,
+                    "template": entry.get("template") or "-",
+                    "sha": entry.get("template_sha256") or "",
+                    "model": entry.get("model_id") or "unknown",
+                    "revision": entry.get("model_revision"),
+                    "mode": entry.get("mode") or "-",
+                    "prefill": entry.get("prefill"),
+                    "sampling": f"T={sampling['temperature']}, p={sampling['top_p']}, max {sampling['max_tokens']}"
+                    if sampling
+                    else "-",
+                    "entered": counts.entered,
+                    "kept": counts.kept,
+                    "rejected": counts.rejected,
+                }
+            )
+        return table

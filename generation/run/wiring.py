@@ -1,0 +1,221 @@
+"""What every executor does around the stage engine, written once.
+
+Before the engine: the stages built from the run config (`build_stages`), the context check that
+prepare applies (`context_check`), the endpoints probed and put in pools (`open_pools`), the embedded
+server's address filled in when no endpoint was given (`use_embedded`), and the rule that decides
+whether an output folder may be resumed with a config (`check_resumable`). After it: stats, parquet
+configs and the generation card written from the journals (`finish_run`).
+
+The local executor (`run/local.py`) and the Ray executor (`run/ray_executor.py`) are both made of
+these pieces; neither borrows from the other, nor from the `bft generate` command.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bft.cards.generation_card import render_generation_card
+from bft.generation.config import ALL_STAGES, GenerateConfig, load_config
+from bft.generation.endpoints.client import Endpoint
+from bft.generation.endpoints.pool import EndpointPool
+from bft.generation.errors import ConfigError
+from bft.generation.layout import RUN_CONFIG_FILE, dataset_configs, journal_dir, main_config
+from bft.generation.method.escaping import Escaper
+from bft.generation.method.stages import Stage, build_stage
+from bft.generation.run.output import write_outputs
+from bft.generation.run.stats import RunStats
+
+DEFAULT_CONCURRENCY = 8  # requests in flight per endpoint when neither config nor /info says
+# Keys that may change between a run and its resumption without changing what the data means.
+# `stages` may grow: a later run goes on with the next stage from the earlier one's journals.
+OPERATIONAL_KEYS = {
+    "endpoints",
+    "out",
+    "stages",
+    "request_timeout",
+    "max_retries",
+    "token_env",
+    "note",
+    "dead_after",
+    "probe_interval",
+    "endpoints_down_timeout",
+}
+
+
+@dataclass
+class RunSummary:
+    """What a finished run reports: its stats and the rows written per config."""
+
+    stats: RunStats
+    counts: dict[str, int]
+
+    @property
+    def main_config(self) -> str:
+        return main_config(self.counts)
+
+
+# -- before the run ---------------------------------------------------------------------------------
+
+
+def _meaning(config: GenerateConfig) -> dict:
+    data = config.to_dict()
+    for key in OPERATIONAL_KEYS:
+        data.pop(key, None)
+    data["corpus"].pop("limit", None)
+    for key in ("address", "actors", "actor_cpus"):  # where and how wide a Ray run goes, not what it makes
+        data["ray"].pop(key, None)
+    for stage in ALL_STAGES:
+        data.setdefault(stage, {}).pop("endpoints", None)
+        data[stage].pop("max_concurrency", None)
+    return data
+
+
+def check_resumable(out: Path, config: GenerateConfig) -> None:
+    """Refuse to mix two different runs in one folder."""
+    previous = out / RUN_CONFIG_FILE
+    if not previous.exists():
+        if out.exists() and any(out.iterdir()) and not journal_dir(out).exists():
+            raise ConfigError(f"--out {out} exists and is not a bft output folder; choose an empty or new folder")
+        return
+    try:
+        old = load_config(previous)
+    except ConfigError as error:
+        raise ConfigError(f"{previous} cannot be read to resume: {error}") from None
+    if _meaning(old) != _meaning(config):
+        raise ConfigError(
+            f"{out} holds a run with a different configuration ({previous}); resume with the same settings or use a new --out"
+        )
+
+
+def use_embedded(config: GenerateConfig, server) -> None:
+    """Point every stage without endpoints at the embedded server, with its model (and tokenizer)."""
+    config.endpoints = [server.url]
+    for name in config.stages:
+        stage_config = config.stage(name)
+        stage_config.model = stage_config.model or server.model_name
+        if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
+            stage_config.tokenizer = str(server.model_dir)
+
+
+def build_stages(config: GenerateConfig) -> list[Stage]:
+    escaper = Escaper(config.prepare.markers) if config.prepare.escape_markers else None
+    return [
+        build_stage(
+            name,
+            config.stage(name),
+            escaper=escaper,
+            language=config.check_language,
+            echo=config.check_prompt_echo,
+        )
+        for name in config.stages
+    ]
+
+
+def context_check(config: GenerateConfig, backtranslate):
+    """`fits(text)` for `prepare.context_tokens`, or None when it is not set."""
+    limit = config.prepare.context_tokens
+    if limit is None:
+        return None
+    budget = limit - backtranslate.config.sampling.max_tokens - config.prepare.context_margin
+    if budget <= 0:
+        raise ConfigError("prepare.context_tokens leaves no room for the prompt after max_tokens and context_margin")
+    tokenizer = backtranslate.tokenizer if backtranslate.config.tokenizer else None
+
+    def fits(text: str) -> bool:
+        prompt = backtranslate.request_text(text)
+        if tokenizer is None:
+            return len(prompt) / config.chars_per_token <= budget
+        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget
+
+    return fits
+
+
+async def open_pools(
+    config: GenerateConfig, stages, share: int = 1, log=tqdm.write
+) -> tuple[dict[str, Endpoint], dict[str, EndpointPool]]:
+    """Probe each stage's endpoints and put them in pools; each endpoint's limit is split `share` ways.
+
+    `share` is the number of processes (Ray actors) sending to the same endpoints at once: together
+    they keep the endpoint's limit, not `share` times it.
+    """
+    token = os.environ.get(config.token_env) or None
+    endpoints: dict[str, Endpoint] = {}
+    pools: dict[str, EndpointPool] = {}
+    try:
+        for stage in stages:
+            members = []
+            for url in stage.config.endpoints or config.endpoints:
+                if url not in endpoints:
+                    endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
+                    await endpoints[url].probe()
+                members.append(endpoints[url])
+            for member in members:
+                member.require_model(stage.config.model, f"stage {stage.name} (its `model`)")
+            limits = [
+                -(-(stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY) // share)
+                for e in members
+            ]
+            pools[stage.name] = EndpointPool(
+                stage.name,
+                members,
+                limits,
+                dead_after=config.dead_after,
+                probe_interval=config.probe_interval,
+                down_timeout=config.endpoints_down_timeout,
+                log=log,
+            )
+    except BaseException:
+        await close_pools(endpoints, pools)
+        raise
+    return endpoints, pools
+
+
+async def close_pools(endpoints: dict[str, Endpoint], pools: dict[str, EndpointPool]) -> None:
+    for pool in pools.values():
+        await pool.close()
+    for endpoint in endpoints.values():
+        await endpoint.close()
+
+
+def add_pool_events(stats: RunStats, pools: dict[str, EndpointPool], before: dict | None = None) -> None:
+    """Each pool's endpoint events (removed, restored) into its stage's counters, less `before`'s."""
+    for name, pool in pools.items():
+        stats.stages[name].endpoint_events.update(pool.events - before[name] if before else pool.events)
+
+
+# -- after the run ----------------------------------------------------------------------------------
+
+
+def finish_run(
+    config: GenerateConfig,
+    stats: RunStats,
+    stages: list[Stage],
+    first_endpoints: dict[str, Endpoint],
+    journal_dirs: list[Path] | None = None,
+) -> RunSummary:
+    """Write stats, the parquet configs and the card; return the summary the command prints.
+
+    `journal_dirs` are the journals the configs are made from (the run's one folder unless given:
+    the Ray executor has one per block).
+    """
+    out = Path(config.out)
+    stats.write(out)
+    written = write_outputs(out, config.stages, journal_dirs)
+    provenance = {stage.name: stage.provenance(None, "", 0, first_endpoints[stage.name]).__dict__ for stage in stages}
+    counts = {name: rows for name, (rows, _) in written.items()}
+    render_generation_card(
+        out,
+        configs=dataset_configs(written),
+        counts=counts,
+        main_config=main_config(counts),
+        stage_table=stats.stage_table(provenance),
+        rejects=stats.rejects(),
+        documents_in=stats.documents_in,
+        corpus=config.corpus.path,
+        note=config.note,
+    )
+    return RunSummary(stats, counts)

@@ -1,0 +1,148 @@
+"""Reading corpora: every supported input, and a clear error or a rejected record for bad input."""
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bft.generation.corpus.documents import content_id, read_corpus
+from bft.generation.corpus.files import corpus_file_list
+from bft.generation.corpus.rows import rows_of_file
+from bft.generation.errors import CorpusError
+from bft.generation.records import Document, Rejected
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_real_dolma_sample_is_read_with_ids_urls_and_sources(shared_dir):
+    docs = list(read_corpus(str(shared_dir / "data" / "dolma-cc-head-sample.jsonl")))
+    assert len(docs) == 10 and all(isinstance(d, Document) for d in docs)
+    first = docs[0]
+    assert first.id.startswith("http://100kinvesting.com/")
+    assert first.url == first.id and first.source == "common-crawl"
+    assert first.text.startswith("We will be starting to hold weekly teleconferences")
+    assert first.location.endswith("dolma-cc-head-sample.jsonl:1")
+    assert [d.position for d in docs] == list(range(10))
+
+
+def test_gzip_parquet_and_folders_are_read_in_a_stable_order(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    with gzip.open(folder / "a.json.gz", "wt") as handle:  # Dolma's own naming
+        handle.write(json.dumps({"id": "a1", "text": "alpha"}) + "\n")
+    table = pa.table({"id": ["b1", "b2"], "body": ["beta", "gamma"]})
+    pq.write_table(table, folder / "b.parquet")
+    docs = list(read_corpus(str(folder), text_field="body"))
+    # a.json.gz has no `body` field: a rejected record, not a crash
+    assert [(type(d).__name__, d.id) for d in docs] == [("Rejected", "a1"), ("Document", "b1"), ("Document", "b2")]
+    assert docs[0].reason == "missing_text"
+    assert docs[2].location.endswith("b.parquet#row2")
+
+
+def test_records_without_usable_text_become_rejected_records(tmp_path):
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "no-text"},
+            {"id": "empty", "text": "  \n"},
+            {"id": "number", "text": 42},
+            {"id": "ok", "text": "fine"},
+        ],
+    )
+    docs = list(read_corpus(str(path)))
+    assert [(d.id, d.reason if isinstance(d, Rejected) else "kept") for d in docs] == [
+        ("no-text", "missing_text"),
+        ("empty", "empty_text"),
+        ("number", "text_not_a_string"),
+        ("ok", "kept"),
+    ]
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": \n', encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"bad\.jsonl:2: malformed JSON"):
+        list(read_corpus(str(path)))
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"id": "1", "text": "ok"}\n\n{"id": "2", "text": "caf\xe9"}\n')
+    with pytest.raises(CorpusError, match=r"latin1\.jsonl:3: invalid UTF-8"):
+        list(read_corpus(str(path)))
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(CorpusError, match="no such file or folder"):
+        list(read_corpus(str(tmp_path / "nowhere.jsonl")))
+
+
+def test_duplicate_ids_never_merge(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"id": "x", "text": "one"}, {"id": "x", "text": "two"}])
+    with pytest.raises(
+        CorpusError, match=r"d\.jsonl:2: duplicate document id 'x' \(first seen as record 1 of the corpus\)"
+    ):
+        list(read_corpus(str(path)))
+
+
+def test_documents_without_id_get_a_stable_content_id(tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [{"text": "same words"}])
+    (doc,) = read_corpus(str(path))
+    assert doc.id == content_id("same words") and doc.id.startswith("sha256:")
+
+
+def test_limit_stops_reading(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [{"id": str(i), "text": f"doc {i}"} for i in range(10)])
+    assert len(list(read_corpus(str(path), limit=3))) == 3
+
+
+def test_unknown_hub_dataset_is_a_clear_error(tmp_path, tgi):
+    # A Hub endpoint that knows no dataset (every /api route answers 404), reached by the real `datasets`.
+    env = {"HF_ENDPOINT": tgi.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1", "PATH": ""}
+    code = "from bft.generation.corpus.documents import read_corpus; list(read_corpus('nobody/no-such-dataset'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert (
+        "CorpusError: cannot load Hub dataset 'nobody/no-such-dataset' (split 'train', revision main)" in result.stderr
+    )
+
+
+def test_a_hub_dataset_is_streamed(tmp_path, hub):
+    from huggingface_hub import HfApi
+
+    rows = [
+        {"id": f"hub-{i}", "text": f"Hub document {i}.", "metadata": {"url": f"https://example.org/{i}"}}
+        for i in range(5)
+    ]
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    api = HfApi()
+    api.create_repo("bft-org/corpus", repo_type="dataset")
+    api.upload_folder(repo_id="bft-org/corpus", repo_type="dataset", folder_path=tmp_path / "data", path_in_repo="data")
+    documents = list(read_corpus("bft-org/corpus", limit=4))
+    assert [d.id for d in documents] == ["hub-0", "hub-1", "hub-2", "hub-3"]
+    assert documents[0].url == "https://example.org/0" and documents[0].location.startswith(
+        "bft-org/corpus@main/train#row1"
+    )
+
+
+def test_a_hub_dataset_resolves_to_its_data_files_for_parallel_reading(tmp_path, hub):
+    from huggingface_hub import HfApi
+
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "train-0.jsonl", [{"id": "a", "text": "First."}, {"id": "b", "text": "Second."}])
+    write_jsonl(tmp_path / "data" / "train-1.jsonl", [{"id": "c", "text": "Third."}])
+    api = HfApi()
+    api.create_repo("bft-org/shards", repo_type="dataset")
+    api.upload_folder(repo_id="bft-org/shards", repo_type="dataset", folder_path=tmp_path / "data", path_in_repo="data")
+    files = corpus_file_list("bft-org/shards")
+    assert len(files) == 2 and all(f.startswith("hf://datasets/bft-org/shards@") for f in files)
+    rows = [row["id"] for file in files for _, row in rows_of_file(file)]
+    assert rows == ["a", "b", "c"]

@@ -1,0 +1,105 @@
+"""Cutting documents to fit a model's context, and expected scores from token probabilities."""
+
+import math
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from bft.generation.endpoints.client import TokenChoice
+from bft.generation.method.fitting import ContextLimit, cut_at_whitespace, fit_document, info_limit, parse_context_error
+from bft.generation.method.parsing import expected_score, score_offset
+
+
+@pytest.mark.parametrize(
+    ("message", "limit"),
+    [
+        (
+            "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 8192. "
+            "Given: 9000 `inputs` tokens and 1024 `max_new_tokens`",
+            ContextLimit(8192 - 1024, 9000),
+        ),
+        ("Input validation error: `inputs` must have less than 4096 tokens. Given: 5000", ContextLimit(4095, 5000)),
+        (
+            "This model's maximum context length is 4096 tokens. However, you requested 5120 tokens "
+            "(4096 in the messages, 1024 in the completion). Please reduce the length of the messages.",
+            ContextLimit(3072, 4096),
+        ),
+        (
+            "This model's maximum context length is 2048 tokens. However, your request has 3000 input tokens.",
+            ContextLimit(2048 - 256, 3000),
+        ),
+        ("prompt is too long", ContextLimit(None, None)),
+    ],
+)
+def test_server_messages_give_the_prompt_budget(message, limit):
+    assert parse_context_error(message, max_new_tokens=256) == limit
+
+
+def test_info_limits_leave_room_for_the_new_tokens():
+    assert info_limit(4095, 8192, 1024) == 4095
+    assert info_limit(None, 2048, 1024) == 1024
+    assert info_limit(None, None, 1024) is None
+
+
+def test_cuts_fall_between_words():
+    text = "alpha beta gamma delta epsilon"
+    assert cut_at_whitespace(text, 14) == "alpha beta"
+    assert cut_at_whitespace(text, 100) == text
+
+
+def word_tokenizer(words):
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(sorted(set(words)))}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+
+
+def test_with_a_tokenizer_the_document_is_cut_to_the_token_budget():
+    document = " ".join(f"w{i}" for i in range(500))
+    prompt = "Rewrite this please : " + document + " thanks"
+    tokenizer = word_tokenizer(prompt.split())
+    cut = fit_document(document, prompt, ContextLimit(200, 506), None, 3.0, tokenizer)
+    assert document.startswith(cut)
+    new_prompt = prompt.replace(document, cut)
+    assert 180 <= len(tokenizer(new_prompt)["input_ids"]) <= 200  # fits, and not cut much more than needed
+
+
+def test_without_a_tokenizer_the_error_s_numbers_set_the_character_budget():
+    document = " ".join(f"word{i}" for i in range(1000))
+    prompt = "Instruction header " + document
+    cut = fit_document(document, prompt, ContextLimit(500, 1002), None, 3.0)
+    assert document.startswith(cut) and 400 <= len(cut.split()) <= 500
+
+
+def test_with_nothing_known_the_document_is_halved_and_tiny_ones_are_not_cut():
+    document = "x " * 400
+    assert len(fit_document(document, document, ContextLimit(None, None), None, 3.0)) == pytest.approx(400, abs=2)
+    assert fit_document("short text", "p short text", ContextLimit(None, None), None, 3.0) is None
+
+
+def choices(tokens, at, probabilities):
+    return [
+        TokenChoice(t, [(a, math.log(p)) for a, p in probabilities.items()] if t.strip() == at else [(t, -0.1)])
+        for t in tokens
+    ]
+
+
+def test_expected_score_weights_the_alternatives_at_the_score_token():
+    text = "Relevant and helpful. Score: 4"
+    tokens = ["Relevant", " and", " helpful.", " Score:", " 4"]
+    value = expected_score(choices(tokens, "4", {"4": 0.5, "5": 0.25, "3": 0.25}), text, score_offset(text))
+    assert value == pytest.approx(4.0)
+    # alternatives that are not scores are left out and the rest renormalized
+    value = expected_score(choices(tokens, "4", {"4": 0.4, "5": 0.4, "The": 0.2}), text, score_offset(text))
+    assert value == pytest.approx(4.5)
+
+
+def test_expected_score_uses_the_last_score_and_falls_back_to_the_digit_token():
+    text = "Score: 2 at first, but on reflection Score: 5"
+    tokens = ["Score:", " 2", " at first, but on reflection", " Score:", " 5"]
+    assert expected_score(choices(tokens, "5", {"5": 0.5, "4": 0.5}), text, score_offset(text)) == 4.5
+    # token strings that do not spell the text exactly (normalized by the server): the digit token is used
+    odd = [TokenChoice(t.strip(), c.top) for t, c in zip(tokens, choices(tokens, "5", {"5": 1.0}), strict=True)]
+    assert expected_score(odd, text, score_offset(text)) == 5.0
+    assert expected_score(choices(tokens, "5", {"five": 0.9, "Five": 0.1}), text, score_offset(text)) is None

@@ -1,0 +1,238 @@
+"""`--executor ray` on a real local Ray cluster (2 CPUs) against the TGI test server.
+
+The local executor is the reference: the Ray executor must give the same records, ids and counts,
+also when a worker is killed mid-run and when the whole run is killed and rerun.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from datasets import load_dataset
+
+from bft.generation.cli import main
+from bft.generation.corpus.documents import read_corpus
+from bft.generation.corpus.files import corpus_file_list
+from bft.generation.corpus.rows import rows_of_file
+from tests.paths import DEMO_CORPUS
+from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+
+CONFIGS = ("backtranslated", "curated", "rewritten", "rejected")
+COUNTS = ("entered", "kept", "rejected", "rejected_by_reason")
+DEMO_TEXTS = [d.text for d in read_corpus(str(DEMO_CORPUS))]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster for the module (starting one takes seconds): its address."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def picky_model(request):
+    """The paper model, a little slow, giving low scores to some documents (so curate rejects)."""
+    time.sleep(0.02)
+    if prompt_kind(request.prompt) == "curate" and ("Lorem ipsum" in request.prompt or "MEGA SALE" in request.prompt):
+        return Reply("Score: 2")
+    return paper_model(request)
+
+
+def messy_corpus(folder: Path) -> Path:
+    """Three files of demo documents plus every corpus-wide case: repeated ids, repeated texts,
+    an empty text and a line that is not UTF-8, spread over files and blocks."""
+    folder.mkdir()
+    rows = [{"id": f"doc-{n}", "text": text} for n, text in enumerate(DEMO_TEXTS)]
+    rows[7]["id"] = rows[2]["id"]  # same id, later in the same file: renamed doc-2#2
+    rows[21]["id"] = rows[3]["id"]  # same id in another file
+    rows[25]["text"] = rows[4]["text"]  # same text in another file: duplicate_text
+    rows.insert(15, {"id": "empty", "text": "   "})
+    lines = [json.dumps(row).encode() for row in rows]
+    lines.insert(27, b'{"id": "latin-1", "text": "caf\xe9"}')
+    for index, (start, end) in enumerate(((0, 10), (10, 22), (22, len(lines)))):
+        (folder / f"part-{index}.jsonl").write_bytes(b"\n".join(lines[start:end]) + b"\n")
+    config = folder.parent / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"corpus": {"duplicate_ids": "rename", "invalid_utf8": "reject"}, "ray": {"block_size": 4}},
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+def generate(corpus, out, url, *extra) -> int:
+    return main(["generate", str(corpus), "--out", str(out), "--endpoint", url, "--no-progress", *extra])
+
+
+def rows(out, config) -> list[tuple]:
+    data = load_dataset(str(out), config, split="train")
+    fields = ("id", "stage", "status", "reason", "instruction", "score", "response", "flags", "input_location")
+    return [tuple(json.dumps(r[f]) if f == "flags" else r[f] for f in fields) for r in data]
+
+
+def counts(out) -> dict:
+    stats = json.loads((out / "stats.json").read_text())
+    return {name: {k: s[k] for k in COUNTS} for name, s in stats.items() if isinstance(s, dict)}
+
+
+def assert_same_output(got: Path, expected: Path) -> None:
+    for config in CONFIGS:
+        mine, theirs = rows(got, config), rows(expected, config)
+        assert mine == theirs, config  # same ids, order and content
+        if config != "rejected":  # (a document rejected by curate is also in backtranslated)
+            assert len({r[0] for r in mine}) == len(mine)  # each document once
+    assert counts(got) == counts(expected)
+
+
+@pytest.mark.parametrize("limit", [None, 23])
+def test_ray_executor_gives_the_local_executors_records_and_counts(tmp_path, ray_cluster, limit):
+    config = messy_corpus(tmp_path / "corpus")
+    extra = ["--config", str(config)] + (["--limit", str(limit)] if limit else [])
+    with TGITestServer(picky_model) as server:
+        assert generate(tmp_path / "corpus", tmp_path / "local", server.url, *extra) == 0
+        local_requests = len(server.requests)
+        server.requests.clear()
+        assert generate(tmp_path / "corpus", tmp_path / "ray", server.url, "--executor", "ray", *extra) == 0
+        assert len(server.requests) == local_requests  # each request once
+
+    assert_same_output(tmp_path / "ray", tmp_path / "local")
+    stats = counts(tmp_path / "ray")
+    if limit is None:  # every corpus-wide case is in the run
+        assert stats["prepare"]["rejected_by_reason"] == {"duplicate_text": 1, "empty_text": 1, "invalid_utf8": 1}
+    assert stats["curate"]["rejected"] > 0
+    ids = {r[0] for r in rows(tmp_path / "ray", "backtranslated")}
+    assert {"doc-2#2", "doc-3#2"} <= ids
+    blocks = sorted(p.name for p in (tmp_path / "ray" / ".bft" / "blocks").iterdir())
+    assert blocks[:3] == ["f00000-b000000", "f00000-b000001", "f00000-b000002"]  # per-file blocks of 4
+    assert all((tmp_path / "ray" / ".bft" / "blocks" / b / "done.json").exists() for b in blocks)
+
+
+def block_runner_pids() -> list[int]:
+    """Processes of the actors running bft's engine (Ray names them after the class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"MapBatches(BlockRunner)" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_no_document_is_written_twice(tmp_path, ray_cluster):
+    killed: list[int] = []
+    with TGITestServer(picky_model) as server:
+        assert generate(DEMO_CORPUS, tmp_path / "local", server.url) == 0
+        total = len(server.requests)
+        server.requests.clear()
+
+        def kill_one_worker():
+            while len(server.requests) < total // 3:
+                time.sleep(0.01)
+            pids = block_runner_pids()
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+        killer = threading.Thread(target=kill_one_worker, daemon=True)
+        killer.start()
+        ray_args = ["--executor", "ray", "--ray-actors", "2", "--max-concurrency", "2"]
+        assert (
+            generate(DEMO_CORPUS, tmp_path / "ray", server.url, *ray_args, "--config", str(block_config(tmp_path))) == 0
+        )
+        killer.join(timeout=5)
+        resent = len(server.requests) - total
+
+    assert killed, "no worker was killed"
+    assert 0 <= resent <= 3  # at most what the dead worker had in flight: 1 request per stage (limit 2, 2 actors)
+    assert_same_output(tmp_path / "ray", tmp_path / "local")
+
+
+def block_config(tmp_path: Path, size: int = 3) -> Path:
+    path = tmp_path / "blocks.yaml"
+    path.write_text(yaml.safe_dump({"ray": {"block_size": size}}), encoding="utf-8")
+    return path
+
+
+def request_document(request) -> tuple[str, str]:
+    """(stage, document text) a request was for."""
+    return prompt_kind(request.prompt), next(t for t in DEMO_TEXTS if t in request.prompt)
+
+
+def test_a_run_killed_mid_way_completes_on_rerun_skipping_finished_blocks(tmp_path, ray_cluster):
+    out = tmp_path / "ray"
+    command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
+    command += ["--executor", "ray", "--ray-address", ray_cluster, "--config", str(block_config(tmp_path, 2))]
+    with TGITestServer(picky_model) as server:
+        assert generate(DEMO_CORPUS, tmp_path / "local", server.url) == 0
+        server.requests.clear()
+        command += ["--endpoint", server.url, "--no-progress"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        blocks = out / ".bft" / "blocks"
+        while process.poll() is None and len(list(blocks.glob("*/done.json"))) < 3:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 60
+        while block_runner_pids() and time.monotonic() < deadline:  # Ray stops the dead driver's actors
+            time.sleep(0.05)
+        assert not block_runner_pids()
+        finished = {p.parent.name for p in blocks.glob("*/done.json")}
+        assert 3 <= len(finished) < 15  # killed part-way: 30 documents are 15 blocks
+        done_texts = set()
+        for name in finished:
+            for line in (blocks / name / "journal" / "prepare.jsonl").read_text().splitlines():
+                done_texts.add(json.loads(line)["document"])
+        before = len(server.requests)
+
+        rerun = subprocess.run(command, capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        asked = [request_document(r) for r in server.requests[before:]]
+    assert asked and not [a for a in asked if a[1] in done_texts]  # finished blocks were not requested again
+    assert_same_output(out, tmp_path / "local")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["backtranslate"]["resumed_from_journal"] >= 6  # three finished blocks of two
+
+
+def test_fsspec_urls_are_listed_and_read_like_local_files(tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/corpus/b.jsonl", b'{"id": "2", "text": "second"}\n')
+    fs.pipe("/corpus/a.jsonl", b'{"id": "1", "text": "first"}\n\n{"id": "3", "text": "third"}\n')
+    fs.pipe("/corpus/notes.txt", b"not a corpus file")
+    files = corpus_file_list("memory://corpus")
+    assert files == ["memory:///corpus/a.jsonl", "memory:///corpus/b.jsonl"]
+    read = [(location, row["id"]) for location, row in rows_of_file(files[0])]
+    assert read == [("memory:///corpus/a.jsonl:1", "1"), ("memory:///corpus/a.jsonl:3", "3")]
+
+
+def test_ray_executor_refuses_to_resume_a_local_run_and_a_changed_corpus(tmp_path, ray_cluster):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text("".join(json.dumps({"id": str(n), "text": DEMO_TEXTS[n]}) + "\n" for n in range(4)))
+    with TGITestServer() as server:
+        assert generate(corpus, tmp_path / "local", server.url) == 0
+        assert generate(corpus, tmp_path / "local", server.url, "--executor", "ray") == 2  # not the same run
+        assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray") == 0
+        (corpus / "b.jsonl").write_text(json.dumps({"id": "9", "text": DEMO_TEXTS[9]}) + "\n")
+        assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray") == 2  # blocks would shift
+
+
+def test_a_broken_corpus_line_stops_a_ray_run_with_the_readers_message(tmp_path, ray_cluster, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "1", "text": DEMO_TEXTS[0]}) + "\n{not json\n")
+    with TGITestServer() as server:
+        assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray") == 2
+        assert server.requests == []  # the first pass found it: nothing was requested
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bft generate: error: ")]
+    assert len(errors) == 1 and f"{corpus}:2: malformed JSON" in errors[0]
