@@ -18,19 +18,16 @@ printed or written.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import time
 from pathlib import Path
 
-from bft.builders.build import FACTS_FILE, write_card
 from bft.builders.checks import Findings, scan_secrets
+from bft.builders.facts import FACTS_FILE, BuildFacts
+from bft.builders.versions import REPO_ID_RE, VERSION_RE
 from bft.cards.dataset_card import changelog_of, check_card
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.text import file_sha256
 
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 CARD_FILES = {"README.md", FACTS_FILE}  # rewritten by every release; not part of the data compared
 
 
@@ -43,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="Check and print the plan; upload nothing")
 
 
-def validate(folder: Path, repo: str, version: str) -> dict:
+def validate(folder: Path, repo: str, version: str) -> BuildFacts:
     """Everything that can be checked locally; returns the build facts."""
     if not REPO_ID_RE.match(repo):
         raise ConfigError(f"--repo {repo!r} is not a Hub repo id of the form ORG/NAME")
@@ -51,16 +48,14 @@ def validate(folder: Path, repo: str, version: str) -> dict:
         raise ConfigError(f"--version {version!r} is not a semantic version X.Y.Z (e.g. 1.2.0)")
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder")
-    if not (folder / FACTS_FILE).is_file():
-        raise ConfigError(f"{folder} was not written by `bft build` (no {FACTS_FILE}); build it first")
-    facts = json.loads((folder / FACTS_FILE).read_text(encoding="utf-8"))
-    empty = sorted({r["name"] for r in facts["config_rows"] if r["split"] == "train" and r["rows"] == 0})
+    facts = BuildFacts.read(folder)
+    empty = sorted(name for name, rows in facts.train_rows().items() if rows == 0)
     if empty:
         raise ConfigError(f"config(s) {empty} have no rows; rebuild without them or with more data before releasing")
     problems = check_card(folder)
     if problems:
         raise ConfigError(f"the card of {folder} fails its checks: {'; '.join(problems)}")
-    findings = Findings.from_dict(facts["findings"])
+    findings = Findings.from_dict(facts.findings)
     findings.secrets = scan_secrets(folder)
     if findings.blocking:
         raise ConfigError("release blocked: " + "; ".join(findings.blocking))
@@ -134,11 +129,11 @@ def run(args: argparse.Namespace) -> int:
         earlier = changelog_of(readme.read_text(encoding="utf-8"))
     except (RepositoryNotFoundError, HfHubHTTPError, OSError):
         earlier = []
-    rows = ", ".join(f"{r['name']} {r['rows']}" for r in facts["config_rows"] if r["split"] == "train")
+    rows = ", ".join(f"{name} {n}" for name, n in facts.train_rows().items())
     entry = f"{tag} ({time.strftime('%Y-%m-%d', time.gmtime())}): {rows}"
-    facts["changelog"] = [entry, *(e for e in earlier if not e.startswith(f"{tag} "))]
-    facts["load_path"], facts["revision"] = repo, tag
-    write_card(folder, facts)
+    facts.changelog = [entry, *(e for e in earlier if not e.startswith(f"{tag} "))]
+    facts.load_path, facts.revision = repo, tag
+    facts.write(folder)
 
     try:
         commit = api.upload_folder(
@@ -161,8 +156,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_line(repo: str, facts: dict, tag: str) -> str:
-    return f'Load it with:\n  from datasets import load_dataset; ds = load_dataset("{repo}", "{facts["main_config"]}", revision="{tag}")'
+def _load_line(repo: str, facts: BuildFacts, tag: str) -> str:
+    return (
+        "Load it with:\n  from datasets import load_dataset; "
+        f'ds = load_dataset("{repo}", "{facts.main_config}", revision="{tag}")'
+    )
 
 
 def _message(error: Exception) -> str:

@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from pathlib import Path
 
+import datasets
+
+from bft.builders.sources import config_names
+from bft.generation.errors import ConfigError
 from bft.generation.text import grounding, ngrams, stable_hash64, words
 
 PAIR_CONFIGS = ("curated", "rewritten", "distilled", "seed")
@@ -166,3 +171,39 @@ def format_report(report: dict) -> str:
         )
         lines += [f"  {f['id']}: {f['instruction']!r} ~ {f['eval_id']} ({f['overlap']})" for f in decon["flagged"][:20]]
     return "\n".join(lines)
+
+
+def _words(text: str | None) -> int:
+    return len(text.split()) if text else 0
+
+
+def length_counter(tokenizer: str | None):
+    """(unit, function counting a text's length): tokens of `tokenizer` when given, else words."""
+    if not tokenizer:
+        return "words", _words
+    from transformers import AutoTokenizer  # heavy: only when lengths are counted in tokens
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--tokenizer {tokenizer}: cannot be loaded ({str(error).splitlines()[0]})") from None
+    return "tokens", lambda text: len(loaded(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+def dataset_rows(folder: Path) -> dict[str, list[dict]]:
+    """Every pair config (and the candidates) of a generate output or build folder, as row dicts."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder")
+    names = config_names(folder)
+    wanted = [n for n in ("backtranslated", "curated", "rewritten", "distilled", "seed", "rejected") if n in names]
+    if not set(wanted) - {"rejected"}:
+        raise ConfigError(f"{folder} has none of the configs backtranslated/curated/rewritten/distilled/seed")
+    rows = {}
+    for name in wanted:
+        try:
+            rows[name] = datasets.load_dataset(str(folder), name, split="train").to_list()
+        except ValueError as error:  # `datasets` cannot read an empty config back
+            if "corresponds to no data" not in str(error):
+                raise
+            rows[name] = []
+    return rows

@@ -31,16 +31,17 @@ SUBCOMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only `command`'s module is imported (all of them for `bft --help`).
+    """The parser; only `command`'s module is imported (none for `bft --help`, which lists the table).
 
-    The builders pull in `datasets` and plotting, which `bft generate` has no use for at start-up.
+    Commands import their floors at the top (`datasets`, TRL, plotting), so a start-up loads only what
+    the command asked for uses.
     """
     parser = argparse.ArgumentParser(
         prog="bft", description="Instruction back-and-forth translation with the HF stack."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        if command not in (None, name):
+        if command != name:
             commands.add_parser(name, help=help_text)
             continue
         module = importlib.import_module(module_name)

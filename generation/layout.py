@@ -60,15 +60,9 @@ def read_rows(path: Path | None) -> Iterator[dict]:
 
 
 def main_config(rows: dict[str, int]) -> str:
-    """The config to show first among `rows` (config -> row count): the most finished one with rows,
-    else the most finished one written, else the first given."""
-    present = [name for name in MAIN_CONFIG_ORDER if name in rows]
-    with_rows = [name for name in present if rows[name]]
-    if with_rows:
-        return with_rows[0]
-    if present:
-        return present[0]
-    return next(iter(rows), REJECTED_CONFIG)
+    """The config to show first among `rows` (config -> row count, in the order written): the most
+    finished one that has rows, else the first one written."""
+    return next((name for name in MAIN_CONFIG_ORDER if rows.get(name)), next(iter(rows), REJECTED_CONFIG))
 
 
 def dataset_configs(written: dict[str, tuple[int, str]]) -> list[dict]:

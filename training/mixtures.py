@@ -16,11 +16,11 @@ from pathlib import Path
 
 import datasets
 
+from bft.builders.sources import load_table
 from bft.generation.errors import ConfigError
 from bft.generation.method.tags import reversed_row, sft_row
 from bft.training.config import DataArguments, DataSource
 
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 PAIR_COLUMNS = ("instruction", "response")
 CHAT_COLUMNS = ("prompt", "completion")
 ROLES = {"system", "user", "assistant"}
@@ -40,69 +40,29 @@ class SourceSummary:
     kind: str  # prompt/completion, pairs tagged S_a/S_w, untagged pairs, reversed pairs
 
 
-def locate(source: DataSource, recipe_dir: Path | None) -> Path | None:
-    """The local file or folder `source.path` names (from the working directory, then the recipe's), if any."""
-    for base in (Path.cwd(), recipe_dir):
-        if base is None:
-            continue
-        candidate = base / source.path
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def load_source(source: DataSource, recipe_dir: Path | None) -> tuple[datasets.Dataset, str | None]:
     """Load one source's rows as a `datasets.Dataset`; also returns the Hub commit it resolved to."""
-    local = locate(source, recipe_dir)
-    commit = None
     try:
-        if local is not None and local.is_file():
-            builder = LOCAL_FORMATS.get(local.suffix)
-            if builder is None:
-                raise ConfigError(f"dataset {source.label}: {local} is not a .jsonl, .json or .parquet file")
-            if local.stat().st_size == 0:
-                raise ConfigError(f"dataset {source.label} is empty (a 0-byte file); nothing to train on")
-            dataset = datasets.load_dataset(builder, data_files=str(local), split="train")
-        elif local is not None:
-            dataset = datasets.load_dataset(
-                str(local), name=source.name, data_dir=source.data_dir, data_files=source.data_files, split=source.split
-            )
-        else:
-            dataset = datasets.load_dataset(
-                source.path,
-                name=source.name,
-                revision=source.revision,
-                data_dir=source.data_dir,
-                data_files=source.data_files,
-                split=source.split,
-            )
-            commit = hub_commit(source)
-    except ConfigError:
+        dataset, commit = load_table(
+            source.path,
+            label=source.label,
+            name=source.name,
+            split=source.split,
+            revision=source.revision,
+            data_dir=source.data_dir,
+            data_files=source.data_files,
+            search_dirs=[Path.cwd(), recipe_dir],
+        )
+    except ConfigError as error:
+        if " is empty" in str(error):
+            raise ConfigError(f"{error}; nothing to train on") from None
         raise
-    except Exception as error:  # datasets raises many kinds; all mean "this source cannot be loaded"
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "corresponds to no data" in first or "contains no data" in first:  # datasets' words for no rows
-            raise ConfigError(
-                f"dataset {source.label} is empty (split {source.split!r}); nothing to train on"
-            ) from None
-        raise ConfigError(f"dataset {source.label}: cannot load it: {first}") from None
     if source.columns is not None:
         missing = sorted(set(source.columns) - set(dataset.column_names))
         if missing:
             raise ConfigError(f"dataset {source.label}: `columns` names {missing}, not in {dataset.column_names}")
         dataset = dataset.select_columns(source.columns)
     return dataset, commit
-
-
-def hub_commit(source: DataSource) -> str | None:
-    """The commit sha a Hub source's revision points to, for the model card; None if the Hub will not say."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return HfApi().dataset_info(source.path, revision=source.revision).sha
-    except (HfHubHTTPError, OSError, ValueError):
-        return None
 
 
 def row_label(row: dict, index: int) -> str:

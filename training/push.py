@@ -8,7 +8,7 @@ facts go with the weights.
 
 from __future__ import annotations
 
-from bft.builders.release import REPO_ID_RE, VERSION_RE
+from bft.builders.versions import REPO_ID_RE, VERSION_RE
 from bft.generation.errors import BftError, ConfigError
 
 LOCAL_ONLY = ["checkpoint-*/**", "merged/**", "runs/**"]

@@ -16,6 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
+from bft.generation.endpoints.embedded import EmbeddedServer
 from bft.generation.errors import ConfigError
 
 
@@ -48,8 +49,6 @@ def servable_dir(model_dir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bft.generation.endpoints.embedded import EmbeddedServer
-
     folder = servable_dir(Path(args.model_dir)).resolve()
     server = EmbeddedServer(
         folder, port=args.port, host=args.host, startup_timeout=args.startup_timeout, log_path=args.log

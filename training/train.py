@@ -10,7 +10,7 @@ TRL's `ModelConfig` and `SFTConfig`; flags override it (`bft train RECIPE --help
 The run, in order, so that bad input fails before any model is loaded:
 
 1. the recipe's keys are checked (an unknown key names its closest match), then parsed by TRL's parser;
-2. the data is loaded, checked row by row and mixed (training/data.py);
+2. the data is loaded, checked row by row and mixed (training/mixtures.py);
 3. on a machine without CUDA, bf16 and activation (gradient) checkpointing are turned off; the global batch follows
    the papers (32, or 8 under 3,000 examples) through gradient accumulation;
 4. the base model is loaded with the recipe's dropout, LoRA is added if asked, and TRL trains, resuming
@@ -27,13 +27,19 @@ import difflib
 import importlib.metadata
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
+from bft.cards.model_card import render_model_card
 from bft.generation.errors import ConfigError
+from bft.generation.method.prompts import load_template
+from bft.generation.method.tags import TAGS
+from bft.training.config import BftTrainArguments, DataArguments, paper_batch_size
+from bft.training.mixtures import load_training_data
+from bft.training.models import resolve_model, set_dropout
+from bft.training.push import check_push_target, push_model
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TEMPLATE_DIR = Path(__file__).parent / "templates"  # chat templates by name: `chat_template_path: llama2`
@@ -64,8 +70,6 @@ def find_recipe(name: str) -> Path:
 
 def parser_types() -> tuple:
     from trl import ModelConfig, SFTConfig
-
-    from bft.training.config import BftTrainArguments, DataArguments
 
     return DataArguments, BftTrainArguments, ModelConfig, SFTConfig
 
@@ -104,8 +108,6 @@ def parse(recipe_path: Path, overrides: list[str], cuda: bool) -> tuple:
 
 def batch_plan(examples: int, bft_args, sft_args) -> dict:
     """Gradient accumulation that makes the global batch the recipe's, or the papers' rule."""
-    from bft.training.config import paper_batch_size
-
     rule = "set by the recipe" if bft_args.global_batch_size else "papers' rule: 32, or 8 under 3,000 examples"
     total = bft_args.global_batch_size or paper_batch_size(examples)
     per_step = sft_args.per_device_train_batch_size * sft_args.world_size
@@ -128,8 +130,6 @@ def load_model(model_args, bft_args, chat_template: str | None):
     """Tokenizer and model from `model_name_or_path` (embedded names resolved), dropout set on the config."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from bft.training.models import resolve_model, set_dropout
 
     path = resolve_model(model_args.model_name_or_path)
     revision = model_args.model_revision
@@ -244,6 +244,8 @@ def training_facts(recipe_path, overrides, data_args, bft_args, model_args, sft_
         "load_path": sft_args.hub_model_id if sft_args.push_to_hub else sft_args.output_dir,
         "revision": bft_args.release_tag if sft_args.push_to_hub else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tag_texts": TAGS,  # how to prompt the model, on its card
+        "backward_prompt": load_template("backtranslate").user_message(response="<the text>"),
     }
 
 
@@ -275,11 +277,7 @@ def prepare(recipe: str, overrides: list[str]) -> TrainingRun:
         raise ConfigError(f"recipe {recipe_path}: model_name_or_path is not set")
     push = sft_args.push_to_hub
     if push:
-        from bft.training.push import check_push_target
-
         check_push_target(sft_args.hub_model_id, bft_args.release_tag)
-
-    from bft.training.mixtures import load_training_data
 
     splits, summaries = load_training_data(data_args, recipe_path.parent)
     plan = batch_plan(len(splits["train"]), bft_args, sft_args)
@@ -346,15 +344,11 @@ def train_and_save(run: TrainingRun) -> dict:
     )
     (output / FACTS_FILE).write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
 
-    from bft.cards.model_card import render_model_card
-
     render_model_card(output, facts)
     if (output / "merged").is_dir():
         render_model_card(output / "merged", {**facts, "peft": None, "merged": False})
     print(f"bft train: {trainer.state.global_step} steps; model and card in {output}")
     if run.push:
-        from bft.training.push import push_model
-
         summary = f"{facts['recipe']} recipe, {facts['examples']} examples, {trainer.state.global_step} steps"
         oid = push_model(output, sft_args.hub_model_id, sft_args.hub_private_repo, bft_args.release_tag, summary)
         where = f"{sft_args.hub_model_id}" + (f" {bft_args.release_tag}" if bft_args.release_tag else "")
@@ -366,9 +360,3 @@ def train_and_save(run: TrainingRun) -> dict:
 def run(args: argparse.Namespace) -> int:
     train_and_save(prepare(args.recipe, args.overrides))
     return 0
-
-
-if __name__ == "__main__":
-    from bft.generation.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

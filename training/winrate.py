@@ -88,3 +88,22 @@ def length_controlled(preferences, model_lengths, reference_lengths, iterations:
         if np.abs(step).max() < 1e-10:
             break
     return {"lc_win_rate": float(100 / (1 + math.exp(-weights[0]))), "length_coefficient": float(weights[1])}
+
+
+def summarize(annotations: list[dict]) -> dict:
+    """AlpacaEval's figures plus the length-controlled win rate and the judge's position agreement."""
+    preferences = [a.get("preference") for a in annotations]
+    summary = win_rate(preferences)
+    model_lengths = [len(a.get("output_2") or "") for a in annotations]
+    reference_lengths = [len(a.get("output_1") or "") for a in annotations]
+    summary.update(length_controlled(preferences, model_lengths, reference_lengths))
+    summary["avg_length"] = round(sum(model_lengths) / len(annotations)) if annotations else 0
+    summary["reference_avg_length"] = round(sum(reference_lengths) / len(annotations)) if annotations else 0
+    orders = [a["preference_by_order"] for a in annotations if "preference_by_order" in a]
+    if orders:
+        both = [o for o in orders if None not in o]
+        summary["unparseable_verdicts"] = sum(o.count(None) for o in orders)
+        summary["orders_agree"] = round(sum(o[0] == o[1] for o in both) / len(both), 3) if both else None
+    generators = {a.get("generator_2") for a in annotations}
+    summary["generator"] = generators.pop() if len(generators) == 1 else sorted(map(str, generators))
+    return summary

@@ -42,6 +42,22 @@ def _url_of(row: dict[str, Any]) -> str | None:
     return row["url"] if isinstance(row.get("url"), str) else None
 
 
+def corpus_rows(
+    path: str,
+    split: str = "train",
+    revision: str | None = None,
+    invalid_utf8: str = "error",
+    max_record_bytes: int = 64 << 20,
+) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+    """(location, row) for every record of a local file or folder, or of a Hub dataset id, streamed."""
+    local = Path(path)
+    if local.exists():
+        return (row for file in corpus_files(local) for row in rows_of_file(file, invalid_utf8, max_record_bytes))
+    if HUB_ID_RE.match(path) and not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+        return iter_hub_rows(path, split, revision)
+    raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
+
+
 def read_corpus(
     path: str,
     text_field: str = "text",
@@ -60,14 +76,7 @@ def read_corpus(
     and is flagged `duplicate_id`. Yields `Rejected` for records without usable text, and for lines that
     are too large or not UTF-8 (see `iter_jsonl_rows`).
     """
-    local = Path(path)
-    if local.exists():
-        rows = (row for file in corpus_files(local) for row in rows_of_file(file, invalid_utf8, max_record_bytes))
-    elif HUB_ID_RE.match(path) and not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
-        rows = iter_hub_rows(path, split, revision)
-    else:
-        raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
-
+    rows = corpus_rows(path, split, revision, invalid_utf8, max_record_bytes)
     ids = DuplicateIds(duplicate_ids)
     for position, (location, row) in enumerate(rows):
         if limit is not None and position >= limit:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bft.builders.seed import build_seed
+from bft.builders.seed_set import build_seed
 from bft.generation.cli import main
 
 

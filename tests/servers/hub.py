@@ -175,35 +175,41 @@ class HubTestServer:
 
     # -- routes ---------------------------------------------------------------------------------------------
 
+    # Routes: (method or None for any, path pattern, handler). The handler gets the request handler, the
+    # method, the path's groups, the query and the body. Checked in order; the first match answers.
+    ROUTES = (
+        (None, r"/api/whoami-v2", "_whoami"),
+        (None, r"/api/validate-yaml", "_validate_yaml"),
+        ("POST", r"/api/repos/create", "_create"),
+        (None, r"/(?:(datasets|spaces)/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch", "_lfs_batch"),
+        (None, r"/lfs-upload/([0-9a-f]{64})", "_lfs_upload"),
+        (None, r"/api/(models|datasets|spaces)/([^/]+/[^/]+?)(?:/([a-z-]+)(?:/(.*))?)?", "_api"),
+        (None, r"/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", "_resolve"),
+    )
+
     def _route(self, handler, method, path, query, body) -> None:
-        if path == "/api/whoami-v2":
-            return self._reply(
-                handler, 200, {"type": "user", "name": "tester", "orgs": [], "auth": {"type": "access_token"}}
-            )
-        if path == "/api/validate-yaml":
-            return self._reply(handler, 200, {"errors": [], "warnings": []})
-        if path == "/api/repos/create" and method == "POST":
-            return self._create(handler, json.loads(body or b"{}"))
-        if match := re.fullmatch(r"/(?:(datasets|spaces)/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch", path):
-            return self._lfs_batch(handler, json.loads(body))
-        if match := re.fullmatch(r"/lfs-upload/([0-9a-f]{64})", path):
-            if hashlib.sha256(body).hexdigest() != match.group(1):
-                return self._error(handler, 400, "sha256 mismatch")
-            with self.lock:
-                self.lfs[match.group(1)] = body
-            return self._reply(handler, 200, {})
-        if match := re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+?)(?:/([a-z-]+)(?:/(.*))?)?", path):
-            kind, repo_id, action, rest = KINDS[match.group(1)], match.group(2), match.group(3), match.group(4) or ""
-            repo = self._repo(kind, repo_id)
-            if repo is None:
-                return self._error(handler, 404, "Repository not found", "RepoNotFound")
-            return self._api(handler, method, repo, action, rest, query, body)
-        if match := re.fullmatch(r"/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
-            kind = KINDS[match.group(1)] if match.group(1) else "model"
-            return self._resolve(handler, kind, match.group(2), match.group(3), unquote(match.group(4)))
+        for wanted, pattern, name in self.ROUTES:
+            match = re.fullmatch(pattern, path)
+            if match and wanted in (None, method):
+                return getattr(self, name)(handler, method, match.groups(), query, body)
         return self._error(handler, 404, f"no route {method} {path}")
 
-    def _create(self, handler, request: dict) -> None:
+    def _whoami(self, handler, method, groups, query, body) -> None:
+        self._reply(handler, 200, {"type": "user", "name": "tester", "orgs": [], "auth": {"type": "access_token"}})
+
+    def _validate_yaml(self, handler, method, groups, query, body) -> None:
+        self._reply(handler, 200, {"errors": [], "warnings": []})
+
+    def _lfs_upload(self, handler, method, groups, query, body) -> None:
+        (oid,) = groups
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(handler, 400, "sha256 mismatch")
+        with self.lock:
+            self.lfs[oid] = body
+        return self._reply(handler, 200, {})
+
+    def _create(self, handler, method, groups, query, body) -> None:
+        request = json.loads(body or b"{}")
         kind = request.get("type") or "model"
         repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
         if "/" not in repo_id:
@@ -225,7 +231,8 @@ class HubTestServer:
             self.repos[(kind, repo_id)] = repo
         self._reply(handler, 200, {"url": f"{self.url}/{prefix}{repo_id}", "name": repo_id})
 
-    def _lfs_batch(self, handler, request: dict) -> None:
+    def _lfs_batch(self, handler, method, groups, query, body) -> None:
+        request = json.loads(body)
         objects = []
         for item in request.get("objects", []):
             entry = {"oid": item["oid"], "size": item["size"], "authenticated": True}
@@ -291,110 +298,137 @@ class HubTestServer:
                 entries.append(entry)
         return entries
 
-    def _api(self, handler, method, repo: Repo, action, rest, query, body) -> None:
-        if action is None:
-            return self._reply(handler, 200, self._info(repo, repo.branches["main"]))
-        if action == "settings" and method == "PUT":
-            settings = json.loads(body or b"{}")
-            if "visibility" in settings:
-                repo.private = settings["visibility"] == "private"
-            repo.private = bool(settings.get("private", repo.private))
-            return self._reply(handler, 200, {})
-        if action == "refs":
+    # Repo API actions: (action, method or None for any) -> handler(handler, method, repo, rest, query, body).
+    API_ACTIONS = {
+        (None, None): "_repo_info",
+        ("settings", "PUT"): "_settings",
+        ("refs", None): "_refs",
+        ("revision", None): "_revision",
+        ("tree", None): "_tree_listing",
+        ("commits", None): "_commits",
+        ("paths-info", None): "_paths_info",
+        ("preupload", None): "_preupload",
+        ("commit", "POST"): "_commit_route",
+        ("tag", None): "_tag_route",
+        ("branch", "POST"): "_branch",
+    }
 
-            def listed(table, ref):
-                return [{"name": n, "ref": f"refs/{ref}/{n}", "targetCommit": c} for n, c in table.items()]
+    def _api(self, handler, method, groups, query, body) -> None:
+        kind, repo_id, action, rest = KINDS[groups[0]], groups[1], groups[2], groups[3] or ""
+        repo = self._repo(kind, repo_id)
+        if repo is None:
+            return self._error(handler, 404, "Repository not found", "RepoNotFound")
+        name = self.API_ACTIONS.get((action, method)) or self.API_ACTIONS.get((action, None))
+        if name is None:
+            return self._error(handler, 404, f"no action {method} {action}")
+        return getattr(self, name)(handler, method, repo, rest, query, body)
 
-            pulls = [
-                {"name": f"refs/pr/{i}", "ref": f"refs/pr/{i}", "targetCommit": c} for i, c in enumerate(repo.pulls, 1)
-            ]
-            return self._reply(
-                handler,
-                200,
+    def _at(self, handler, repo: Repo, revision: str) -> str | None:
+        """The commit `revision` names, or None after answering 404."""
+        oid = repo.resolve(revision)
+        if oid is None:
+            self._error(handler, 404, f"Invalid rev id: {unquote(revision)}", "RevisionNotFound")
+        return oid
+
+    def _repo_info(self, handler, method, repo, rest, query, body) -> None:
+        self._reply(handler, 200, self._info(repo, repo.branches["main"]))
+
+    def _settings(self, handler, method, repo, rest, query, body) -> None:
+        settings = json.loads(body or b"{}")
+        if "visibility" in settings:
+            repo.private = settings["visibility"] == "private"
+        repo.private = bool(settings.get("private", repo.private))
+        self._reply(handler, 200, {})
+
+    def _refs(self, handler, method, repo, rest, query, body) -> None:
+        def listed(table, ref):
+            return [{"name": n, "ref": f"refs/{ref}/{n}", "targetCommit": c} for n, c in table.items()]
+
+        pulls = [
+            {"name": f"refs/pr/{i}", "ref": f"refs/pr/{i}", "targetCommit": c} for i, c in enumerate(repo.pulls, 1)
+        ]
+        refs = {
+            "branches": listed(repo.branches, "heads"),
+            "tags": listed(repo.tags, "tags"),
+            "converts": [],
+            "pullRequests": pulls,
+        }
+        self._reply(handler, 200, refs)
+
+    def _revision(self, handler, method, repo, rest, query, body) -> None:
+        if (oid := self._at(handler, repo, rest)) is not None:
+            self._reply(handler, 200, self._info(repo, oid))
+
+    def _tree_listing(self, handler, method, repo, rest, query, body) -> None:
+        revision, _, sub = rest.partition("/")
+        if (oid := self._at(handler, repo, revision)) is None:
+            return
+        recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
+        entries = self._tree(repo, oid, unquote(sub), recursive)
+        if sub and not entries and unquote(sub) not in repo.files_at(oid):
+            return self._error(handler, 404, "Entry not found", "EntryNotFound")
+        self._reply(handler, 200, entries)
+
+    def _commits(self, handler, method, repo, rest, query, body) -> None:
+        if (oid := self._at(handler, repo, rest)) is None:
+            return
+        history = []
+        while oid:
+            commit = repo.commits[oid]
+            history.append(
                 {
-                    "branches": listed(repo.branches, "heads"),
-                    "tags": listed(repo.tags, "tags"),
-                    "converts": [],
-                    "pullRequests": pulls,
-                },
+                    "id": oid,
+                    "title": commit.title,
+                    "message": commit.message,
+                    "date": commit.date,
+                    "authors": [{"user": "tester"}],
+                }
             )
-        if action in ("revision", "tree", "commits", "paths-info", "preupload"):
-            revision, _, sub = rest.partition("/") if action == "tree" else (rest, "", "")
-            oid = repo.resolve(revision)
-            if oid is None:
-                return self._error(handler, 404, f"Invalid rev id: {unquote(revision)}", "RevisionNotFound")
-            files = repo.files_at(oid)
-            if action == "revision":
-                return self._reply(handler, 200, self._info(repo, oid))
-            if action == "tree":
-                recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
-                entries = self._tree(repo, oid, unquote(sub), recursive)
-                if sub and not entries and unquote(sub) not in files:
-                    return self._error(handler, 404, "Entry not found", "EntryNotFound")
-                return self._reply(handler, 200, entries)
-            if action == "commits":
-                history = []
-                while oid:
-                    commit = repo.commits[oid]
-                    history.append(
-                        {
-                            "id": oid,
-                            "title": commit.title,
-                            "message": commit.message,
-                            "date": commit.date,
-                            "authors": [{"user": "tester"}],
-                        }
-                    )
-                    oid = commit.parent
-                return self._reply(handler, 200, history)
-            if action == "paths-info":
-                wanted = (
-                    json.loads(body).get("paths", [])
-                    if body.startswith(b"{")
-                    else parse_qs(body.decode()).get("paths", [])
-                )
-                found = []
-                for item in (p.strip("/") for p in wanted):
-                    if item in files:
-                        found.append(
-                            {"type": "file", "oid": files[item].git_oid, "size": len(files[item].data), "path": item}
-                        )
-                    elif any(p.startswith(item + "/") for p in files):
-                        found.append(
-                            {
-                                "type": "directory",
-                                "oid": hashlib.sha1(item.encode()).hexdigest(),
-                                "size": 0,
-                                "path": item,
-                            }
-                        )
-                return self._reply(handler, 200, found)
-            request = json.loads(body)
-            answers = []
-            for item in request["files"]:
-                lfs = bool(LFS_PATTERN.search(item["path"]))
-                known = files.get(item["path"])
-                remote = (known.sha256 if lfs else known.git_oid) if known else None
-                answers.append(
-                    {
-                        "path": item["path"],
-                        "uploadMode": "lfs" if lfs else "regular",
-                        "shouldIgnore": False,
-                        "oid": remote,
-                    }
-                )
-            return self._reply(handler, 200, {"files": answers, "commitOid": oid})
-        if action == "commit" and method == "POST":
-            return self._commit(handler, repo, unquote(rest), query, body)
-        if action == "tag":
-            return self._tag(handler, method, repo, unquote(rest), body)
-        if action == "branch" and method == "POST":
-            name, start = unquote(rest), repo.resolve(json.loads(body or b"{}").get("startingPoint") or "main")
-            if name in repo.branches:
-                return self._error(handler, 409, f"Branch {name} already exists")
-            repo.branches[name] = start
-            return self._reply(handler, 200, {})
-        return self._error(handler, 404, f"no action {method} {action}")
+            oid = commit.parent
+        self._reply(handler, 200, history)
+
+    def _paths_info(self, handler, method, repo, rest, query, body) -> None:
+        if (oid := self._at(handler, repo, rest)) is None:
+            return
+        files = repo.files_at(oid)
+        wanted = (
+            json.loads(body).get("paths", []) if body.startswith(b"{") else parse_qs(body.decode()).get("paths", [])
+        )
+        found = []
+        for item in (p.strip("/") for p in wanted):
+            if item in files:
+                found.append({"type": "file", "oid": files[item].git_oid, "size": len(files[item].data), "path": item})
+            elif any(p.startswith(item + "/") for p in files):
+                directory = hashlib.sha1(item.encode()).hexdigest()
+                found.append({"type": "directory", "oid": directory, "size": 0, "path": item})
+        self._reply(handler, 200, found)
+
+    def _preupload(self, handler, method, repo, rest, query, body) -> None:
+        if (oid := self._at(handler, repo, rest)) is None:
+            return
+        files = repo.files_at(oid)
+        answers = []
+        for item in json.loads(body)["files"]:
+            lfs = bool(LFS_PATTERN.search(item["path"]))
+            known = files.get(item["path"])
+            remote = (known.sha256 if lfs else known.git_oid) if known else None
+            answers.append(
+                {"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote}
+            )
+        self._reply(handler, 200, {"files": answers, "commitOid": oid})
+
+    def _commit_route(self, handler, method, repo, rest, query, body) -> None:
+        self._commit(handler, repo, unquote(rest), query, body)
+
+    def _tag_route(self, handler, method, repo, rest, query, body) -> None:
+        self._tag(handler, method, repo, unquote(rest), body)
+
+    def _branch(self, handler, method, repo, rest, query, body) -> None:
+        name, start = unquote(rest), repo.resolve(json.loads(body or b"{}").get("startingPoint") or "main")
+        if name in repo.branches:
+            return self._error(handler, 409, f"Branch {name} already exists")
+        repo.branches[name] = start
+        self._reply(handler, 200, {})
 
     def _commit(self, handler, repo: Repo, branch: str, query, body: bytes) -> None:
         header, changes = {}, []
@@ -457,7 +491,9 @@ class HubTestServer:
                 return self._error(handler, 404, "Tag not found", "RevisionNotFound")
         self._reply(handler, 200, {})
 
-    def _resolve(self, handler, kind: str, repo_id: str, revision: str, path: str) -> None:
+    def _resolve(self, handler, method, groups, query, body) -> None:
+        kind = KINDS[groups[0]] if groups[0] else "model"
+        repo_id, revision, path = groups[1], groups[2], unquote(groups[3])
         repo = self._repo(kind, repo_id)
         if repo is None:
             return self._error(handler, 404, "Repository not found", "RepoNotFound")

@@ -13,7 +13,7 @@ from bft.training.models import resolve_model
 from tests.paths import DEMO_CORPUS, REPO
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
-EVAL_SET = REPO / "training" / "data" / "eval_instructions.jsonl"
+EVAL_SET = REPO / "builders" / "data" / "eval_instructions.jsonl"
 
 
 def echo(request):
