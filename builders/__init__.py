@@ -1,1 +1,14 @@
-"""bft.builders: packaging `bft generate` outputs as `datasets` configs and Hub releases (not built yet)."""
+"""bft.builders: `bft generate` outputs packaged as `datasets` configs, cards and Hub releases.
+
+Commands: `seed` (`bft seed`), `build` (`bft build`), `release` (`bft release`). Below them:
+
+- `seed_set`: Humpback's seed set from Open Assistant, or pairs as given;
+- `bft_dataset`: the `datasets` builder over an output folder (its configs and features);
+- `assemble`: a dataset folder built from an output, with its facts;
+- `facts`: `BuildFacts`, what the card says, shared by build and release;
+- `checks`: pre-release checks (PII counts, secrets, license);
+- `report`: the data report (lengths, diversity, scores, source overlap, decontamination);
+- `instructions`: instruction sets (bft's own evaluation set, a file, a Hub dataset);
+- `sources`: the one loader of a dataset given by a path or a Hub id;
+- `versions`: repo ids and semantic versions of releases.
+"""

@@ -20,9 +20,40 @@ from typing import Any
 import yaml
 
 from bft.generation.errors import ConfigError
-from bft.generation.method.escaping import DEFAULT_MARKERS
-from bft.generation.method.filters import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
 
+# The prompts' own markers, escaped in untrusted text before it enters a prompt (`method/escaping.py`).
+DEFAULT_MARKERS = (
+    "[INST]",
+    "[/INST]",
+    "<<SYS>>",
+    "<</SYS>>",
+    "[RES]",
+    "[/RES]",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<s>",
+    "</s>",
+)
+# Instructions that talk about the task, and rewrites that decline (`method/filters.py`).
+DEFAULT_META_PATTERNS = [
+    r"\bmost likely question\b",
+    r"\bthe (text|passage|answer|response) (below|above)\b",
+    r"\bcandidate answer\b",
+    r"\binstruction backtranslation\b",
+    r"\b(write|generate) (a|the) (question|instruction) (for|to which)\b",
+]
+DEFAULT_REFUSAL_PATTERNS = [
+    r"^\W*(i'?m|i am) (sorry|afraid)\b",
+    r"^\W*i (cannot|can'?t|won'?t|am unable to|'m unable to)\b",
+    r"^\W*as an ai( language model)?\b",
+    r"^\W*i apologi[sz]e\b",
+    r"^\W*unfortunately,? i (cannot|can'?t)\b",
+]
 STAGES = ("backtranslate", "curate", "rewrite")  # the pipeline, in order
 ALL_STAGES = (*STAGES, "distill")  # distill runs alone, over the curated pairs of an earlier output
 
@@ -191,7 +222,7 @@ class CorpusConfig:
 
 @dataclass
 class SegmentConfig:
-    """Humpback's header segments (see `generation/segments.py`); off unless `mode: headers`."""
+    """Humpback's header segments (see `generation/corpus/segments.py`); off unless `mode: headers`."""
 
     mode: str = field(
         default="none",
@@ -227,7 +258,7 @@ class SegmentConfig:
 
 @dataclass
 class PrepareConfig:
-    """Rules applied to each document before any prompt (see `generation/prepare.py`)."""
+    """Rules applied to each document before any prompt (see `generation/corpus/prepare.py`)."""
 
     escape_markers: bool = field(
         default=True,

@@ -1,7 +1,8 @@
 """Record types every floor shares: documents as read, and the records every stage writes.
 
 Ground floor: imports nothing of bft. A corpus yields `Document`s (and `Rejected` records for rows
-that cannot enter the pipeline); every stage writes one `StageRecord` per document, kept or rejected.
+that cannot enter the pipeline); a server's reply, whatever its protocol, becomes a `Generation`; every
+stage writes one `StageRecord` per document, kept or rejected.
 
 One `StageRecord` per document per stage, kept or rejected. It carries the document's identity,
 the pair built so far (instruction, score, response) and one `Provenance` entry per stage the
@@ -46,6 +47,26 @@ class Rejected:
     url: str | None = None
     source: str | None = None
     raw: str | None = None
+
+
+@dataclass
+class TokenChoice:
+    """One generated token and the most likely alternatives at its position, as (text, logprob)."""
+
+    text: str
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Generation:
+    """A model reply, normalized across servers."""
+
+    text: str
+    finish_reason: str | None  # "stop" (end of sequence or stop sequence) | "length" | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    model: str | None = None
+    token_choices: list[TokenChoice] | None = None  # only when asked for (`top_n`) and the server returns them
 
 
 @dataclass

@@ -108,7 +108,7 @@ class DuplicateIds:
     """The one corpus-wide rule of reading: an id seen twice is an error, or renamed `ID#2`, `ID#3`, ...
 
     Only a 64-bit hash of each id is kept, so memory stays small however long the corpus. Fed ids in
-    corpus order, it decides the same way wherever the rows were read (see `ray_blocks.py`).
+    corpus order, it decides the same way wherever the rows were read (see `corpus/blocks.py`).
     """
 
     def __init__(self, mode: str = "error"):

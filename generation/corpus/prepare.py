@@ -54,7 +54,7 @@ class Preparer:
         """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`).
 
         `duplicates`, when given, are the positions already known to repeat an earlier text (decided
-        over the whole corpus by `ray_blocks.py`); otherwise texts are compared along the stream.
+        over the whole corpus by `corpus/blocks.py`); otherwise texts are compared along the stream.
         """
         self.config = config
         self.escaper = Escaper(config.markers) if config.escape_markers else None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -28,6 +27,7 @@ from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGe
 
 from bft.generation.config import SamplingConfig
 from bft.generation.errors import EndpointError
+from bft.generation.records import Generation, TokenChoice
 
 FATAL_STATUS = {401, 403, 404, 405}
 # Retry causes that say the endpoint itself is down (not busy): enough in a row take it out of rotation.
@@ -65,26 +65,6 @@ class RequestRejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass
-class TokenChoice:
-    """One generated token and the most likely alternatives at its position, as (text, logprob)."""
-
-    text: str
-    top: list[tuple[str, float]]
-
-
-@dataclass
-class Generation:
-    """A model reply, normalized across servers."""
-
-    text: str
-    finish_reason: str | None  # "stop" (end of sequence or stop sequence) | "length" | None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    model: str | None = None
-    token_choices: list[TokenChoice] | None = None  # only when asked for (`top_n`) and the server returns them
 
 
 def normalize_finish_reason(reason: str | None) -> str | None:

@@ -17,24 +17,9 @@ from __future__ import annotations
 
 import re
 
+from bft.generation.config import DEFAULT_MARKERS
+
 JOINER = "\u2060"
-DEFAULT_MARKERS = (
-    "[INST]",
-    "[/INST]",
-    "<<SYS>>",
-    "<</SYS>>",
-    "[RES]",
-    "[/RES]",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|begin_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "<s>",
-    "</s>",
-)
 SCORE_LINE_RE = re.compile(r"(?im)^(\W*score)(\W*:)")  # a line that starts like the rubric's "Score: N"
 
 

@@ -4,12 +4,12 @@ Each filter is a rule the stages apply to what they parsed (`method/stages.py` n
 
 - `matches_any(instruction, backtranslate.meta_patterns)`: instructions that talk about the task
   ("the most likely question", "the text below", "instruction backtranslation") are rejected
-  `instruction_meta_text` (`DEFAULT_META_PATTERNS`);
+  `instruction_meta_text` (`config.DEFAULT_META_PATTERNS`);
 - `copy_overlap(instruction, document)` above `backtranslate.max_copy_overlap`: under-trained
   backward models copy the document instead of asking about it (method.md, section 4):
   `instruction_copies_document`;
 - `matches_any(response, rewrite.refusal_patterns)`: a rewrite that declines ("I'm sorry, but I
-  cannot ...") is rejected `rewrite_refusal` (`DEFAULT_REFUSAL_PATTERNS`);
+  cannot ...") is rejected `rewrite_refusal` (`config.DEFAULT_REFUSAL_PATTERNS`);
 - `grounding(response, document)` under `rewrite.min_grounding` (when set): `rewrite_ungrounded`.
 
 The overlap measures themselves are text measures of the ground floor (`generation/text.py`).
@@ -18,21 +18,6 @@ The overlap measures themselves are text measures of the ground floor (`generati
 from __future__ import annotations
 
 import re
-
-DEFAULT_META_PATTERNS = [
-    r"\bmost likely question\b",
-    r"\bthe (text|passage|answer|response) (below|above)\b",
-    r"\bcandidate answer\b",
-    r"\binstruction backtranslation\b",
-    r"\b(write|generate) (a|the) (question|instruction) (for|to which)\b",
-]
-DEFAULT_REFUSAL_PATTERNS = [
-    r"^\W*(i'?m|i am) (sorry|afraid)\b",
-    r"^\W*i (cannot|can'?t|won'?t|am unable to|'m unable to)\b",
-    r"^\W*as an ai( language model)?\b",
-    r"^\W*i apologi[sz]e\b",
-    r"^\W*unfortunately,? i (cannot|can'?t)\b",
-]
 
 
 def matches_any(text: str, patterns: list[str]) -> bool:

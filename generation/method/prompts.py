@@ -1,6 +1,6 @@
 """The papers' prompt templates: loading, filling and formatting for chat or raw requests.
 
-Templates live as files in `generation/prompts/`: a commented header naming the source and the
+Templates live as files in `generation/method/prompts/`: a commented header naming the source and the
 placeholders, a `---` line, then the paper's text verbatim. Placeholders are written as in the papers
 (`<response>`, `<instruction>`, `<generated instruction>`, `<output>`) and declared in the header,
 because P1 also contains `<rating>`, which is literal text the model is asked to replace.

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 
 from bft.generation.config import BacktranslateConfig, CurateConfig, DistillConfig, RewriteConfig, StageConfig
-from bft.generation.endpoints.client import Generation
 from bft.generation.errors import ConfigError
 from bft.generation.method.escaping import Escaper, unescape
 from bft.generation.method.filters import matches_any
@@ -31,7 +30,7 @@ from bft.generation.method.parsing import (
 )
 from bft.generation.method.prompts import PromptTemplate, load_template
 from bft.generation.method.replies import check_reply
-from bft.generation.records import KEPT, REJECTED, Provenance, StageRecord
+from bft.generation.records import KEPT, REJECTED, Generation, Provenance, StageRecord
 from bft.generation.text import copy_overlap, grounding
 
 

@@ -3,7 +3,7 @@
     bft generate dolma/ --out out/ --executor ray --ray-address auto --endpoint http://gpu1:8080 ...
 
 The corpus (local files, JSONL/Parquet on any fsspec URL, or a Hub dataset's data files) is read as a
-Ray Dataset whose rows are blocks of `ray.block_size` records (`ray_blocks.py`). A first pass reads
+Ray Dataset whose rows are blocks of `ray.block_size` records (`corpus/blocks.py`). A first pass reads
 each block's ids and text hashes so that duplicate ids and texts are decided over the whole corpus in
 order, exactly as the local executor decides them. Then a pool of actors (`BlockRunner`), each with
 its own endpoint pools and an asyncio loop, takes one block at a time and runs the same stage engine

@@ -5,7 +5,8 @@ import yaml
 from datasets import load_dataset
 
 from bft.generation.cli import main
-from bft.generation.method.filters import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS, matches_any
+from bft.generation.config import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
+from bft.generation.method.filters import matches_any
 from bft.generation.text import copy_overlap, grounding
 from tests.paths import DEMO_CORPUS
 from tests.servers.tgi import Reply, TGITestServer, document_of, draft_of, paper_model, prompt_kind

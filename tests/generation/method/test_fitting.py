@@ -6,9 +6,9 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from bft.generation.endpoints.client import TokenChoice
 from bft.generation.method.fitting import ContextLimit, cut_at_whitespace, fit_document, info_limit, parse_context_error
 from bft.generation.method.parsing import expected_score, score_offset
+from bft.generation.records import TokenChoice
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,6 @@
+"""bft.generation.endpoints: the servers bft talks to.
+
+- `client`: one endpoint: probing, chat and raw requests, errors typed as retryable or final;
+- `pool`: the endpoints of a stage: least-loaded choice, limits, taking dead ones out and back;
+- `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given.
+"""

@@ -1,0 +1,11 @@
+"""bft.generation.method: the papers' method, one stage at a time.
+
+- `prompts`: the verbatim prompt templates (P1-P3, and distill) and their rendering;
+- `escaping`: the prompts' own markers neutralized inside untrusted text, reversibly;
+- `stages`: backtranslate, curate, rewrite and distill: a request per record, and a `Verdict` per reply;
+- `parsing`: instructions, scores, expected scores and `[RES]` blocks read from replies;
+- `replies`: odd replies recognized before parsing (empty, echoing the prompt, another language);
+- `fitting`: a document cut so its prompt fits the model's context;
+- `filters`: the content filters (meta-text instructions, refusals, grounding thresholds);
+- `tags`: Humpback's S_a/S_w tags and the SFT rows they go in.
+"""

@@ -1,0 +1,11 @@
+"""bft.generation.run: a run of the stages over a corpus, resumable, on one machine or a Ray cluster.
+
+- `engine`: documents through the stages against the endpoints, with retries and bounds;
+- `journal`: the append-only journals a rerun resumes from;
+- `stats`: `StageStats` and `RunStats`, what `stats.json` holds and every report reads;
+- `progress`: one progress bar per stage, for both executors;
+- `output`: journals turned into parquet configs in corpus order;
+- `rounds`: Humpback's iteration: an earlier output's pool, re-scored;
+- `wiring`: what every executor does around the engine (stages, pools, resume rule, finishing);
+- `local`: the local executor; `ray_executor`: the Ray executor.
+"""

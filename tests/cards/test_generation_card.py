@@ -1,0 +1,32 @@
+"""The generation card: facts in, text out (the run's tables are handed over, nothing is looked up)."""
+
+import yaml
+
+from bft.cards.generation_card import render_generation_card
+
+
+def test_the_card_shows_the_facts_it_is_given_and_loads_as_hub_metadata(tmp_path):
+    configs = [{"config_name": "rewritten", "data_files": [{"split": "train", "path": "rewritten/data-1.parquet"}]}]
+    stage_table = [
+        {"name": "rewrite", "template": "rewrite", "sha": "ab" * 32, "model": "org/rewriter", "mode": "chat",
+         "prefill": None, "sampling": "T=1.0, p=0.9, max 2048", "entered": 5, "kept": 4, "rejected": 1},
+    ]  # fmt: skip
+    rejects = [{"name": "rewrite", "reasons": {"rewrite_missing_tags": 1}}]
+    render_generation_card(
+        tmp_path,
+        configs=configs,
+        counts={"rewritten": 4, "rejected": 1},
+        main_config="rewritten",
+        stage_table=stage_table,
+        rejects=rejects,
+        documents_in=5,
+        corpus="dolma/",
+        note="a note on the settings",
+    )
+    text = (tmp_path / "README.md").read_text()
+    metadata = yaml.safe_load(text.split("---\n")[1])
+    assert metadata["configs"] == configs and metadata["size_categories"] == ["n<1K"]
+    assert "| rewrite | `rewrite` (`abababababab`) | org/rewriter | chat | T=1.0, p=0.9, max 2048 | 5 | 4 | 1 |" in text
+    assert "`rewrite_missing_tags` 1" in text
+    assert "Corpus: `dolma/`; 5 documents read." in text
+    assert '"rewritten", split="train")' in text and "a note on the settings" in text
