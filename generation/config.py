@@ -214,6 +214,14 @@ class CorpusConfig:
             "(undecodable bytes become U+FFFD, flag invalid_utf8_replaced) or error (stop)."
         },
     )
+    invalid_unicode: str = field(
+        default="reject",
+        metadata={
+            "help": "Text that cannot be written as UTF-8 (lone UTF-16 surrogates, e.g. from a JSON \\ud83d "
+            "escape) in a text, id, URL or source: reject (reason invalid_unicode) or replace (U+FFFD, flag "
+            "invalid_unicode_replaced). An id is always written with U+FFFD."
+        },
+    )
     max_record_bytes: int = field(
         default=64 << 20,
         metadata={"help": "JSON lines longer than this are rejected (record_too_large) without being loaded."},
@@ -331,6 +339,13 @@ class GenerateConfig:
     token_env: str = field(default="HF_TOKEN", metadata={"help": "Environment variable holding the endpoint token."})
     request_timeout: float = field(default=300.0, metadata={"help": "Seconds before one request is abandoned."})
     max_retries: int = field(default=5, metadata={"help": "Retries of a failed request (429, 5xx, connection errors)."})
+    retry_failed: bool = field(
+        default=True,
+        metadata={
+            "help": "A rerun sends again the documents an earlier run lost to transient failures "
+            "(`request_failed`: retries used up); false keeps them rejected."
+        },
+    )
     truncate_to_fit: bool = field(
         default=True,
         metadata={
@@ -439,6 +454,7 @@ class GenerateConfig:
         for where, value, allowed in (
             ("corpus.duplicate_ids", self.corpus.duplicate_ids, ("error", "rename")),
             ("corpus.invalid_utf8", self.corpus.invalid_utf8, ("reject", "replace", "error")),
+            ("corpus.invalid_unicode", self.corpus.invalid_unicode, ("reject", "replace")),
             ("prepare.control_characters", self.prepare.control_characters, ("strip", "reject")),
             ("prepare.html", self.prepare.html, ("strip", "keep", "reject")),
             ("prepare.oversize", self.prepare.oversize, ("truncate", "reject")),

@@ -29,9 +29,10 @@ from pathlib import Path
 import yaml
 
 from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config
+from bft.generation.corpus.documents import corpus_rows
 from bft.generation.endpoints.client import redact_url
 from bft.generation.endpoints.embedded import EmbeddedServer, converted_checkpoint
-from bft.generation.errors import ConfigError
+from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import RUN_CONFIG_FILE
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
@@ -136,7 +137,50 @@ def run(args: argparse.Namespace) -> int:
             use_embedded(config, server)
             summary = execute(config, progress)
     print_summary(out, summary, time.monotonic() - started)
+    problem = all_rejected_for_one_reason(config, summary)
+    if problem:
+        print(f"bft generate: error: {problem}", file=sys.stderr)
+        return 1
     return 0
+
+
+# A stage that rejects every document for one of these reasons points at the input or a setting, not at
+# the documents: the run says so and exits non-zero instead of "succeeding" with nothing.
+INPUT_REASONS = {
+    "missing_text": "no record has the text field {text_field!r}; is --text-field right? (the first record's "
+    "fields: {fields})",
+    "text_not_a_string": "the field {text_field!r} holds no text in any record; is --text-field right? "
+    "(the first record's fields: {fields})",
+    "empty_text": "the field {text_field!r} is empty in every record; is --text-field right? (the first "
+    "record's fields: {fields})",
+    "invalid_utf8": "no line of the corpus is UTF-8 (corpus.invalid_utf8 can replace undecodable bytes)",
+    "invalid_unicode": "every record holds text that cannot be UTF-8 (corpus.invalid_unicode: replace)",
+    "record_too_large": "every record is over corpus.max_record_bytes",
+    "exceeds_context": "every document is over prepare.context_tokens with the backtranslation prompt",
+    "input_invalid": "the server refused every request of the stage as invalid; check its settings "
+    "(sampling parameters, model, mode)",
+}
+
+
+def all_rejected_for_one_reason(config: GenerateConfig, summary: RunSummary) -> str | None:
+    """The likely cause when a stage rejected every document that entered it for one input reason."""
+    for name, stage in summary.stats.stages.items():
+        reasons = {reason for reason, count in stage.rejected_by_reason.items() if count}
+        if stage.entered and not stage.kept and len(reasons) == 1 and (reason := reasons.pop()) in INPUT_REASONS:
+            fields = first_record_fields(config)
+            cause = INPUT_REASONS[reason].format(text_field=config.corpus.text_field, fields=fields)
+            return f"{name}: all {stage.entered} documents rejected as {reason}: {cause}"
+    return None
+
+
+def first_record_fields(config: GenerateConfig) -> str:
+    try:
+        for _, row in corpus_rows(config.corpus.path, config.corpus.split, config.corpus.revision, "replace"):
+            if isinstance(row, dict):
+                return ", ".join(sorted(k for k in row if not k.startswith("__"))) or "none"
+    except BftError:
+        pass
+    return "unknown"
 
 
 def execute(config: GenerateConfig, progress: bool) -> RunSummary:

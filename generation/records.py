@@ -19,6 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from bft.generation.text import SURROGATE_RE
+
 KEPT = "kept"
 REJECTED = "rejected"
 
@@ -67,6 +69,11 @@ class Generation:
     completion_tokens: int | None = None
     model: str | None = None
     token_choices: list[TokenChoice] | None = None  # only when asked for (`top_n`) and the server returns them
+
+    def __post_init__(self) -> None:
+        # a JSON body may carry lone surrogates (`\\udc00`); they cannot be journaled as UTF-8
+        if not self.text.isascii():
+            self.text = SURROGATE_RE.sub("\ufffd", self.text)
 
 
 @dataclass

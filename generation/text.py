@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 WORD_RE = re.compile(r"\w+", re.UNICODE)
+SURROGATE_RE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: a str that cannot be UTF-8
 COPY_NGRAM = 5
 GROUNDING_NGRAM = 3
 MIN_COPY_WORDS = 8  # shorter instructions share too few 5-grams to judge
@@ -65,3 +66,13 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def has_lone_surrogates(text: str) -> bool:
+    """Whether `text` holds a lone UTF-16 surrogate, which cannot be written as UTF-8."""
+    return SURROGATE_RE.search(text) is not None
+
+
+def replace_lone_surrogates(text: str | None) -> str | None:
+    """`text` with each lone surrogate replaced by U+FFFD (None stays None)."""
+    return SURROGATE_RE.sub("\ufffd", text) if text else text

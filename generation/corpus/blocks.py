@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bft.generation.config import GenerateConfig
-from bft.generation.corpus.documents import DuplicateIds, row_id, row_item, unreadable_item
+from bft.generation.corpus.documents import DuplicateIds, location_id, row_id, row_item, unreadable_item
 from bft.generation.corpus.prepare import Preparer
 from bft.generation.corpus.rows import Unreadable, rows_of_file
 from bft.generation.corpus.segments import SEGMENTS_PER_PAGE
@@ -71,13 +71,13 @@ class BlockWork:
 
 @dataclass
 class Fingerprint:
-    """What pass 1 learns of a block: each record's id (None: unreadable line) and location, and the
-    (item offset, text hash) of every item that survives cleaning."""
+    """What pass 1 learns of a block: each record's id (and whether bft derived it) and location, and
+    the (item offset, text hash) of every item that survives cleaning."""
 
     key: str
     file_index: int
     first_row: int
-    ids: list[str | None]
+    ids: list[tuple[str, bool]]
     locations: list[str]
     texts: list[list[tuple[int, int]]]
 
@@ -91,14 +91,16 @@ def fingerprint(block: RawBlock, config: GenerateConfig) -> Fingerprint:
     for location, row in block.rows:
         locations.append(location)
         if isinstance(row, Unreadable):
-            ids.append(None)
+            ids.append((location_id(location), True))
             texts.append([])
             continue
-        doc_id = row_id(row, location, corpus.text_field, corpus.id_field)
-        ids.append(doc_id)
+        doc_id, derived = row_id(row, location, corpus.text_field, corpus.id_field)
+        ids.append((doc_id, derived))
         hashes = []
         if config.prepare.dedup:
-            item = row_item(dict(row), location, 0, doc_id, [], corpus.text_field)  # position 0: offsets only
+            item = row_item(
+                dict(row), location, 0, doc_id, [], corpus.text_field, corpus.invalid_unicode, corpus.id_field
+            )  # position 0: offsets only
             for part in segment([item]):
                 if isinstance(part, Document):
                     cleaned = cleaner.clean(part)
@@ -137,10 +139,8 @@ def plan_blocks(fingerprints: list[Fingerprint], config: GenerateConfig) -> Plan
         rows = len(block.ids) if limit is None else min(len(block.ids), limit - position)
         work = BlockWork(block.key, position, rows)
         for offset in range(rows):
-            doc_id, here = block.ids[offset], position + offset
-            if doc_id is None:
-                continue
-            kept_id, _ = ids.admit(doc_id, block.locations[offset], here)
+            (doc_id, derived), here = block.ids[offset], position + offset
+            kept_id, _ = ids.admit(doc_id, derived, block.locations[offset], here)
             if kept_id != doc_id:
                 work.renames[here] = kept_id
             for item, text_hash in block.texts[offset]:
@@ -161,11 +161,13 @@ def block_items(block: RawBlock, work: BlockWork, config: GenerateConfig, fits=N
         for offset, (location, row) in enumerate(block.rows[: work.rows]):
             position = work.first_position + offset
             if isinstance(row, Unreadable):
-                yield unreadable_item(location, row, position)
+                yield unreadable_item(location, row, position, work.renames.get(position, location_id(location)))
                 continue
-            original = row_id(row, location, corpus.text_field, corpus.id_field)
+            original, _ = row_id(row, location, corpus.text_field, corpus.id_field)
             renamed = work.renames.get(position)
             doc_id, flags = (renamed, [f"duplicate_id:{original}"]) if renamed else (original, [])
-            yield row_item(row, location, position, doc_id, flags, corpus.text_field)
+            yield row_item(
+                row, location, position, doc_id, flags, corpus.text_field, corpus.invalid_unicode, corpus.id_field
+            )
 
     return document_stream(read(), config, fits, work.duplicates)

@@ -23,11 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bft.generation.corpus.files import HUB_ID_RE, JSONL_SUFFIXES, PARQUET_SUFFIXES, corpus_files
+from bft.generation.corpus.files import HUB_ID_RE, JSONL_SUFFIXES, PARQUET_SUFFIXES, corpus_files, has_suffix
 from bft.generation.corpus.rows import Unreadable, iter_hub_rows, rows_of_file
 from bft.generation.errors import CorpusError
 from bft.generation.records import Document, Rejected
-from bft.generation.text import stable_hash64
+from bft.generation.text import has_lone_surrogates, replace_lone_surrogates, stable_hash64
+
+LOCATION_ID_PREFIX = "location:"
 
 
 def content_id(text: str) -> str:
@@ -53,7 +55,7 @@ def corpus_rows(
     local = Path(path)
     if local.exists():
         return (row for file in corpus_files(local) for row in rows_of_file(file, invalid_utf8, max_record_bytes))
-    if HUB_ID_RE.match(path) and not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+    if HUB_ID_RE.match(path) and not has_suffix(path, JSONL_SUFFIXES + PARQUET_SUFFIXES):
         return iter_hub_rows(path, split, revision)
     raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
 
@@ -68,6 +70,7 @@ def read_corpus(
     duplicate_ids: str = "error",
     invalid_utf8: str = "error",
     max_record_bytes: int = 64 << 20,
+    invalid_unicode: str = "reject",
 ) -> Iterator[Document | Rejected]:
     """Stream documents from a local path or a Hub dataset id.
 
@@ -82,26 +85,35 @@ def read_corpus(
         if limit is not None and position >= limit:
             return
         if isinstance(row, Unreadable):
-            yield unreadable_item(location, row, position)
+            doc_id, _ = ids.admit(location_id(location), True, location, position)
+            yield unreadable_item(location, row, position, doc_id)
             continue
-        doc_id, flags = ids.admit(row_id(row, location, text_field, id_field), location, position)
-        yield row_item(row, location, position, doc_id, flags, text_field)
+        doc_id, derived = row_id(row, location, text_field, id_field)
+        doc_id, flags = ids.admit(doc_id, derived, location, position)
+        yield row_item(row, location, position, doc_id, flags, text_field, invalid_unicode, id_field)
 
 
-def unreadable_item(location: str, row: Unreadable, position: int) -> Rejected:
-    """A line that could not become a row, as a rejected record (its location is its id)."""
-    return Rejected(location, row.reason, location, position, raw=row.raw)
+def location_id(location: str) -> str:
+    """The id of a record that has none and no text to derive one from: its location, in its own namespace."""
+    return LOCATION_ID_PREFIX + replace_lone_surrogates(location)
 
 
-def row_id(row: dict[str, Any], location: str, text_field: str, id_field: str) -> str:
-    """A row's document id: its `id_field`, else one derived from its text (or its location)."""
+def unreadable_item(location: str, row: Unreadable, position: int, doc_id: str) -> Rejected:
+    """A line that could not become a row, as a rejected record (its id is its location's)."""
+    return Rejected(doc_id, row.reason, replace_lone_surrogates(location), position, raw=row.raw)
+
+
+def row_id(row: dict[str, Any], location: str, text_field: str, id_field: str) -> tuple[str, bool]:
+    """A row's document id, and whether bft derived it: its `id_field`, else one derived from its text
+    (`sha256:...`), else from its location (`location:...`). Text that cannot be written as UTF-8
+    (lone surrogates) becomes U+FFFD in an id."""
     raw_id = row.get(id_field)
     if raw_id is not None and not isinstance(raw_id, (str, int)):
         raise CorpusError(f"{location}: field {id_field!r} must be a string or integer, got {type(raw_id).__name__}")
     if raw_id is None or raw_id == "":
         text = row.get(text_field)
-        return content_id(text) if isinstance(text, str) else f"{location}"
-    return str(raw_id)
+        return (content_id(text) if isinstance(text, str) else location_id(location)), True
+    return replace_lone_surrogates(str(raw_id)), False
 
 
 class DuplicateIds:
@@ -115,12 +127,16 @@ class DuplicateIds:
         self.mode = mode
         self.seen: dict[int, int] = {}  # hash of each id -> its position
 
-    def admit(self, doc_id: str, location: str, position: int) -> tuple[str, list[str]]:
-        """The id the document keeps and the flags that say why it changed (none when it did not)."""
+    def admit(self, doc_id: str, derived: bool = False, location: str = "", position: int = 0) -> tuple[str, list[str]]:
+        """The id the document keeps and the flags that say why it changed (none when it did not).
+
+        An id bft `derived` (from a text or a location) is always renamed on a clash: two records without
+        ids and with the same text stay two records (the second is then prepare's `duplicate_text`).
+        """
         key = stable_hash64(doc_id)
         flags: list[str] = []
         if key in self.seen:
-            if self.mode != "rename":
+            if self.mode != "rename" and not derived:
                 raise CorpusError(
                     f"{location}: duplicate document id {doc_id!r} (first seen as record {self.seen[key] + 1} of the "
                     "corpus); fix the input, or set corpus.duplicate_ids: rename"
@@ -136,16 +152,36 @@ class DuplicateIds:
 
 
 def row_item(
-    row: dict[str, Any], location: str, position: int, doc_id: str, id_flags: list[str], text_field: str
+    row: dict[str, Any],
+    location: str,
+    position: int,
+    doc_id: str,
+    id_flags: list[str],
+    text_field: str,
+    invalid_unicode: str = "reject",
+    id_field: str = "id",
 ) -> Document | Rejected:
-    """One read row as a document, or as a rejected record when it has no usable text."""
+    """One read row as a document, or as a rejected record when it has no usable text.
+
+    Text that cannot be written as UTF-8 (lone UTF-16 surrogates, which JSON's `\\ud83d` escapes can
+    make) is rejected `invalid_unicode`, or with `invalid_unicode: replace` becomes U+FFFD and the
+    document is flagged `invalid_unicode_replaced`.
+    """
     flags = [*row.pop("__flags__", []), *id_flags]
     text = row.get(text_field)
+    location = replace_lone_surrogates(location)
     url, source = _url_of(row), row.get("source") if isinstance(row.get("source"), str) else None
+    odd = [v for v in (text, row.get(id_field), url, source) if isinstance(v, str)]
+    url, source = replace_lone_surrogates(url), replace_lone_surrogates(source)
     if text_field not in row or text is None:
         return Rejected(doc_id, "missing_text", location, position, url, source)
     if not isinstance(text, str):
         return Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
+    if any(has_lone_surrogates(v) for v in odd):
+        text = replace_lone_surrogates(text)
+        if invalid_unicode != "replace":
+            return Rejected(doc_id, "invalid_unicode", location, position, url, source, raw=text[:10_000])
+        flags.append("invalid_unicode_replaced")
     if not text or text.isspace():
         return Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
     return Document(doc_id, text, url, source, location, position, flags=flags)

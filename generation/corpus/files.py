@@ -1,35 +1,52 @@
 """Which files a corpus is made of, and how to open them: local paths, fsspec URLs, Hub datasets.
 
 A corpus is a file, a folder of files (read in a stable, sorted order), an fsspec URL (`s3://`,
-`hf://`, `memory://`, ...) or a Hub dataset id (`ORG/NAME`). Files are JSON lines (optionally gzip,
-as Dolma ships them), Parquet, or web pages (HTML, WARC) for Humpback's header segments.
+`hf://`, `memory://`, ...) or a Hub dataset id (`ORG/NAME`). Files are JSON lines (plain, or compressed
+with gzip as Dolma ships them, zstd or bzip2), Parquet, or web pages (HTML, WARC) for Humpback's header
+segments. Suffixes match in any case (`DATA.JSONL`). A folder's other files are listed in a warning,
+never skipped silently.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import re
+import sys
 from pathlib import Path
 
 from bft.generation.errors import CorpusError
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # Dolma ships JSON lines as .json.gz
+COMPRESSIONS = ("", ".gz", ".zst", ".bz2")
+# JSON lines; Dolma ships them as .json.gz, so .json is read as JSON lines too
+JSONL_SUFFIXES = tuple(f"{base}{c}" for base in (".jsonl", ".json") for c in COMPRESSIONS)
 PARQUET_SUFFIXES = (".parquet",)
 PAGE_SUFFIXES = (".html", ".htm", ".warc", ".warc.gz")  # web pages, for Humpback's header segments
 ALL_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + PAGE_SUFFIXES
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WARNED: set[Path] = set()
+
+
+def has_suffix(name: str, suffixes: tuple[str, ...]) -> bool:
+    return name.lower().endswith(suffixes)
 
 
 def corpus_files(path: Path) -> list[Path]:
-    """The data files of a local corpus path, in a stable order."""
+    """The data files of a local corpus path, in a stable order; a folder's other files are warned about."""
     if path.is_file():
-        if not path.name.endswith(ALL_SUFFIXES):
-            raise CorpusError(f"{path}: unsupported file type; expected one of {ALL_SUFFIXES}")
+        if not has_suffix(path.name, ALL_SUFFIXES):
+            raise CorpusError(f"{path}: unsupported file type; expected one of {', '.join(ALL_SUFFIXES)}")
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(ALL_SUFFIXES))
+    every = sorted(p for p in path.rglob("*") if p.is_file())
+    files = [p for p in every if has_suffix(p.name, ALL_SUFFIXES)]
     if not files:
         raise CorpusError(f"{path}: folder holds no {', '.join(ALL_SUFFIXES)} files")
+    skipped = [p for p in every if p not in set(files)]
+    if skipped and path not in _WARNED:
+        _WARNED.add(path)
+        names = ", ".join(str(p.relative_to(path)) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        print(f"bft: corpus {path}: {len(skipped)} file(s) not read (not a corpus file type): {names}", file=sys.stderr)
     return files
 
 
@@ -38,18 +55,29 @@ def is_url(path: str) -> bool:
 
 
 def open_binary(path: Path | str):
-    """A local file or fsspec URL opened for binary reading, gunzipped when its name ends in .gz."""
-    name = str(path)
-    if isinstance(path, Path):
-        return gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")  # noqa: SIM115 (caller closes)
-    import fsspec
+    """A local file or fsspec URL opened for binary reading, decompressed by its name (.gz, .zst, .bz2).
 
-    try:
-        handle = fsspec.open(name, "rb").open()
-    except Exception as error:  # fsspec backends raise their own types
-        raise CorpusError(f"{name}: cannot open: {error}") from None
-    # both wrappers give the bounded readline(size) that the JSONL reader relies on
-    return gzip.GzipFile(fileobj=handle, mode="rb") if name.endswith(".gz") else io.BufferedReader(handle)
+    Every wrapper gives the bounded `readline(size)` the JSONL reader relies on.
+    """
+    name = str(path).lower()
+    if isinstance(path, Path):
+        handle = open(path, "rb")  # noqa: SIM115 (the caller closes the wrapper, which closes this)
+    else:
+        import fsspec
+
+        try:
+            handle = fsspec.open(str(path), "rb").open()
+        except Exception as error:  # fsspec backends raise their own types
+            raise CorpusError(f"{path}: cannot open: {error}") from None
+    if name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=handle, mode="rb")
+    if name.endswith(".bz2"):
+        return bz2.BZ2File(handle, "rb")
+    if name.endswith(".zst"):
+        import zstandard  # only for .zst corpora
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(handle, closefd=True))
+    return io.BufferedReader(handle) if not isinstance(handle, io.BufferedReader) else handle
 
 
 def corpus_file_list(path: str, split: str = "train", revision: str | None = None) -> list[str]:
@@ -69,7 +97,7 @@ def corpus_file_list(path: str, split: str = "train", revision: str | None = Non
             found = sorted(fs.find(root)) if fs.isdir(root) else [root] if fs.exists(root) else []
         except Exception as error:  # fsspec backends raise their own types
             raise CorpusError(f"corpus {path!r}: cannot list: {error}") from None
-        files = [f"{protocol}://{f}" for f in found if f.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)]
+        files = [f"{protocol}://{f}" for f in found if has_suffix(f, JSONL_SUFFIXES + PARQUET_SUFFIXES)]
         if not files:
             raise CorpusError(f"corpus {path!r}: no {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)} files there")
         return files
@@ -90,7 +118,7 @@ def hub_data_files(dataset_id: str, split: str, revision: str | None) -> list[st
         raise CorpusError(
             f"cannot resolve Hub dataset {dataset_id!r} (revision {revision or 'main'}): {message}"
         ) from None
-    files = [str(f) for f in files or [] if str(f).endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)]
+    files = [str(f) for f in files or [] if has_suffix(str(f), JSONL_SUFFIXES + PARQUET_SUFFIXES)]
     if not files:
         raise CorpusError(
             f"Hub dataset {dataset_id!r} has no JSONL or Parquet data files for split {split!r} "
@@ -113,7 +141,7 @@ def count_documents(path: str, limit: int | None = None) -> int | None:
     total = 0
     try:
         for file in corpus_files(local):
-            if file.name.endswith(PARQUET_SUFFIXES):
+            if has_suffix(file.name, PARQUET_SUFFIXES):
                 total += pq.ParquetFile(file).metadata.num_rows
                 continue
             with open_binary(file) as handle:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bft.generation.corpus.files import PAGE_SUFFIXES, PARQUET_SUFFIXES, is_url, open_binary
+from bft.generation.corpus.files import PAGE_SUFFIXES, PARQUET_SUFFIXES, has_suffix, is_url, open_binary
 from bft.generation.errors import CorpusError
+
+JSON_ARRAY_HINT = "; the file looks like a JSON array: bft reads JSON lines, one object per line"
 
 
 @dataclass
@@ -85,15 +87,25 @@ def iter_jsonl_rows(
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise CorpusError(f"{location}: malformed JSON ({error.msg} at column {error.colno})") from None
+                    hint = JSON_ARRAY_HINT if number == 1 and line.lstrip().startswith("[") else ""
+                    raise CorpusError(
+                        f"{location}: malformed JSON ({error.msg} at column {error.colno}){hint}"
+                    ) from None
                 del line
                 if not isinstance(row, dict):
-                    raise CorpusError(f"{location}: expected a JSON object, got {type(row).__name__}")
+                    hint = JSON_ARRAY_HINT if isinstance(row, list) else ""
+                    raise CorpusError(f"{location}: expected a JSON object, got {type(row).__name__}{hint}")
                 if flags:
                     row["__flags__"] = flags
                 yield location, row
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except CorpusError:
+        raise
+    except (OSError, EOFError, gzip.BadGzipFile, ValueError) as error:  # ValueError: bz2, zstd
         raise CorpusError(f"{path}: cannot read: {error}") from None
+    except Exception as error:
+        if type(error).__module__.startswith("zstd"):  # zstandard.ZstdError: a broken .zst file
+            raise CorpusError(f"{path}: cannot read: {error}") from None
+        raise
 
 
 def iter_parquet_rows(path: Path | str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -129,7 +141,7 @@ def iter_hub_rows(dataset_id: str, split: str, revision: str | None) -> Iterator
 
 def iter_page_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """An HTML file as one row, or each HTML response of a WARC file (read with `warcio`)."""
-    if path.name.endswith((".html", ".htm")):
+    if has_suffix(path.name, (".html", ".htm")):
         yield str(path), {"id": str(path), "text": path.read_bytes().decode("utf-8", "replace")}
         return
     try:
@@ -159,9 +171,9 @@ def rows_of_file(
     if isinstance(file, str) and not is_url(file):
         file = Path(file)
     name = str(file)
-    if name.endswith(PARQUET_SUFFIXES):
+    if has_suffix(name, PARQUET_SUFFIXES):
         return iter_parquet_rows(file)
-    if name.endswith(PAGE_SUFFIXES):
+    if has_suffix(name, PAGE_SUFFIXES):
         if not isinstance(file, Path):
             raise CorpusError(f"{file}: HTML and WARC corpora are read from local files only")
         return iter_page_rows(file)

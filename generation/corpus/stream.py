@@ -48,5 +48,6 @@ def corpus_documents(config: GenerateConfig, fits=None) -> Iterator[Document | R
         duplicate_ids=corpus.duplicate_ids,
         invalid_utf8=corpus.invalid_utf8,
         max_record_bytes=corpus.max_record_bytes,
+        invalid_unicode=corpus.invalid_unicode,
     )
     return document_stream(rows, config, fits)

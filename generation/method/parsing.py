@@ -6,13 +6,18 @@ a rejected record. Nothing is dropped silently.
 
 Rules (see README, "Parsing"):
 
-- score: the **last** `Score:` in the reply wins; the number after it must be an integer 1-5
+- markers are `method/markers.py`'s (one definition for the parser and the escaper); a marker the
+  reply copied from the document, the instruction or the prompt template (`markers.Sources`) is not
+  the model's and is ignored; when every marker of a reply was copied, the reply is rejected
+  `score_copied_from_document` / `..._from_prompt` (`rewrite_copied_...` likewise).
+- score: the **last** `Score:` the model wrote wins; the number after it must be an integer 1-5
   (`5`, `5.`, `5.0`, `5/5` and markdown emphasis such as `**Score:** 5` are accepted);
   anything else is `score_missing`, `score_unparseable` or `score_out_of_range`.
-- rewrite: the text of the last `[RES] ... [/RES]` block, stripped; a reply cut off by the token
-  limit is `rewrite_truncated`, an unclosed block `rewrite_unclosed`, tags inside the block
-  `rewrite_nested_tags`, an empty block `rewrite_empty`. When `[/RES]` was the stop sequence and
-  the server reports a normal stop, the closing tag was consumed by the server and is implied.
+- rewrite: the text of the last `[RES] ... [/RES]` block the model wrote, stripped; a reply cut off by
+  the token limit is `rewrite_truncated`, an unclosed block `rewrite_unclosed`, the model's own tags
+  inside the block `rewrite_nested_tags`, an empty block `rewrite_empty`. When `[/RES]` was the stop
+  sequence and the server reports a normal stop, the closing tag was consumed by the server and is
+  implied.
 - expected score: where the server returned the top alternatives for each generated token, the
   token that wrote the parsed score is found and its alternatives `1`-`5` give
   E[score] = sum p(k) * k, renormalized over those five (Humpback's "score >= 4.5" needs this).
@@ -28,18 +33,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-RES_OPEN = "[RES]"
-RES_CLOSE = "[/RES]"
-SCORE_RE = re.compile(r"\**\bscore\**\s*:\s*\**\s*(?P<value>[^\s*]*)", re.IGNORECASE)
+from bft.generation.method.markers import RES_CLOSE, RES_CLOSE_RE, RES_OPEN_RE, SCORE_RE, Sources, parse_view
+
 SCORE_VALUE_RE = re.compile(r"(?P<n>[+-]?\d+)(?:\.0*)?(?:/5)?[.,;:!)]*")
 
 
 @dataclass(frozen=True)
 class Parsed:
-    """A parser's verdict: `value` when `ok`, else `reason` (a short snake_case code)."""
+    """A parser's verdict: `value` when `ok`, else `reason` (a short snake_case code).
+
+    `copied` counts the markers of the reply that were copied from the prompt's texts and ignored.
+    """
 
     value: object | None
     reason: str | None = None
+    copied: int = 0
 
     @property
     def ok(self) -> bool:
@@ -50,25 +58,45 @@ class Parsed:
         return "ok" if self.ok else self.reason
 
 
-def parse_score(reply: str, low: int = 1, high: int = 5) -> Parsed:
-    """Parse the rubric score from a curation reply (the last `Score:` wins)."""
-    matches = list(SCORE_RE.finditer(reply))
-    if not matches:
-        return Parsed(None, "score_missing")
-    raw = matches[-1].group("value")
-    number = SCORE_VALUE_RE.fullmatch(raw)
+def _own_markers(view, pattern, sources: Sources | None) -> tuple[list, list[str]]:
+    """The matches of `pattern` in the reply's view the model wrote, and where the copied ones came from."""
+    own, copied = [], []
+    for match in pattern.finditer(view.text):
+        where = sources.copied(view, match.start(), match.end()) if sources is not None else None
+        if where is None:
+            own.append(match)
+        else:
+            copied.append(where)
+    return own, copied
+
+
+def _last_score(reply: str, sources: Sources | None):
+    view = parse_view(reply)
+    own, copied = _own_markers(view, SCORE_RE, sources)
+    return view, (own[-1] if own else None), copied
+
+
+def parse_score(reply: str, low: int = 1, high: int = 5, sources: Sources | None = None) -> Parsed:
+    """Parse the rubric score from a curation reply (the last `Score:` the model wrote wins)."""
+    _, match, copied = _last_score(reply, sources)
+    if match is None:
+        return Parsed(None, f"score_copied_from_{copied[-1]}" if copied else "score_missing", len(copied))
+    number = SCORE_VALUE_RE.fullmatch(match.group("value"))
     if number is None:
-        return Parsed(None, "score_unparseable")
+        return Parsed(None, "score_unparseable", len(copied))
     value = int(number.group("n"))
     if not low <= value <= high:
-        return Parsed(None, "score_out_of_range")
-    return Parsed(value)
+        return Parsed(None, "score_out_of_range", len(copied))
+    return Parsed(value, copied=len(copied))
 
 
-def score_offset(reply: str) -> int | None:
-    """Where in `reply` the value of the last `Score:` starts (the text `parse_score` reads)."""
-    matches = list(SCORE_RE.finditer(reply))
-    return matches[-1].start("value") if matches else None
+def score_offset(reply: str, sources: Sources | None = None) -> int | None:
+    """Where in `reply` the value of the score `parse_score` reads starts."""
+    view, match, _ = _last_score(reply, sources)
+    if match is None:
+        return None
+    start = match.start("value")
+    return view.origin[start] if start < len(view.origin) else len(reply)
 
 
 def expected_score(choices: Sequence, text: str, offset: int, low: int = 1, high: int = 5) -> float | None:
@@ -104,27 +132,45 @@ def expected_score(choices: Sequence, text: str, offset: int, low: int = 1, high
     return sum(k * p for k, p in mass.items()) / total
 
 
-def parse_rewrite(reply: str, finish_reason: str | None, stop: tuple[str, ...] = ()) -> Parsed:
-    """Extract the rewritten response between `[RES]` and `[/RES]`."""
-    text = reply
-    if RES_CLOSE in stop and finish_reason == "stop" and RES_OPEN in text and not text.rstrip().endswith(RES_CLOSE):
+def parse_rewrite(
+    reply: str, finish_reason: str | None, stop: tuple[str, ...] = (), sources: Sources | None = None
+) -> Parsed:
+    """Extract the rewritten response between the model's own `[RES]` and `[/RES]`."""
+    view = parse_view(reply)
+    opens, copied_opens = _own_markers(view, RES_OPEN_RE, sources)
+    closes, copied_closes = _own_markers(view, RES_CLOSE_RE, sources)
+    copied = [*copied_opens, *copied_closes]
+    end_of_text = len(view.text)
+    close_spans = [(m.start(), m.end()) for m in closes]
+    implied = RES_CLOSE in stop and finish_reason == "stop" and opens
+    if implied and not (close_spans and not view.text[close_spans[-1][1] :].strip()):
         # The server stopped on the `[/RES]` stop sequence and (OpenAI-style) did not return it.
-        text = text + RES_CLOSE
-    close = text.rfind(RES_CLOSE)
-    if close < 0:
+        close_spans.append((end_of_text, end_of_text))
+    if not close_spans:
         if finish_reason == "length":
-            return Parsed(None, "rewrite_truncated")
-        return Parsed(None, "rewrite_unclosed" if RES_OPEN in text else "rewrite_missing_tags")
-    opening = text.rfind(RES_OPEN, 0, close)
-    if opening < 0:
-        return Parsed(None, "rewrite_missing_tags")
-    body = text[opening + len(RES_OPEN) : close]
-    if RES_CLOSE in body or RES_OPEN in body:
-        return Parsed(None, "rewrite_nested_tags")
-    body = body.strip()
+            return Parsed(None, "rewrite_truncated", len(copied))
+        if opens:
+            return Parsed(None, "rewrite_unclosed", len(copied))
+        reason = f"rewrite_copied_from_{copied[-1]}" if copied else "rewrite_missing_tags"
+        return Parsed(None, reason, len(copied))
+    close_start, _ = close_spans[-1]
+    before = [m for m in opens if m.end() <= close_start]
+    if not before:
+        reason = f"rewrite_copied_from_{copied[-1]}" if copied_opens else "rewrite_missing_tags"
+        return Parsed(None, reason, len(copied))
+    opening = before[-1]
+    inside = [s for s, _ in close_spans if opening.end() <= s < close_start]
+    if inside:  # the model's own closing tag inside the block
+        return Parsed(None, "rewrite_nested_tags", len(copied))
+    body = reply[_origin(view, opening.end()) : _origin(view, close_start)].strip()
     if not body:
-        return Parsed(None, "rewrite_empty")
-    return Parsed(body)
+        return Parsed(None, "rewrite_empty", len(copied))
+    return Parsed(body, copied=len(copied))
+
+
+def _origin(view, index: int) -> int:
+    """The index in the original text of view position `index` (its end maps to the text's end)."""
+    return view.origin[index] if index < len(view.origin) else (view.origin[-1] + 1 if view.origin else 0)
 
 
 def parse_answer(reply: str, finish_reason: str | None) -> Parsed:

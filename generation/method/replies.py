@@ -21,6 +21,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from bft.generation.method.markers import compare_view
 from bft.generation.method.prompts import PromptTemplate
 from bft.generation.text import ngrams, words
 
@@ -87,9 +88,15 @@ def _template_shingles(template: PromptTemplate) -> frozenset[tuple[str, ...]]:
     return frozenset(shingles)
 
 
-def repeats_prompt(reply: str, template: PromptTemplate) -> bool:
+def repeats_prompt(reply: str, template: PromptTemplate, document: str = "") -> bool:
+    """Whether the reply holds `ECHO_WORDS` consecutive words of the template that the document does
+    not also hold (a document may quote the prompt; a model copying that document is not echoing)."""
     shingles = _template_shingles(template)
-    return any(gram in shingles for gram in ngrams(words(reply), ECHO_WORDS))
+    echoed = [gram for gram in ngrams(words(compare_view(reply)), ECHO_WORDS) if gram in shingles]
+    if not echoed:
+        return False
+    quoted = set(ngrams(words(compare_view(document)), ECHO_WORDS))
+    return any(gram not in quoted for gram in echoed)
 
 
 def dominant_script(text: str, sample: int = 4000) -> str | None:
@@ -135,7 +142,7 @@ def check_reply(
         return "reply_empty"
     if finish_reason == "length":
         return None
-    if echo and repeats_prompt(generated, template):
+    if echo and repeats_prompt(generated, template, document):
         return "reply_repeats_prompt"
     if language and other_language(generated, document):
         return "reply_other_language"

@@ -19,6 +19,7 @@ from bft.generation.config import BacktranslateConfig, CurateConfig, DistillConf
 from bft.generation.errors import ConfigError
 from bft.generation.method.escaping import Escaper, unescape
 from bft.generation.method.filters import matches_any
+from bft.generation.method.markers import Sources
 from bft.generation.method.parsing import (
     Parsed,
     expected_score,
@@ -150,16 +151,24 @@ class Stage:
         verdict = Verdict(Parsed(None, odd)) if odd else self.judge(record, reply, generation)
         parsed = verdict.parsed
         provenance = [*record.provenance, self.provenance(raw, parsed.status, attempts, endpoint)]
+        flags = [*record.flags, f"markers_copied:{self.name}:{parsed.copied}"] if parsed.copied else record.flags
         if not parsed.ok:
-            return replace(record, stage=self.name, status=REJECTED, reason=parsed.reason, provenance=provenance)
+            return replace(
+                record, stage=self.name, status=REJECTED, reason=parsed.reason, provenance=provenance, flags=flags
+            )
         return replace(
             record,
             stage=self.name,
             status=REJECTED if verdict.reject else KEPT,
             reason=verdict.reject,
             provenance=provenance,
+            flags=flags,
             **verdict.fields,
         )
+
+    def sources(self, record: StageRecord) -> Sources:
+        """The texts this stage's reply may copy markers from (`method/markers.py`)."""
+        return Sources(record.document, record.instruction, self.template.text)
 
     def failure(self, record: StageRecord, reason: str, detail: str, attempts: int, endpoint) -> StageRecord:
         """The record this stage writes when no usable reply could be had."""
@@ -241,14 +250,15 @@ class Curate(Stage):
         return {"generated_instruction": record.instruction, "output": record.document}
 
     def judge(self, record, reply, generation):
-        parsed = parse_score(reply)
+        sources = self.sources(record)
+        parsed = parse_score(reply, sources=sources)
         verdict = Verdict(parsed, {"score": parsed.value, "expected_score": None})
         if not parsed.ok:
             return verdict
         expected = None
         if generation.token_choices:
             prefill = len(reply) - len(generation.text)
-            expected = expected_score(generation.token_choices, generation.text, score_offset(reply) - prefill)
+            expected = expected_score(generation.token_choices, generation.text, score_offset(reply, sources) - prefill)
             verdict.fields["expected_score"] = expected
         if self.config.score_mode == "expected":
             if expected is None:
@@ -269,7 +279,7 @@ class Rewrite(Stage):
         return {"response": record.document, "instruction": record.instruction}
 
     def judge(self, record, reply, generation):
-        parsed = parse_rewrite(reply, generation.finish_reason, tuple(self.config.sampling.stop))
+        parsed = parse_rewrite(reply, generation.finish_reason, tuple(self.config.sampling.stop), self.sources(record))
         if not parsed.ok:
             return Verdict(parsed)
         response = self.restore(parsed.value)

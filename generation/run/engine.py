@@ -31,6 +31,8 @@ from bft.generation.run.journal import Journal
 from bft.generation.run.progress import StageBars
 from bft.generation.run.stats import RunStats, StageStats
 
+TRANSIENT_REASONS = {"request_failed"}  # not a verdict on the document: a rerun sends it again
+
 
 class Engine:
     """Runs `stages` over a document stream, journaling each outcome under `journal_dir`."""
@@ -47,6 +49,7 @@ class Engine:
         truncate_to_fit: bool = True,
         chars_per_token: float = 3.0,
         progress: bool = True,
+        retry_failed: bool = True,
     ):
         self.stages = stages
         self.pools = pools
@@ -56,6 +59,7 @@ class Engine:
         self.backoff_cap = backoff_cap
         self.truncate_to_fit = truncate_to_fit
         self.chars_per_token = chars_per_token
+        self.retry_failed = retry_failed
         self.journals = {name: Journal(journal_dir / f"{name}.jsonl") for name in [PREPARE] + [s.name for s in stages]}
         self.stats = {name: StageStats() for name in self.journals}
         self.progress = progress
@@ -75,6 +79,7 @@ class Engine:
             truncate_to_fit=config.truncate_to_fit,
             chars_per_token=config.chars_per_token,
             progress=progress,
+            retry_failed=config.retry_failed,
         )
 
     def run_stats(self) -> RunStats:
@@ -86,7 +91,11 @@ class Engine:
     def _load_done(self) -> tuple[dict[str, set[str]], dict[str, tuple[str, int]]]:
         """Ids finished per stage, and where the kept records whose next stage has not run yet are.
 
-        Only (journal, byte offset) pairs stay in memory; the record is read back when its turn comes.
+        A document's latest journal entry at a stage is its outcome there. A transient failure
+        (`request_failed`, its retries used up) is not a verdict: with `retry_failed` the document is
+        not finished at that stage, so this run sends it again (`retried_from_previous_run`); the
+        journal keeps every attempt's entry, and the output the latest. Only (journal, byte offset)
+        pairs stay in memory; a record is read back when its turn comes.
         """
         names = list(self.journals)
         done: dict[str, set[str]] = {}
@@ -94,17 +103,20 @@ class Engine:
         for name in names:
             journal = self.journals[name]
             journal.repair()
-            done[name] = set()
-            kept_offsets[name] = {}
+            latest: dict[str, tuple[int, str, str | None]] = {}
             for offset, entry in journal.entries():
-                if entry["id"] in done[name]:
+                latest[entry["id"]] = (offset, entry["status"], entry.get("reason"))
+            done[name], kept_offsets[name] = set(), {}
+            stats = self.stats[name]
+            for doc_id, (offset, status, reason) in latest.items():
+                if self.retry_failed and status == REJECTED and reason in TRANSIENT_REASONS:
+                    stats.retried_from_previous_run += 1
                     continue
-                done[name].add(entry["id"])
-                record = StageRecord.from_dict(entry)
-                self.stats[name].count(record)
-                self.stats[name].resumed += 1
-                if record.status == KEPT:
-                    kept_offsets[name][entry["id"]] = offset
+                done[name].add(doc_id)
+                stats.count_outcome(status, reason)
+                stats.resumed += 1
+                if status == KEPT:
+                    kept_offsets[name][doc_id] = offset
         pending: dict[str, tuple[str, int]] = {}
         for previous, current in zip(names[1:], names[2:], strict=False):
             for doc_id, offset in kept_offsets[previous].items():

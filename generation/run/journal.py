@@ -73,10 +73,18 @@ class Journal:
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repair()
-        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held for the run, closed in close())
+        self._handle = open(self.path, "ab")  # noqa: SIM115 (held for the run, closed in close())
 
     def append(self, record: StageRecord) -> None:
-        self._handle.write(record.to_json() + "\n")
+        line = record.to_json() + "\n"
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError as error:  # the readers replace such text: this names a gap, never writes half
+            raise BftError(
+                f"{self.path}: record {record.id!r} ({record.input_location}) holds text that cannot be written "
+                f"as UTF-8 ({error.reason} at character {error.start} of its journal line)"
+            ) from None
+        self._handle.write(data)
         self._handle.flush()
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ BATCH = 512
 
 
 def _ordered_offsets(journals: list[Journal]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which journal and byte offset hold each document's first entry, in corpus order, and whether
+    """Which journal and byte offset hold each document's latest entry, in corpus order, and whether
     each is kept.
 
     Only integer arrays stay in memory (21 bytes a document), however large the corpus.
@@ -37,12 +37,15 @@ def _ordered_offsets(journals: list[Journal]) -> tuple[np.ndarray, np.ndarray, n
             sources.append(number)
             offsets.append(offset)
             kept.append(entry["status"] == KEPT)
-    # np.unique sorts by position and keeps the first entry of a position seen twice
-    _, first = np.unique(np.frombuffer(positions, dtype=np.int64), return_index=True)
+    # np.unique sorts by position and keeps its first index of a position seen twice: on the reversed
+    # arrays that is the latest entry (a document retried by a rerun has its last outcome written)
+    reversed_positions = np.frombuffer(positions, dtype=np.int64)[::-1]
+    _, first = np.unique(reversed_positions, return_index=True)
+    latest = len(reversed_positions) - 1 - first
     return (
-        np.frombuffer(sources, dtype=np.int32)[first],
-        np.frombuffer(offsets, dtype=np.int64)[first],
-        np.frombuffer(kept, dtype=np.int8)[first].astype(bool),
+        np.frombuffer(sources, dtype=np.int32)[latest],
+        np.frombuffer(offsets, dtype=np.int64)[latest],
+        np.frombuffer(kept, dtype=np.int8)[latest].astype(bool),
     )
 
 

@@ -190,6 +190,8 @@ def finished_stats(folder: Path, config: GenerateConfig, work: BlockWork) -> dic
         return None
     if done.get("stages") != list(config.stages) or done.get("rows") != work.rows:
         return None
+    if config.retry_failed and any(s["rejected_by_reason"].get("request_failed") for s in done["stats"].values()):
+        return None  # run it again: its engine sends the documents lost to transient failures once more
     return done["stats"]
 
 

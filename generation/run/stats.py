@@ -31,6 +31,7 @@ class StageStats:
     truncated: int = 0
     endpoint_events: Counter = field(default_factory=Counter)
     resumed: int = 0
+    retried_from_previous_run: int = 0  # transient failures of an earlier run, sent again by this one
     first_start: float | None = None
     last_end: float | None = None
 
@@ -44,12 +45,15 @@ class StageStats:
         self.last_end = ended if self.last_end is None else max(self.last_end, ended)
 
     def count(self, record: StageRecord) -> None:
+        self.count_outcome(record.status, record.reason)
+
+    def count_outcome(self, status: str, reason: str | None) -> None:
         self.entered += 1
-        if record.status == KEPT:
+        if status == KEPT:
             self.kept += 1
         else:
             self.rejected += 1
-            self.rejected_by_reason[record.reason] += 1
+            self.rejected_by_reason[reason] += 1
 
     def add(self, counts: dict) -> None:
         """Add the counters of another engine's `as_dict()` (a Ray block's) to these; times are not added."""
@@ -64,6 +68,7 @@ class StageStats:
         self.truncated += counts["truncated_to_fit"]
         self.endpoint_events.update(counts["endpoint_events"])
         self.resumed += counts["resumed_from_journal"]
+        self.retried_from_previous_run += counts.get("retried_from_previous_run", 0)
 
     @classmethod
     def from_dict(cls, counts: dict) -> StageStats:
@@ -87,6 +92,7 @@ class StageStats:
             "truncated_to_fit": self.truncated,
             "endpoint_events": dict(sorted(self.endpoint_events.items())),
             "resumed_from_journal": self.resumed,
+            "retried_from_previous_run": self.retried_from_previous_run,
             "seconds": round(self.seconds, 3),
             "requests_per_second": round(self.requests / self.seconds, 2) if self.seconds else None,
             "completion_tokens_per_second": round(self.completion_tokens / self.seconds, 2) if self.seconds else None,

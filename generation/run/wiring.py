@@ -38,6 +38,7 @@ OPERATIONAL_KEYS = {
     "stages",
     "request_timeout",
     "max_retries",
+    "retry_failed",
     "token_env",
     "note",
     "dead_after",

@@ -182,6 +182,38 @@ def test_retries_exhausted_become_a_rejected_record(tmp_path):
     assert list(rejected["reason"]) == ["request_failed"] and rejected[0]["provenance"][-1]["attempts"] == 2
 
 
+def test_a_rerun_retries_documents_lost_to_a_passing_failure(tmp_path):
+    """A burst of 503s is not a verdict: once the server is back, a rerun sends those documents again."""
+    out, config = tmp_path / "o", write_config(tmp_path / "c.yaml", {"max_retries": 1})
+    burst = Sequence([Fault(503, "unhealthy", "unhealthy")] * 30, when=lambda r: prompt_kind(r.prompt) == "curate")
+    with TGITestServer(burst) as server:
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url, "--limit", 10, "--config", config) == 0
+        lost = json.loads((out / "stats.json").read_text())["curate"]["rejected_by_reason"].get("request_failed", 0)
+        assert lost > 0
+        server.script = paper_model  # the server is well again
+        before = len(server.requests)
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url, "--limit", 10, "--config", config) == 0
+        resent = [r for r in server.requests[before:] if prompt_kind(r.prompt) == "curate"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(resent) == lost and stats["curate"]["retried_from_previous_run"] == lost
+    assert "request_failed" not in stats["curate"]["rejected_by_reason"]
+    assert len(load(out, "rewritten")) == 10  # 0 documents lost to the faults
+    journal = [json.loads(line) for line in (out / ".bft" / "journal" / "curate.jsonl").read_text().splitlines()]
+    assert sum(e["reason"] == "request_failed" for e in journal) == lost  # every attempt's error is kept
+
+
+def test_retry_failed_false_keeps_transient_failures_rejected(tmp_path):
+    out, config = tmp_path / "o", write_config(tmp_path / "c.yaml", {"max_retries": 0, "retry_failed": False})
+    burst = Sequence([Fault(503, "unhealthy", "unhealthy")] * 2, when=lambda r: prompt_kind(r.prompt) == "curate")
+    with TGITestServer(burst) as server:
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url, "--limit", 4, "--config", config) == 0
+        server.script = paper_model
+        before = len(server.requests)
+        assert generate(DEMO_CORPUS, "--out", out, "--endpoint", server.url, "--limit", 4, "--config", config) == 0
+        assert len(server.requests) == before
+    assert list(load(out, "rejected")["reason"]) == ["request_failed", "request_failed"]
+
+
 def test_bad_auth_stops_the_run_with_a_clear_message(tmp_path, capsys):
     with TGITestServer(lambda r: Fault(401, "Unauthorized", "authentication")) as server:
         assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--max-concurrency", 2) == 2
@@ -258,3 +290,22 @@ def test_the_shipped_paper_configs_are_valid(name):
     else:
         assert config.stages == ["backtranslate", "curate"] and config.curate.score_mode == "expected"
         assert config.curate.threshold == 4.5 and config.backtranslate.sampling.temperature == 0.7
+
+
+def test_a_wrong_text_field_fails_the_run_and_names_the_likely_cause(tmp_path, capsys):
+    with TGITestServer() as server:
+        code = generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", server.url, "--text-field", "body")
+        assert [r for r in server.requests if prompt_kind(r.prompt) != "other"] == []  # no document was sent
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "prepare: all 30 documents rejected as missing_text" in err and "--text-field" in err
+    assert "(the first record's fields: added, created, id, metadata, source, text)" in err
+
+
+def test_records_without_ids_and_with_the_same_text_end_as_one_document_and_one_duplicate(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["Bread notes.", "Bread notes.", "Other."]))
+    with TGITestServer() as server:
+        assert generate(corpus, "--out", tmp_path / "o", "--endpoint", server.url) == 0
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["prepare"]["rejected_by_reason"] == {"duplicate_text": 1} and stats["rewrite"]["kept"] == 2

@@ -65,8 +65,8 @@ def hostile_corpus(path):
         "controls": "kept",
         "html": "kept",
         "huge": "kept",
-        f"{path}:7": "prepare:record_too_large",
-        f"{path}:8": "prepare:invalid_utf8",
+        f"location:{path}:7": "prepare:record_too_large",
+        f"location:{path}:8": "prepare:invalid_utf8",
         "dup": "kept",
         "dup#2": "kept",
         no_id: "kept",
@@ -96,7 +96,7 @@ def misbehaving_model(request):
             )
         if "Model echoes the prompt." in prompt:
             return Reply("Write the most likely question to which the text below would be a great answer.")
-    if kind == "curate" and "Score" + JOINER + ":" in prompt:
+    if kind == "curate" and "S" + JOINER + "core:" in prompt:
         return Reply("It reads like a recipe note.\nScore: 3")  # the document's own "Score: 5" must not count
     return paper_model(request)
 
@@ -207,7 +207,7 @@ def test_a_100_mb_file_with_a_20_mb_document_is_streamed(tmp_path, limit, bound)
     finally:
         tracemalloc.stop()
     assert len(fates) == 81 and peak < bound * size  # never the whole file, and with a lower limit not even the giant
-    assert fates["giant"] == "kept" if limit > 21e6 else fates[f"{corpus}:81"] == "record_too_large"
+    assert fates["giant"] == "kept" if limit > 21e6 else fates[f"location:{corpus}:81"] == "record_too_large"
 
 
 def test_exact_duplicates_and_documents_over_the_context_are_rejected(tmp_path, tgi):

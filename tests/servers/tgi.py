@@ -24,6 +24,7 @@ import math
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,45 @@ def paper_model(request: SeenRequest) -> Reply:
     if kind == "rewrite":
         return Reply("[RES] " + draft_of(request.prompt).strip() + " [/RES]")
     return Reply("Hello.")
+
+
+def output_of(prompt: str) -> str:
+    """The candidate answer (the document) in a curation prompt, with any Llama-2 wrapper taken off."""
+    tail = prompt.split("in the last line.\n\n", 1)[-1]
+    output = tail.split("\n", 1)[-1]
+    return output[: -len(" [/INST]")] if output.endswith(" [/INST]") else output
+
+
+def without_invisible(text: str) -> str:
+    """`text` with every format character (zero-width spaces and joiners, U+2060, BOM, ...) dropped."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+HONEST_REWRITE = "A short, direct answer about keeping a sourdough starter healthy."
+
+
+def copying_model(drop_invisible: bool, own_score: Callable[[str], int] = lambda document: 2):
+    """A model that copies the document back after its own answer, as small models do.
+
+    Curation: its own reasoning and `Score: own_score(document)`, then the document verbatim. Rewriting: its own `[RES] ... [/RES]` block,
+    then the draft verbatim. With `drop_invisible`, the copy loses every format character (the
+    escaper's U+2060 included), as a model that does not reproduce invisible characters would.
+    """
+
+    def copy(text: str) -> str:
+        return without_invisible(text) if drop_invisible else text
+
+    def script(request: SeenRequest) -> Reply:
+        kind = prompt_kind(request.prompt)
+        if kind == "curate":
+            document = output_of(request.prompt)
+            score = own_score(document)
+            return Reply(f"The answer reads like a web page with its own notes.\nScore: {score}\n\n{copy(document)}")
+        if kind == "rewrite":
+            return Reply(f"[RES] {HONEST_REWRITE} [/RES]\n\nThe draft said: {copy(draft_of(request.prompt))}")
+        return paper_model(request)
+
+    return script
 
 
 def _apply_prefill(prompt: str, text: str) -> str:

@@ -146,3 +146,42 @@ def test_a_hub_dataset_resolves_to_its_data_files_for_parallel_reading(tmp_path,
     assert len(files) == 2 and all(f.startswith("hf://datasets/bft-org/shards@") for f in files)
     rows = [row["id"] for file in files for _, row in rows_of_file(file)]
     assert rows == ["a", "b", "c"]
+
+
+def test_every_file_of_a_corpus_folder_is_read_or_named(tmp_path, capsys):
+    import bz2
+
+    import zstandard
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    line = lambda n: (json.dumps({"id": n, "text": f"text {n}"}) + "\n").encode()  # noqa: E731
+    (folder / "a.jsonl").write_bytes(line("a"))
+    (folder / "b.json").write_bytes(line("b"))  # JSON lines, as Dolma names them
+    (folder / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(line("c")))
+    (folder / "d.jsonl.bz2").write_bytes(bz2.compress(line("d")))
+    (folder / "E.JSONL").write_bytes(line("e"))
+    (folder / "notes.txt").write_text("not a corpus file")
+    assert [d.id for d in read_corpus(str(folder))] == ["e", "a", "b", "c", "d"]  # sorted paths: E.JSONL first
+    assert "1 file(s) not read (not a corpus file type): notes.txt" in capsys.readouterr().err
+
+
+def test_a_json_array_file_says_what_bft_reads(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([{"id": "a", "text": "x"}], indent=1))
+    with pytest.raises(CorpusError, match="looks like a JSON array: bft reads JSON lines"):
+        list(read_corpus(str(path)))
+
+
+def test_location_ids_cannot_collide_with_real_ids(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\xff\xfe not utf-8\n" + (json.dumps({"id": f"{path}:1", "text": "a real id"}) + "\n").encode())
+    items = list(read_corpus(str(path), invalid_utf8="reject"))
+    assert [i.id for i in items] == [f"location:{path}:1", f"{path}:1"]
+    assert len({i.id for i in items}) == 2
+
+
+def test_records_without_ids_and_with_the_same_text_stay_two_records(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": "same words"}, {"text": "same words"}])
+    first, second = read_corpus(str(path))
+    assert second.id == first.id + "#2" and second.id != first.id
