@@ -53,16 +53,14 @@ PARSE_FAILURES = {
 
 @dataclass
 class BuiltConfigs:
-    """What building the configs gave: the README entries, rows per split, examples and train rows."""
+    """What building the configs gave: the README entries, rows per split, examples and train rows, and
+    the splits left empty (not written: `load_dataset` cannot load them), each with why."""
 
     configs: list[dict] = field(default_factory=list)
     config_rows: list[dict] = field(default_factory=list)
     examples: list[dict] = field(default_factory=list)
     train: dict[str, datasets.Dataset] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> list[str]:
-        return [r["name"] for r in self.config_rows if r["split"] == "train" and r["rows"] == 0]
+    empty: dict[str, str] = field(default_factory=dict)  # "CONFIG/SPLIT" -> why
 
 
 def build(
@@ -101,7 +99,7 @@ def build(
         corpus=str(settings.get("corpus", {}).get("path", "unknown")),
         configs=built.configs,
         config_rows=built.config_rows,
-        main_config=main_config({n: 0 if n in built.empty else 1 for n in names}),
+        main_config=main_config({c["config_name"]: 1 for c in built.configs}),
         load_path=str(folder.resolve()),
         revision=None,
         stages=stats.stage_table(kept_provenance(train)),
@@ -120,7 +118,7 @@ def build(
         pii={k: dict(v) for k, v in findings.pii.items()},
         pii_redacted=redact,
         changelog=["unreleased: built by `bft build`"],
-        empty_configs=built.empty,
+        empty_configs=[f"{where}: {why}" for where, why in built.empty.items()],
     )
     facts.report = report(train, count, unit, eval_set)
     (folder / REPORT_FILE).write_text(json.dumps(facts.report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -208,11 +206,14 @@ def build_configs(
             builder.download_and_prepare()
             files = []
             for split, info in builder.info.splits.items():
-                if info.num_examples:
-                    dataset = builder.as_dataset(split=split)
-                else:  # `datasets` cannot read back an empty split; write an empty file with the features
-                    features = builder.info.features
-                    dataset = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+                if not info.num_examples:
+                    built.empty[f"{name}/{split}"] = (
+                        f"no document fell in the {split} split (--test-fraction {test_fraction})"
+                        if split == "test"
+                        else f"every row of {name} went to the test split"
+                    )
+                    continue
+                dataset = builder.as_dataset(split=split)
                 if findings.redacted:
                     dataset = dataset.map(_redacted, desc=None)
                 path = write_parquet(dataset, folder / name, split)
@@ -223,7 +224,8 @@ def build_configs(
                     if len(dataset):
                         built.examples.append({"name": name, "json": example_json(dataset[0])})
                     findings.pii[name] = _pii(dataset)
-            built.configs.append({"config_name": name, "data_files": files})
+            if files:
+                built.configs.append({"config_name": name, "data_files": files})
     return built
 
 

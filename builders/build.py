@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"bft build: wrote {Path(args.out).resolve()}")
     for row in facts.config_rows:
         print(f"  {row['name']:<15} {row['split']:<6} {row['rows']:>7} rows")
+    for empty in facts.empty_configs:
+        print(f"  empty, not written: {empty}")
     for problem in Findings.from_dict(facts.findings).blocking:
         print(f"  release blocker: {problem}")
     print(

@@ -18,6 +18,8 @@ printed or written.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -28,7 +30,8 @@ from bft.cards.dataset_card import changelog_of, check_card
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.text import file_sha256
 
-CARD_FILES = {"README.md", FACTS_FILE}  # rewritten by every release; not part of the data compared
+CARD_FILES = {"README.md", FACTS_FILE}  # rewritten by every release: compared through the facts
+RELEASE_FIELDS = {"changelog", "load_path", "revision", "findings"}  # what a release writes into the facts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,35 +65,48 @@ def validate(folder: Path, repo: str, version: str) -> BuildFacts:
     return facts
 
 
+def _facts_digest(data: dict) -> str:
+    """The card facts that make a release what it is: everything but what each release rewrites itself."""
+    kept = {k: v for k, v in data.items() if k not in RELEASE_FIELDS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def local_files(folder: Path) -> dict[str, str]:
-    """sha256 of every data file (not the card), by path."""
-    return {
+    """sha256 of every file by path; the card counts through its facts (`bft_build.json`, less the
+    changelog and the Hub address a release writes into it), since README.md is rendered from them."""
+    files = {
         p.relative_to(folder).as_posix(): file_sha256(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.relative_to(folder).as_posix() not in CARD_FILES
     }
+    files[FACTS_FILE] = _facts_digest(BuildFacts.read(folder).to_dict())
+    return files
 
 
 def remote_files(api, repo: str, revision: str) -> dict[str, str]:
-    """sha256 of every data file of `repo` at `revision` (LFS ids, or hashed after download)."""
+    """sha256 of every file of `repo` at `revision` (LFS ids, or hashed after download), counted as
+    `local_files` counts them."""
     from huggingface_hub import hf_hub_download
 
     files = {}
     for entry in api.list_repo_tree(repo, repo_type="dataset", revision=revision, recursive=True):
         path = getattr(entry, "path", "")
-        if (
-            not hasattr(entry, "size")
-            or path in CARD_FILES
-            or path == ".gitattributes"
-            or not hasattr(entry, "blob_id")
-        ):
+        if not hasattr(entry, "size") or path in ("README.md", ".gitattributes") or not hasattr(entry, "blob_id"):
             continue
-        if entry.lfs is not None:
+        if path == FACTS_FILE:
+            local = hf_hub_download(repo, path, repo_type="dataset", revision=revision, endpoint=api.endpoint)
+            files[path] = _facts_digest(json.loads(Path(local).read_text(encoding="utf-8")))
+        elif entry.lfs is not None:
             files[path] = entry.lfs.sha256
         else:
             local = hf_hub_download(repo, path, repo_type="dataset", revision=revision, endpoint=api.endpoint)
             files[path] = file_sha256(Path(local))
     return files
+
+
+def differing(local: dict[str, str], remote: dict[str, str]) -> list[str]:
+    """The paths whose content differs between two file listings, or that only one of them has."""
+    return sorted(p for p in set(local) | set(remote) if local.get(p) != remote.get(p))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,12 +131,14 @@ def run(args: argparse.Namespace) -> int:
         raise BftError(f"cannot reach the Hub repo {repo}: {_message(error)}") from None
     tags = {ref.name: ref.target_commit for ref in refs.tags}
     if tag in tags:
-        if remote_files(api, repo, tag) == local_files(folder):
+        changed = differing(local_files(folder), remote_files(api, repo, tag))
+        if not changed:
             print(f"bft release: {repo} already has {tag} with exactly these files; nothing to do")
             print(_load_line(repo, facts, tag))
             return 0
+        shown = ", ".join(changed[:20]) + (f" and {len(changed) - 20} more" if len(changed) > 20 else "")
         raise ConfigError(
-            f"{repo} already has tag {tag} at {tags[tag][:12]} with different files; "
+            f"{repo} already has tag {tag} at {tags[tag][:12]} with different files ({shown}); "
             "a released version is never moved: release a new version"
         )
 

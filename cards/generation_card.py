@@ -27,6 +27,7 @@ def render_generation_card(
     out: Path,
     configs: list[dict],
     counts: dict[str, int],
+    empty: dict[str, str],
     main_config: str,
     stage_table: list[dict],
     rejects: list[dict],
@@ -37,7 +38,8 @@ def render_generation_card(
 ) -> DatasetCard:
     """Render and write OUT/README.md from a run's facts; return the card.
 
-    `configs` are the README `configs:` entries, `counts` the rows per config, `stage_table` and
+    `configs` are the README `configs:` entries, `counts` the rows per config, `empty` the configs not
+    written for having no rows (config -> why), `stage_table` and
     `rejects` the per-stage tables (`RunStats.stage_table` / `rejects`).
     """
     card_data = DatasetCardData(
@@ -55,6 +57,7 @@ def render_generation_card(
         pretty_name=f"bft back-and-forth translation data ({Path(out).name})",
         bft_version=bft_version(),
         config_rows=[{"name": c, "rows": n, "about": ABOUT.get(c, "")} for c, n in counts.items()],
+        empty_configs=empty,
         load_path=str(Path(out).resolve()),
         main_config=main_config,
         corpus_line=f"Corpus: `{corpus}`; {documents_in} documents read.",

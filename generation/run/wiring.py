@@ -13,7 +13,7 @@ these pieces; neither borrows from the other, nor from the `bft generate` comman
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -23,7 +23,14 @@ from bft.generation.config import ALL_STAGES, GenerateConfig, load_config
 from bft.generation.endpoints.client import Endpoint
 from bft.generation.endpoints.pool import EndpointPool
 from bft.generation.errors import ConfigError
-from bft.generation.layout import RUN_CONFIG_FILE, dataset_configs, journal_dir, main_config
+from bft.generation.layout import (
+    OUTPUT_CONFIG_NAMES,
+    REJECTED_CONFIG,
+    RUN_CONFIG_FILE,
+    dataset_configs,
+    journal_dir,
+    main_config,
+)
 from bft.generation.method.escaping import Escaper
 from bft.generation.method.stages import Stage, build_stage
 from bft.generation.run.output import write_outputs
@@ -49,14 +56,28 @@ OPERATIONAL_KEYS = {
 
 @dataclass
 class RunSummary:
-    """What a finished run reports: its stats and the rows written per config."""
+    """What a finished run reports: its stats, the rows written per config, and the configs left
+    empty (not written, since `load_dataset` cannot load them) with why."""
 
     stats: RunStats
     counts: dict[str, int]
+    empty: dict[str, str] = field(default_factory=dict)
 
     @property
-    def main_config(self) -> str:
-        return main_config(self.counts)
+    def main_config(self) -> str | None:
+        return main_config(self.counts) if self.counts else None
+
+
+def why_empty(config: str, stats: RunStats) -> str:
+    """Why a config has no rows, from the stage that makes it."""
+    if config == REJECTED_CONFIG:
+        return "no record was rejected"
+    stage = next(s for s, c in OUTPUT_CONFIG_NAMES.items() if c == config)
+    counts = stats.stages.get(stage)
+    if counts is None or not counts.entered:
+        return f"no document reached {stage}"
+    reasons = ", ".join(f"{r}: {n}" for r, n in counts.rejected_by_reason.most_common(3))
+    return f"{stage} kept none of {counts.entered} ({reasons})"
 
 
 # -- before the run ---------------------------------------------------------------------------------
@@ -207,16 +228,18 @@ def finish_run(
     stats.write(out)
     written = write_outputs(out, config.stages, journal_dirs)
     provenance = {stage.name: stage.provenance(None, "", 0, first_endpoints[stage.name]).__dict__ for stage in stages}
-    counts = {name: rows for name, (rows, _) in written.items()}
+    counts = written.counts
+    empty = {name: why_empty(name, stats) for name in written.empty}
     render_generation_card(
         out,
-        configs=dataset_configs(written),
+        configs=dataset_configs(written.files),
         counts=counts,
-        main_config=main_config(counts),
+        empty=empty,
+        main_config=main_config(counts) if counts else "",
         stage_table=stats.stage_table(provenance),
         rejects=stats.rejects(),
         documents_in=stats.documents_in,
         corpus=config.corpus.path,
         note=config.note,
     )
-    return RunSummary(stats, counts)
+    return RunSummary(stats, counts, empty)

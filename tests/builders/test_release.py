@@ -76,6 +76,16 @@ def test_releasing_the_same_version_again_is_harmless(tmp_path, outputs, hub, ca
     assert [p for _, p in hub.uploads() if "/commit/" in p or "/tag/" in p or "lfs" in p] == []
 
 
+def test_a_changed_card_under_a_released_version_is_refused_with_the_files_that_differ(tmp_path, outputs, hub, capsys):
+    assert release(built(tmp_path, outputs, "small"), "1.0.0") == 0
+    fixed = tmp_path / "fixed"
+    assert main(["build", str(outputs["small"]), "--out", str(fixed), "--license", "odc-by", "--name", "Better"]) == 0
+    capsys.readouterr()
+    assert release(fixed, "1.0.0") == 2
+    err = capsys.readouterr().err
+    assert "with different files (bft_build.json)" in err and "never moved" in err
+
+
 def test_an_existing_tag_is_never_moved(tmp_path, outputs, hub, capsys):
     assert release(built(tmp_path, outputs, "small"), "1.0.0") == 0
     tagged = {t.name: t.target_commit for t in HfApi().list_repo_refs(REPO, repo_type="dataset").tags}

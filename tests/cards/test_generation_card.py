@@ -16,6 +16,7 @@ def test_the_card_shows_the_facts_it_is_given_and_loads_as_hub_metadata(tmp_path
         tmp_path,
         configs=configs,
         counts={"rewritten": 4, "rejected": 1},
+        empty={"curated": "curate kept none of 5"},
         main_config="rewritten",
         stage_table=stage_table,
         rejects=rejects,
@@ -29,4 +30,5 @@ def test_the_card_shows_the_facts_it_is_given_and_loads_as_hub_metadata(tmp_path
     assert "| rewrite | `rewrite` (`abababababab`) | org/rewriter | chat | T=1.0, p=0.9, max 2048 | 5 | 4 | 1 |" in text
     assert "`rewrite_missing_tags` 1" in text
     assert "Corpus: `dolma/`; 5 documents read." in text
+    assert "Configs left empty, and therefore not written: `curated` (curate kept none of 5)." in text
     assert '"rewritten", split="train")' in text and "a note on the settings" in text

@@ -270,8 +270,12 @@ class TGITestServer:
         if self.down:
             return self._drop(handler)
         length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length)
+        if len(body) < length:  # the client went away mid-body (a killed run): no request was made
+            handler.close_connection = True
+            return
         try:
-            payload = json.loads(handler.rfile.read(length) or b"{}")
+            payload = json.loads(body or b"{}")
         except json.JSONDecodeError:
             return self._send(handler, 422, {"error": "invalid JSON", "error_type": "validation"})
         route = handler.path

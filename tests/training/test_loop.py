@@ -22,6 +22,7 @@ from datasets import load_dataset
 
 from bft.generation.endpoints.embedded import free_port
 from tests.paths import DEMO_CORPUS, REPO
+from tests.slow import run_bft
 
 SEED = REPO / "training" / "data" / "seed.jsonl"
 LORA_STEP = """\
@@ -66,9 +67,8 @@ curate:
 
 
 def bft(*args, timeout=900) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "bft.generation.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    result = run_bft(*args, timeout=timeout, out=out)
     assert result.returncode == 0, f"bft {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 

@@ -157,6 +157,21 @@ def test_a_rerun_resumes_from_the_last_checkpoint_and_ends_where_an_uninterrupte
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs)
 
 
+def test_rerunning_a_finished_run_is_a_no_op_that_says_so_and_overwrite_starts_over(seed_model, tmp_path, capsys):
+    output = tmp_path / "m0"
+    shutil.copytree(seed_model, output)
+    before = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert train(output, "tiny/seed") == 0
+    assert "already holds the finished model of this run; nothing to do" in capsys.readouterr().out
+    after = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert after == before  # no step past the recipe's maximum, nothing overwritten
+    assert train(output, "tiny/seed", "--overwrite", "true") == 0
+    out = capsys.readouterr().out
+    assert "resuming from" not in out and "4 steps" in out
+    assert sorted(logged_steps(output / "checkpoint-4")) == [1, 2, 3, 4]
+
+
 def test_push_to_the_hub_with_a_release_tag_and_reload_by_revision(tmp_path, hub, capsys):
     output = tmp_path / "m0"
     flags = ["--max_steps", "1", "--push_to_hub", "true", "--hub_model_id", HUB_MODEL, "--release_tag", "v1.0.0"]

@@ -1,32 +1,37 @@
 """The real thing: the demo run on the embedded SmolLM2-135M-Instruct behind `transformers serve`.
 
 Slow (a few minutes on 2 CPU cores, plus a one-time GGUF conversion into bft's cache), and part of CI.
+It runs the demo's settings on its first `DOCUMENTS` documents, so that a busy machine still finishes;
+`make demo` runs all 30.
 """
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from datasets import load_dataset
 
 from tests.paths import DEMO_CONFIG, DEMO_CORPUS
+from tests.slow import run_bft
+
+DOCUMENTS = 10
 
 
 @pytest.mark.slow
 def test_demo_on_the_embedded_model_produces_a_loadable_non_empty_rewritten_dataset(tmp_path):
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
-    result = subprocess.run(
-        [*command, "--config", str(DEMO_CONFIG), "--no-progress"], capture_output=True, text=True, timeout=1500
-    )
+    args = ["generate", DEMO_CORPUS, "--out", out, "--config", DEMO_CONFIG, "--limit", DOCUMENTS, "--no-progress"]
+    result = run_bft(*args, timeout=1500, out=out)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "30 documents in" in result.stdout and 'load_dataset("' in result.stdout
+    assert f"{DOCUMENTS} documents in" in result.stdout and 'load_dataset("' in result.stdout
 
     stats = json.loads((out / "stats.json").read_text())
     for name in ("prepare", "backtranslate", "curate", "rewrite"):
         assert stats[name]["entered"] == stats[name]["kept"] + stats[name]["rejected"], name
-    assert stats["backtranslate"]["entered"] == 30
+    assert stats["backtranslate"]["entered"] == DOCUMENTS
     assert stats["curate"]["entered"] == stats["backtranslate"]["kept"]
     assert stats["rewrite"]["entered"] == stats["curate"]["kept"]
 
@@ -40,3 +45,42 @@ def test_demo_on_the_embedded_model_produces_a_loadable_non_empty_rewritten_data
     assert len(rejected) == sum(stats[s]["rejected"] for s in ("prepare", "backtranslate", "curate", "rewrite"))
     assert all(r["reason"] for r in rejected)
     assert "Settings that differ from the papers" in (out / "README.md").read_text()
+
+
+def children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    try:
+        with open(path) as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_the_embedded_server_dies_with_bft_even_on_sigkill(tmp_path):
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
+    process = subprocess.Popen([*command, "--config", str(DEMO_CONFIG), "--no-progress"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not children(process.pid) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        (server,) = children(process.pid)
+        time.sleep(2)  # the server is up and loading its model
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 30
+        while alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(server), "the embedded server outlived a SIGKILLed bft"
+    finally:
+        if process.poll() is None:
+            process.kill()
