@@ -28,6 +28,7 @@ from pathlib import Path
 
 import datasets
 
+from bft.builders.facts import FACTS_FILE
 from bft.builders.sources import config_names
 from bft.generation.errors import ConfigError
 from bft.generation.text import grounding, ngrams, stable_hash64, words
@@ -206,4 +207,6 @@ def dataset_rows(folder: Path) -> dict[str, list[dict]]:
             if "corresponds to no data" not in str(error):
                 raise
             rows[name] = []
+    if not (folder / FACTS_FILE).is_file():  # a generate output: a `rejected` config left unwritten held none
+        rows.setdefault("rejected", [])
     return rows

@@ -99,6 +99,13 @@ class StageConfig:
     template: str = field(
         default="", metadata={"help": "Prompt template name or .txt path; the stage's paper prompt by default."}
     )
+    reasoning_tags: list[str] = field(
+        default_factory=lambda: ["<think>", "</think>"],
+        metadata={
+            "help": "Reasoning models: the tags around inline reasoning (DeepSeek-R1, Qwen3). The text between "
+            "them is kept in the provenance (`reasoning`) and never parsed; [] reads the whole reply as the answer."
+        },
+    )
     model: str | None = field(
         default=None, metadata={"help": "Model name sent in requests; discovered from the endpoint when unset."}
     )

@@ -69,11 +69,15 @@ class Generation:
     completion_tokens: int | None = None
     model: str | None = None
     token_choices: list[TokenChoice] | None = None  # only when asked for (`top_n`) and the server returns them
+    reasoning: str | None = None  # a reasoning model's thinking, apart from the answer: never parsed
+    reasoning_tokens: int | None = None  # of `completion_tokens`, when the server says
 
     def __post_init__(self) -> None:
         # a JSON body may carry lone surrogates (`\\udc00`); they cannot be journaled as UTF-8
         if not self.text.isascii():
             self.text = SURROGATE_RE.sub("\ufffd", self.text)
+        if self.reasoning and not self.reasoning.isascii():
+            self.reasoning = SURROGATE_RE.sub("\ufffd", self.reasoning)
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Provenance:
     sampling: str | None = None  # JSON of the decoding parameters sent
     prefill: str | None = None
     raw_output: str | None = None
+    reasoning: str | None = None  # a reasoning model's thinking, kept apart from `raw_output`
     finish_reason: str | None = None
     parse_status: str | None = None
     prompt_tokens: int | None = None
@@ -145,6 +150,7 @@ PROVENANCE_TYPE = pa.struct(
         ("sampling", pa.string()),
         ("prefill", pa.string()),
         ("raw_output", pa.string()),
+        ("reasoning", pa.string()),
         ("finish_reason", pa.string()),
         ("parse_status", pa.string()),
         ("prompt_tokens", pa.int64()),

@@ -1,17 +1,27 @@
-"""One inference endpoint: TGI, vLLM, SGLang or `transformers serve`, spoken to over HTTP.
+"""One inference endpoint: vLLM, SGLang, TGI, `transformers serve` or a hosted OpenAI-compatible API, over HTTP.
 
-Chat requests go through `huggingface_hub.AsyncInferenceClient.chat_completion`
-(`/v1/chat/completions`, which every one of those servers serves). Raw requests go to TGI's
-`/generate` (through `AsyncInferenceClient.text_generation`) or, on OpenAI-compatible servers, to
-`/v1/completions` (the Hub client has no method for it, so bft posts with the same HTTP stack).
+bft speaks to every server with its own HTTP client (`httpx2`, the HTTP stack huggingface_hub 2 is built
+on, declared in setup.cfg): `huggingface_hub`'s inference client refuses every URL under
+`HF_HUB_OFFLINE=1`, which offline clusters set, and caps its connection pool below bft's own limits. The
+Hub flag keeps governing Hub access only.
 
-`probe()` finds out which kind of server it is (`GET /info` answers on TGI only) and which model and
-revision it serves, for provenance.
+- chat: `POST /v1/chat/completions` (every one of those servers serves it);
+- raw prompts: TGI's `POST /generate`, or `POST /v1/completions` on OpenAI-compatible servers;
+- `probe()` finds out which kind of server it is (`GET /info` answers on TGI only), which model and
+  revision it serves (for provenance) and its context length where it says it (TGI `/info`
+  `max_total_tokens`; vLLM and SGLang `/v1/models` `max_model_len`).
+
+A base URL may be written with or without `/v1` and a trailing slash (`http://host:8000/v1`, as vLLM and
+the OpenAI SDK write it). Replies are normalized into `Generation`: reasoning models' reasoning
+(`reasoning` / `reasoning_content` fields) is kept apart from the
+answer (the stages also take inline `<think>...</think>` apart, `method/stages.py`), so it is never
+parsed; `abort` / `error` finish reasons are failures, never complete replies.
 
 Failures are sorted into three kinds the engine acts on:
-`RetryableError` (429, 5xx, timeouts, dropped connections), `RequestRejected` (the server refused this
-particular input, e.g. 422 for a prompt longer than the context: rejecting the document is right,
-retrying is not) and `EndpointError` (401/403/404: no request to this endpoint can succeed).
+`RetryableError` (429, 5xx, timeouts, dropped connections, aborted generations; with the server's
+`Retry-After` when it sends one), `RequestRejected` (the server refused this particular input, e.g. a
+prompt longer than the context: rejecting or cutting the document is right, retrying is not) and
+`EndpointError` (401/403/404: no request to this endpoint can succeed).
 """
 
 from __future__ import annotations
@@ -22,8 +32,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx2
-from huggingface_hub import AsyncInferenceClient
-from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGenerationError
 
 from bft.generation.config import SamplingConfig
 from bft.generation.errors import EndpointError
@@ -53,18 +61,23 @@ def redact_url(url: str) -> str:
 class RetryableError(Exception):
     """A failure that another attempt may not meet (overload, server error, network)."""
 
-    def __init__(self, cause: str, detail: str = ""):
+    def __init__(self, cause: str, detail: str = "", retry_after: float | None = None):
         super().__init__(f"{cause}: {detail}" if detail else cause)
         self.cause = cause
+        self.retry_after = retry_after  # seconds the server asked to wait (`Retry-After`), if it said
 
 
 class RequestRejected(Exception):
-    """The server refused this input; the document is rejected with `reason`."""
+    """The server refused this input; the document is rejected with `reason`.
 
-    def __init__(self, reason: str, detail: str = ""):
+    `parameter` names the request field the server blamed, when it said (vLLM's `param`).
+    """
+
+    def __init__(self, reason: str, detail: str = "", parameter: str | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.parameter = parameter
 
 
 def normalize_finish_reason(reason: str | None) -> str | None:
@@ -75,23 +88,58 @@ def normalize_finish_reason(reason: str | None) -> str | None:
     return reason
 
 
-def _status_error(status: int, body: str, url: str) -> Exception:
-    detail = body.strip()[:300]
+FAILED_FINISH = {"abort", "error"}  # vLLM / SGLang: the generation was cut off by the server
+
+
+def base_url(url: str) -> str:
+    """The server's root: `url` without a trailing slash or a trailing `/v1` (bft adds the routes)."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _error_message(body: str) -> tuple[str, str | None]:
+    """The message and the blamed parameter of an error body: TGI `{"error": "..."}`, vLLM
+    `{"error": {"message", "type", "param", "code"}}`, SGLang/old vLLM `{"object": "error", "message"}`."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:300], None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or body)[:600], error.get("param")
+        if isinstance(error, str):
+            return error[:600], None
+        if isinstance(data.get("message"), str):
+            return data["message"][:600], data.get("param")
+    return body.strip()[:300], None
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: the backoff decides
+
+
+def _status_error(status: int, body: str, url: str, headers=None) -> Exception:
+    detail, parameter = _error_message(body)
     if status in FATAL_STATUS:
         return EndpointError(f"{url} answered HTTP {status}: {detail or 'no detail'}")
     if status in (400, 413, 422):
-        reason = "input_too_long" if status == 413 or TOO_LONG_RE.search(detail) else "input_invalid"
-        return RequestRejected(reason, f"HTTP {status}: {detail}")
+        too_long = status == 413 or TOO_LONG_RE.search(detail) or parameter in ("input_tokens", "input_text")
+        return RequestRejected("input_too_long" if too_long else "input_invalid", f"HTTP {status}: {detail}", parameter)
     if status == 429:
-        return RetryableError("overloaded", detail)
-    return RetryableError(f"http_{status}", detail)
+        return RetryableError("overloaded", detail, _retry_after(headers))
+    return RetryableError(f"http_{status}", detail, _retry_after(headers))
 
 
 class Endpoint:
-    """A client for one server URL, shared by all requests a stage sends there."""
+    """A client for one server URL, shared by all requests the stages send there."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 300.0, api: str = "auto"):
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.name = redact_url(self.url)  # what messages show: never credentials
         self.token = token
         self.timeout = timeout
@@ -100,10 +148,11 @@ class Endpoint:
         self.model_revision: str | None = None
         self.max_concurrent_requests: int | None = None
         self.max_input_tokens: int | None = None
-        self.max_total_tokens: int | None = None
-        self._chat = AsyncInferenceClient(base_url=self.url, token=token, timeout=timeout)
-        self._tgi = AsyncInferenceClient(token=token, timeout=timeout)
+        self.max_total_tokens: int | None = None  # the model's context length, where the server says it
+        self.max_stop_sequences: int | None = None
+        self.connections = 0  # requests in flight bft allows here, over all stages (`reserve`)
         self._http: httpx2.AsyncClient | None = None
+        self._limits_changed = False
 
     def __repr__(self) -> str:  # never shows the token
         return f"Endpoint({self.name!r}, api={self.api!r}, model={self.model_id!r})"
@@ -112,20 +161,30 @@ class Endpoint:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
+    def reserve(self, in_flight: int) -> None:
+        """Say that a stage may have `in_flight` requests here at once: the connection pool holds them all."""
+        self.connections += in_flight
+        self._limits_changed = self._http is not None
+
     async def http(self) -> httpx2.AsyncClient:
+        """The HTTP client, with as many connections as bft's own limits allow requests in flight."""
+        if self._http is not None and self._limits_changed:
+            await self._http.aclose()
+            self._http = None
         if self._http is None:
-            limits = httpx2.Limits(max_connections=None, max_keepalive_connections=64)
+            size = max(self.connections, 1)
+            limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size)
             self._http = httpx2.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits)
+            self._limits_changed = False
         return self._http
 
     async def close(self) -> None:
-        await self._chat.close()
-        await self._tgi.close()
         if self._http is not None:
             await self._http.aclose()
+            self._http = None
 
     async def probe(self) -> None:
-        """Learn the server kind and its model (TGI `/info`, else OpenAI `/v1/models`)."""
+        """Learn the server kind, its model and its limits (TGI `/info`, else OpenAI `/v1/models`)."""
         client = await self.http()
         try:
             if self.api in ("auto", "tgi"):
@@ -140,14 +199,22 @@ class Endpoint:
                     self.max_concurrent_requests = info.get("max_concurrent_requests")
                     self.max_input_tokens = info.get("max_input_tokens")
                     self.max_total_tokens = info.get("max_total_tokens")
+                    self.max_stop_sequences = info.get("max_stop_sequences")
                     return
             response = await client.get(self.url + "/v1/models", timeout=30)
             if response.status_code in (401, 403):
                 raise _status_error(response.status_code, response.text, self.name + "/v1/models")
+            if response.status_code != 200:
+                raise EndpointError(
+                    f"endpoint {self.name} answered HTTP {response.status_code} at /v1/models: it is neither TGI "
+                    "nor an OpenAI-compatible server there (check the URL)"
+                )
             self.api = "openai"
             models = _json_or_empty(response).get("data") or []
             if models and isinstance(models[0], dict):
                 self.model_id = models[0].get("id")
+                limit = models[0].get("max_model_len")  # vLLM, SGLang
+                self.max_total_tokens = limit if isinstance(limit, int) and limit > 0 else None
         except httpx2.TransportError as error:
             raise EndpointError(f"endpoint {self.name} is unreachable: {error or type(error).__name__}") from None
 
@@ -173,6 +240,24 @@ class Endpoint:
             return False
         return response.status_code == 200
 
+    async def _post(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+        client = await self.http()
+        try:
+            response = await client.post(self.url + route, json=payload)
+        except httpx2.TimeoutException:
+            raise RetryableError("timeout", self.name) from None
+        except httpx2.TransportError as error:
+            raise RetryableError("connection", str(error) or type(error).__name__) from None
+        if response.status_code != 200:
+            raise _status_error(response.status_code, response.text, self.name + route, response.headers)
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise RetryableError("malformed_response", repr(error)) from None
+        if not isinstance(body, dict):
+            raise RetryableError("malformed_response", f"a JSON {type(body).__name__}, not an object")
+        return body
+
     async def chat(
         self,
         message: str,
@@ -184,40 +269,38 @@ class Endpoint:
         """Send `message` as the user turn to `/v1/chat/completions` (after a `system` message if given);
         `top_n` asks for token alternatives."""
         messages = [{"role": "system", "content": system}] if system else []
+        payload: dict[str, Any] = {
+            "model": model or self.model_id or "tgi",
+            "messages": [*messages, {"role": "user", "content": message}],
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+        }
+        if sampling.top_p < 1 or self.api != "tgi":  # TGI refuses top_p 1.0 (it must be < 1): 1.0 is its default
+            payload["top_p"] = sampling.top_p
+        if sampling.stop:
+            payload["stop"] = sampling.stop
+        if sampling.seed is not None:
+            payload["seed"] = sampling.seed
+        if top_n:
+            payload["logprobs"], payload["top_logprobs"] = True, top_n
+        body = await self._post("/v1/chat/completions", payload)
         try:
-            output = await self._chat.chat_completion(
-                [*messages, {"role": "user", "content": message}],
-                model=model or self.model_id or "tgi",
-                max_tokens=sampling.max_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                stop=sampling.stop or None,
-                seed=sampling.seed,
-                logprobs=True if top_n else None,
-                top_logprobs=top_n or None,
-            )
-        except Exception as error:
-            raise self._classify(error) from None
-        try:
-            choice = output.choices[0]
-            usage = output.usage
-            logprobs = getattr(choice, "logprobs", None)
+            choice = body["choices"][0]
+            message_out = choice.get("message") or {}
+            usage = body.get("usage") or {}
+            logprobs = choice.get("logprobs") or {}
             choices = None
-            if top_n and logprobs is not None and logprobs.content:
+            if top_n and logprobs.get("content"):
                 choices = [
-                    TokenChoice(item.token, [(t.token, t.logprob) for t in item.top_logprobs or []])
-                    for item in logprobs.content
+                    TokenChoice(item["token"], [(t["token"], t["logprob"]) for t in item.get("top_logprobs") or []])
+                    for item in logprobs["content"]
                 ]
-            return Generation(
-                text=choice.message.content or "",
-                finish_reason=normalize_finish_reason(choice.finish_reason),
-                prompt_tokens=getattr(usage, "prompt_tokens", None),
-                completion_tokens=getattr(usage, "completion_tokens", None),
-                model=getattr(output, "model", None),
-                token_choices=choices,
+            reasoning = message_out.get("reasoning") or message_out.get("reasoning_content")
+            return self._generation(
+                message_out.get("content") or "", choice.get("finish_reason"), usage, body, choices, reasoning
             )
-        except (AttributeError, IndexError, TypeError) as error:
-            raise RetryableError("malformed_response", str(error)) from None
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            raise RetryableError("malformed_response", repr(error)) from None
 
     async def complete(
         self, prompt: str, model: str | None, sampling: SamplingConfig, top_n: int | None = None
@@ -238,85 +321,74 @@ class Endpoint:
             payload["seed"] = sampling.seed
         if top_n:
             payload["logprobs"] = top_n
+        body = await self._post("/v1/completions", payload)
+        try:
+            choice = body["choices"][0]
+            choices = _completion_choices(choice.get("logprobs")) if top_n else None
+            return self._generation(
+                choice.get("text") or "", choice.get("finish_reason"), body.get("usage") or {}, body, choices, None
+            )
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            raise RetryableError("malformed_response", repr(error)) from None
+
+    async def _generate(self, prompt: str, sampling: SamplingConfig, top_n: int | None) -> Generation:
+        """TGI's `/generate` (GenerateRequest -> GenerateResponse with `details`)."""
+        parameters: dict[str, Any] = {"details": True, "do_sample": sampling.temperature > 0}
+        parameters["max_new_tokens"] = sampling.max_tokens
+        if sampling.temperature > 0:
+            parameters["temperature"] = sampling.temperature
+        if sampling.top_p < 1:
+            parameters["top_p"] = sampling.top_p
+        if sampling.stop:
+            parameters["stop"] = sampling.stop
+        if sampling.seed is not None:
+            parameters["seed"] = sampling.seed
+        if top_n:
+            parameters["top_n_tokens"] = top_n
         client = await self.http()
         try:
-            response = await client.post(self.url + "/v1/completions", json=payload)
+            response = await client.post(self.url + "/generate", json={"inputs": prompt, "parameters": parameters})
         except httpx2.TimeoutException:
             raise RetryableError("timeout", self.name) from None
         except httpx2.TransportError as error:
             raise RetryableError("connection", str(error) or type(error).__name__) from None
         if response.status_code != 200:
-            raise _status_error(response.status_code, response.text, self.name + "/v1/completions")
+            raise _status_error(response.status_code, response.text, self.name + "/generate", response.headers)
         try:
             body = response.json()
-            choice = body["choices"][0]
-            usage = body.get("usage") or {}
-            return Generation(
-                text=choice.get("text") or "",
-                finish_reason=normalize_finish_reason(choice.get("finish_reason")),
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                model=body.get("model"),
-                token_choices=_completion_choices(choice.get("logprobs")) if top_n else None,
-            )
+            details = body.get("details") or {}
+            choices = None
+            if top_n and details.get("top_tokens") and details.get("tokens"):
+                choices = [
+                    TokenChoice(token["text"], [(t["text"], t["logprob"]) for t in top if t.get("logprob") is not None])
+                    for token, top in zip(details["tokens"], details["top_tokens"], strict=False)
+                ]
+            # real TGI leaves `prefill` empty unless asked for every prompt token; it says the count in a header
+            header = response.headers.get("x-prompt-tokens")
+            usage = {
+                "prompt_tokens": int(header)
+                if header and header.isdigit()
+                else len(details.get("prefill") or []) or None,
+                "completion_tokens": details.get("generated_tokens"),
+            }
+            return self._generation(body["generated_text"], details.get("finish_reason"), usage, {}, choices, None)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise RetryableError("malformed_response", repr(error)) from None
 
-    async def _generate(self, prompt: str, sampling: SamplingConfig, top_n: int | None) -> Generation:
-        try:
-            output = await self._tgi.text_generation(
-                prompt,
-                model=self.url + "/generate",
-                details=True,
-                do_sample=sampling.temperature > 0,
-                max_new_tokens=sampling.max_tokens,
-                temperature=sampling.temperature if sampling.temperature > 0 else None,
-                top_p=sampling.top_p if sampling.top_p < 1 else None,
-                stop=sampling.stop or None,
-                seed=sampling.seed,
-                top_n_tokens=top_n or None,
-            )
-        except Exception as error:
-            raise self._classify(error) from None
-        try:
-            details = output.details
-            choices = None
-            if top_n and details is not None and details.top_tokens and details.tokens:
-                # the Hub client parses `tokens` into objects but leaves the nested `top_tokens` as dicts
-                choices = [
-                    TokenChoice(
-                        _field(token, "text"),
-                        [(_field(t, "text"), _field(t, "logprob")) for t in top if _field(t, "logprob") is not None],
-                    )
-                    for token, top in zip(details.tokens, details.top_tokens, strict=False)
-                ]
-            return Generation(
-                text=output.generated_text,
-                finish_reason=normalize_finish_reason(details.finish_reason if details else None),
-                prompt_tokens=len(details.prefill) if details and details.prefill else None,
-                completion_tokens=details.generated_tokens if details else None,
-                model=self.model_id,
-                token_choices=choices,
-            )
-        except AttributeError as error:
-            raise RetryableError("malformed_response", str(error)) from None
-
-    def _classify(self, error: Exception) -> Exception:
-        """Map the Hub client's exceptions onto bft's three kinds of failure."""
-        if isinstance(error, (RetryableError, RequestRejected, EndpointError)):
-            return error
-        if isinstance(error, (InferenceTimeoutError, httpx2.TimeoutException, TimeoutError)):
-            return RetryableError("timeout", self.name)
-        if isinstance(error, httpx2.TransportError):
-            return RetryableError("connection", str(error) or type(error).__name__)
-        http_error = error if isinstance(error, HfHubHTTPError) else error.__cause__
-        if isinstance(http_error, HfHubHTTPError) and http_error.response is not None:
-            return _status_error(http_error.response.status_code, http_error.response.text, self.name)
-        if isinstance(error, TextGenerationError):
-            return RetryableError("generation_error", str(error))
-        if isinstance(error, (json.JSONDecodeError, ValueError, KeyError, TypeError)):
-            return RetryableError("malformed_response", f"{type(error).__name__}: {error}")
-        return RetryableError("unexpected", f"{type(error).__name__}: {error}")
+    def _generation(self, text: str, finish, usage: dict, body: dict, choices, reasoning) -> Generation:
+        if finish in FAILED_FINISH:
+            raise RetryableError(f"finish_{finish}", f"{self.name} ended the generation with finish_reason {finish!r}")
+        details = usage.get("completion_tokens_details") or {}
+        return Generation(
+            text=text,
+            finish_reason=normalize_finish_reason(finish),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            model=body.get("model") or (self.model_id if self.api == "tgi" else None),
+            token_choices=choices,
+            reasoning=reasoning,
+            reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+        )
 
 
 def _field(item: Any, name: str) -> Any:

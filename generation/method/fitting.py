@@ -2,9 +2,13 @@
 
 Web documents are often longer than a model's context. TGI refuses such a request with 422
 ("`inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000 `inputs` tokens and 1024
-`max_new_tokens`"), vLLM with 400 ("This model's maximum context length is 4096 tokens. However, you
-requested 5120 tokens (4096 in the messages, 1024 in the completion)"). The engine then cuts the
-document once, keeping its beginning, and retries.
+`max_new_tokens`"); current vLLM with 400 ("You passed 5000 input tokens and requested 1024 output
+tokens. However, the model's context length is only 4096 tokens, ..."), older vLLM ("This model's
+maximum context length is 4096 tokens. However, you requested 5120 tokens (4096 in the messages, 1024 in
+the completion)"); SGLang with 400 ("The input (5000 tokens) is longer than the model's context length
+(4096 tokens)." or "Requested token count exceeds the model's maximum context length of 4096 tokens.
+You requested a total of 5100 tokens: 4076 tokens from the input messages and 1024 tokens for the
+completion. ..."). The engine then cuts the document once, keeping its beginning, and retries.
 
 How much to cut, best source first:
 
@@ -40,6 +44,31 @@ _PATTERNS = [
     ),
     # vLLM (newer): maximum context length is 2048 tokens. However, your request has 3000 input tokens
     (re.compile(r"maximum context length is (\d+) tokens.*?has (\d+) input tokens", re.I | re.S), "total_no_new"),
+    # vLLM (current): You passed 5000 input tokens and requested 1024 output tokens. However, the model's
+    # context length is only 4096 tokens, resulting in a maximum input length of 3072 tokens.
+    (
+        re.compile(
+            r"You passed (\d+) input tokens and requested (\d+) output tokens\. However, the model's context length "
+            r"is only (\d+) tokens",
+            re.I,
+        ),
+        "vllm",
+    ),
+    # SGLang: Requested token count exceeds the model's maximum context length of 4096 tokens. You requested a
+    # total of 5100 tokens: 4076 tokens from the input messages and 1024 tokens for the completion.
+    (
+        re.compile(
+            r"maximum context length of (\d+) tokens\. You requested a total of \d+ tokens: (\d+) tokens from the "
+            r"input messages and (\d+) tokens for the completion",
+            re.I,
+        ),
+        "total",
+    ),
+    # SGLang: The input (5000 tokens) is longer than the model's context length (4096 tokens).
+    (
+        re.compile(r"The input \((\d+) tokens\) is longer than the model's context length \((\d+) tokens\)", re.I),
+        "sglang",
+    ),
 ]
 
 
@@ -64,6 +93,12 @@ def parse_context_error(detail: str, max_new_tokens: int) -> ContextLimit:
         if kind == "input":
             limit, given = numbers
             return ContextLimit(limit - 1, given)
+        if kind == "vllm":
+            given, new, limit = numbers
+            return ContextLimit(limit - new, given)
+        if kind == "sglang":
+            given, limit = numbers
+            return ContextLimit(limit - max_new_tokens, given)
         limit, given = numbers
         return ContextLimit(limit - max_new_tokens, given)
     return ContextLimit(None, None)

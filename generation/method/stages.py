@@ -12,6 +12,7 @@ Requests themselves (endpoints, retries, concurrency) belong to the engine.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 
@@ -112,7 +113,9 @@ class Stage:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return Request("raw", prompt + self.config.prefill, self.top_n)
 
-    def provenance(self, generation: Generation | None, parsed_status: str, attempts: int, endpoint) -> Provenance:
+    def provenance(
+        self, generation: Generation | None, parsed_status: str, attempts: int, endpoint, reasoning: str | None = None
+    ) -> Provenance:
         return Provenance(
             stage=self.name,
             model_id=(generation.model if generation and generation.model else None)
@@ -125,6 +128,7 @@ class Stage:
             sampling=json.dumps(asdict(self.config.sampling), sort_keys=True),
             prefill=self.config.prefill or None,
             raw_output=generation.text if generation else None,
+            reasoning=reasoning or (generation.reasoning if generation else None),
             finish_reason=generation.finish_reason if generation else None,
             parse_status=parsed_status,
             prompt_tokens=generation.prompt_tokens if generation else None,
@@ -138,7 +142,9 @@ class Stage:
         The provenance keeps the server's reply as it came; parsing sees it cut at the first stop
         sequence, since some servers ignore `stop` (measured: `transformers serve` on `/v1/completions`).
         """
-        raw, generation = generation, honour_stops(generation, self.config.sampling.stop)
+        raw = generation
+        answer, reasoning = split_reasoning(generation.text, generation.reasoning, self.config.reasoning_tags)
+        generation = honour_stops(replace(generation, text=answer, reasoning=reasoning), self.config.sampling.stop)
         reply = (self.config.prefill if self.config.mode == "raw" else "") + generation.text
         odd = check_reply(
             generation.text,
@@ -150,7 +156,7 @@ class Stage:
         )
         verdict = Verdict(Parsed(None, odd)) if odd else self.judge(record, reply, generation)
         parsed = verdict.parsed
-        provenance = [*record.provenance, self.provenance(raw, parsed.status, attempts, endpoint)]
+        provenance = [*record.provenance, self.provenance(raw, parsed.status, attempts, endpoint, reasoning)]
         flags = [*record.flags, f"markers_copied:{self.name}:{parsed.copied}"] if parsed.copied else record.flags
         if not parsed.ok:
             return replace(
@@ -175,6 +181,22 @@ class Stage:
         entry = self.provenance(None, reason, attempts, endpoint)
         entry.raw_output = detail or None
         return replace(record, stage=self.name, status=REJECTED, reason=reason, provenance=[*record.provenance, entry])
+
+
+def split_reasoning(text: str, reasoning: str | None, tags: list[str]) -> tuple[str, str | None]:
+    """The answer without inline reasoning between `tags` (`<think>`, `</think>`), and the reasoning
+    (the server's own field first). No tags: the text is the answer."""
+    if len(tags) != 2 or (tags[0] not in text and tags[1] not in text):
+        return text, reasoning
+    opening, closing = map(re.escape, tags)
+    pattern = re.compile(f"{opening}(.*?)(?:{closing}|$)", re.S)
+    inline = [m.group(1).strip() for m in pattern.finditer(text)]
+    answer = pattern.sub("", text)
+    if tags[1] in answer:  # the chat template opened the reasoning in the prompt: all before the close is reasoning
+        head, _, answer = answer.rpartition(tags[1])
+        inline.insert(0, head.strip())
+    joined = "\n".join(part for part in [reasoning or "", *inline] if part)
+    return answer.lstrip(), joined or None
 
 
 def honour_stops(generation: Generation, stops: list[str]) -> Generation:

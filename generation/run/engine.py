@@ -4,9 +4,11 @@ Each document moves through its stages as one asyncio task; it goes on to the ne
 the previous one is done with it. Bounds keep memory flat: at most `max_documents_in_flight` tasks
 exist, and each endpoint has at most its limit of requests outstanding per stage (`pool.py`).
 
-Faults: 429, 5xx, timeouts, resets and malformed bodies are retried with exponential backoff and
-jitter; a prompt refused as longer than the context is cut to fit once (`fitting.py`) and retried;
-other refusals reject the document; 401/403/404 stop the run.
+Faults: 429, 5xx, timeouts, resets, aborted generations and malformed bodies are retried with
+exponential backoff and jitter (longer when the server sends `Retry-After`); a prompt refused as longer
+than the context is cut to fit once (`method/fitting.py`) and retried; other refusals reject the
+document, and the same refusal for several documents in a row stops the run (a setting every request
+would meet); 401/403/404 stop the run.
 
 Every document that enters a stage leaves it as a journal line, kept or rejected with a reason, before
 it moves on (see `journal.py`): a rerun skips finished work and never writes a document twice.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import replace
 
@@ -31,6 +34,7 @@ from bft.generation.run.journal import Journal
 from bft.generation.run.progress import StageBars
 from bft.generation.run.stats import RunStats, StageStats
 
+REFUSALS_TO_STOP = 3  # the same input_invalid refusal for this many documents in a row stops the run
 TRANSIENT_REASONS = {"request_failed"}  # not a verdict on the document: a rerun sends it again
 
 
@@ -65,6 +69,7 @@ class Engine:
         self.progress = progress
         self._bars = StageBars([], enabled=False)
         self._fatal: BaseException | None = None
+        self._refusals: dict[str, tuple[str, int]] = {}  # endpoint -> (refusal, how many in a row)
         self.wall_seconds = 0.0
 
     @classmethod
@@ -140,6 +145,8 @@ class Engine:
             if self._fatal is not None:  # another request found the endpoint unusable: send nothing more
                 raise asyncio.CancelledError
             endpoint = ep
+            if not fitted:
+                self._check_budget(stage, request, ep)
             stats.requests += 1
             send = ep.chat if request.mode == "chat" else ep.complete
             return await asyncio.wait_for(
@@ -163,6 +170,8 @@ class Engine:
                     detail = f"{error.detail} (after cutting the document to fit)"
                 else:
                     detail = error.detail
+                if error.reason == "input_invalid":
+                    self._refused(stage, endpoint, error)
                 return stage.failure(record, error.reason, detail, attempt, endpoint)
             except EndpointError as error:
                 self._fatal = self._fatal or error
@@ -174,11 +183,14 @@ class Engine:
                     return stage.failure(record, "request_failed", last_cause, attempt, endpoint)
                 retries += 1
                 stats.retries_by_cause[cause] += 1
-                delay = min(self.backoff_cap, self.backoff_base * 2 ** (retries - 1))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(self.backoff_cap, self.backoff_base * 2 ** (retries - 1)) * (0.5 + random.random() / 2)
+                # the server's own `Retry-After` (a rate limit's window) wins over a shorter backoff
+                await asyncio.sleep(max(delay, min(getattr(error, "retry_after", None) or 0.0, self.request_timeout)))
                 continue
+            self._refusals.pop(endpoint.name, None)  # an answer: the refusals in a row end
             stats.prompt_tokens += generation.prompt_tokens or 0
             stats.completion_tokens += generation.completion_tokens or 0
+            stats.reasoning_tokens += generation.reasoning_tokens or 0
             if request.top_n and generation.token_choices is None:
                 error = EndpointError(
                     f"{endpoint.name} returned no token probabilities, which curate.score_mode 'expected' needs "
@@ -187,6 +199,37 @@ class Engine:
                 self._fatal = self._fatal or error
                 raise error
             return stage.outcome(record, generation, attempt, endpoint)
+
+    def _check_budget(self, stage: Stage, request: Request, endpoint: Endpoint) -> None:
+        """Refuse, before sending, a prompt that cannot fit the context the server declared (TGI `/info`,
+        vLLM and SGLang `max_model_len`) with the stage's `max_tokens`: exact with a stage tokenizer, so the
+        document is cut once to the right size without a round trip. Without one the server's own refusal
+        says the sizes (a character estimate would cut documents that fit)."""
+        budget = info_limit(endpoint.max_input_tokens, endpoint.max_total_tokens, stage.config.sampling.max_tokens)
+        if budget is None or not stage.config.tokenizer:
+            return
+        tokens = len(stage.tokenizer(request.text, add_special_tokens=False)["input_ids"])
+        if tokens > budget:
+            raise RequestRejected(
+                "input_too_long",
+                f"the prompt has {tokens} tokens and {endpoint.name} leaves {budget} after "
+                f"{stage.config.sampling.max_tokens} max_tokens (known before sending)",
+            )
+
+    def _refused(self, stage: Stage, endpoint, error: RequestRejected) -> None:
+        """Count a refusal of an input as invalid; the same refusal for `REFUSALS_TO_STOP` documents in a
+        row says every request will meet it (a parameter the server refuses), so the run stops."""
+        key = re.sub(r"\d+", "#", error.detail)  # token counts and ids differ per document; the reason does not
+        previous, count = self._refusals.get(endpoint.name, ("", 0))
+        count = count + 1 if previous == key else 1
+        self._refusals[endpoint.name] = (key, count)
+        if count >= REFUSALS_TO_STOP:
+            parameter = f" (parameter {error.parameter!r})" if error.parameter else ""
+            self._fatal = self._fatal or EndpointError(
+                f"{endpoint.name} refused {count} documents of stage {stage.name} in a row for the same reason"
+                f"{parameter}: {error.detail}; every request would meet it: fix the stage's settings "
+                f"({stage.name}.sampling, mode, model) and rerun the same command"
+            )
 
     def _fit(
         self, stage: Stage, record: StageRecord, request: Request, error: RequestRejected, endpoint

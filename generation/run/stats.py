@@ -28,6 +28,7 @@ class StageStats:
     retries_by_cause: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens: reasoning models' thinking, where the server says
     truncated: int = 0
     endpoint_events: Counter = field(default_factory=Counter)
     resumed: int = 0
@@ -65,6 +66,7 @@ class StageStats:
         self.retries_by_cause.update(counts["retries_by_cause"])
         self.prompt_tokens += counts["prompt_tokens"]
         self.completion_tokens += counts["completion_tokens"]
+        self.reasoning_tokens += counts.get("reasoning_tokens", 0)
         self.truncated += counts["truncated_to_fit"]
         self.endpoint_events.update(counts["endpoint_events"])
         self.resumed += counts["resumed_from_journal"]
@@ -89,6 +91,7 @@ class StageStats:
             "retries_by_cause": dict(sorted(self.retries_by_cause.items())),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
             "truncated_to_fit": self.truncated,
             "endpoint_events": dict(sorted(self.endpoint_events.items())),
             "resumed_from_journal": self.resumed,

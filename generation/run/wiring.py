@@ -37,6 +37,7 @@ from bft.generation.run.output import write_outputs
 from bft.generation.run.stats import RunStats
 
 DEFAULT_CONCURRENCY = 8  # requests in flight per endpoint when neither config nor /info says
+TGI_MAX_TOP_N_TOKENS = 5  # TGI's launcher default for --max-top-n-tokens (not in /info)
 # Keys that may change between a run and its resumption without changing what the data means.
 # `stages` may grow: a later run goes on with the next stage from the earlier one's journals.
 OPERATIONAL_KEYS = {
@@ -177,10 +178,13 @@ async def open_pools(
                 members.append(endpoints[url])
             for member in members:
                 member.require_model(stage.config.model, f"stage {stage.name} (its `model`)")
+                check_parameters(stage, member)
             limits = [
                 -(-(stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY) // share)
                 for e in members
             ]
+            for member, limit in zip(members, limits, strict=True):
+                member.reserve(limit * stage.samples)  # one connection for every request bft may have in flight
             pools[stage.name] = EndpointPool(
                 stage.name,
                 members,
@@ -194,6 +198,21 @@ async def open_pools(
         await close_pools(endpoints, pools)
         raise
     return endpoints, pools
+
+
+def check_parameters(stage: Stage, endpoint: Endpoint) -> None:
+    """Refuse before the run what the server is known to refuse for every request."""
+    if endpoint.api == "tgi" and stage.top_n and stage.top_n > TGI_MAX_TOP_N_TOKENS:
+        raise ConfigError(
+            f"{stage.name}: {endpoint.name} is TGI, which serves at most {TGI_MAX_TOP_N_TOKENS} top_n_tokens by "
+            f"default (--max-top-n-tokens) and {stage.name}.top_n_tokens asks {stage.top_n}: lower it"
+        )
+    stops = len(stage.config.sampling.stop)
+    if endpoint.max_stop_sequences is not None and stops > endpoint.max_stop_sequences:
+        raise ConfigError(
+            f"{stage.name}: {endpoint.name} takes at most {endpoint.max_stop_sequences} stop sequences "
+            f"(TGI /info max_stop_sequences) and {stage.name}.sampling.stop has {stops}"
+        )
 
 
 async def close_pools(endpoints: dict[str, Endpoint], pools: dict[str, EndpointPool]) -> None:

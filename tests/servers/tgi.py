@@ -1,4 +1,17 @@
-"""A TGI-compatible test server, scripted per request, used only through real HTTP clients.
+"""A TGI-, vLLM- and SGLang-compatible test server, scripted per request, used only through real HTTP clients.
+
+`flavor` picks whose protocol it speaks. `tgi` (the default) follows TGI's OpenAPI document below. `vllm`
+and `sglang` follow those servers' OpenAI-compatible front ends as their sources define them (vLLM:
+`vllm/entrypoints/openai/protocol.py` ErrorResponse/ModelCard/CompletionLogProbs and
+`serving_engine.py`'s context check; SGLang: `sglang/srt/entrypoints/openai/protocol.py` and
+`sglang/srt/managers/tokenizer_manager.py`'s request validation; read through the public code index,
+as the repositories are too large to bring whole): no `/info`; `/v1/models` with `max_model_len`;
+errors as 400 with their own bodies and wordings (vLLM's "You passed N input tokens and requested M
+output tokens. However, the model's context length is only C tokens, ..." with `param: input_tokens`;
+SGLang's "The input (N tokens) is longer than the model's context length (C tokens)." and "Requested
+token count exceeds the model's maximum context length of C tokens. ..."); `logprobs` on
+`/v1/completions`; reasoning in `message.reasoning` (vLLM) or `message.reasoning_content` (SGLang);
+`finish_reason: "abort"` when a reply says so.
 
 Routes and bodies follow TGI's OpenAPI document (`shared/reference/tgi-openapi.json`, v3.3.6):
 `POST /` and `POST /generate` (GenerateRequest -> GenerateResponse with Details), `POST /v1/completions`
@@ -40,6 +53,8 @@ class Reply:
     delay: float = 0.0
     # alternatives for generated tokens: {"5": {"5": 0.6, "4": 0.3, "3": 0.1}} puts them at the token "5"
     top: dict[str, dict[str, float]] | None = None
+    reasoning: str | None = None  # a reasoning model's thinking, sent in the flavor's reasoning field
+    finish: str | None = None  # force a finish reason (vLLM/SGLang "abort")
 
 
 @dataclass
@@ -52,6 +67,7 @@ class Fault:
     reset: bool = False
     body: str | None = None  # raw body instead of TGI's JSON (malformed answers)
     delay: float = 0.0
+    retry_after: float | None = None  # a `Retry-After` header (seconds)
 
 
 @dataclass
@@ -167,9 +183,11 @@ class TGITestServer:
         model_id: str | None = "bft/test-model",  # None: /v1/models lists nothing, as `transformers serve PATH`
         tgi_info: bool = True,
         honour_stop: bool = True,
+        flavor: str = "tgi",
     ):
         self.script = script
-        self.tgi_info = tgi_info  # False: behave like vLLM/SGLang, which have no /info
+        self.flavor = flavor  # tgi | vllm | sglang: routes, limits, error bodies and wordings, reasoning fields
+        self.tgi_info = tgi_info and flavor == "tgi"  # False: no /info, as vLLM and SGLang
         self.honour_stop = honour_stop  # False: ignore `stop`, as `transformers serve` does on /v1/completions
         self.model_id = model_id
         self.model_sha = "0123456789abcdef0123456789abcdef01234567"
@@ -178,6 +196,7 @@ class TGITestServer:
         self.max_total_tokens = 8192
         self.down = False
         self.requests: list[SeenRequest] = []
+        self.request_times: list[float] = []  # when each recorded request arrived (monotonic)
         self.lock = threading.Lock()
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -217,11 +236,13 @@ class TGITestServer:
     # -- plumbing -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _send(handler, status: int, body: Any, content_type: str = "application/json") -> None:
+    def _send(handler, status: int, body: Any, content_type: str = "application/json", headers=None) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
 
@@ -257,12 +278,7 @@ class TGITestServer:
             return self._send(
                 handler,
                 200,
-                {
-                    "object": "list",
-                    "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": "bft"}]
-                    if self.model_id
-                    else [],
-                },
+                {"object": "list", "data": [self._model_card()] if self.model_id else []},
             )
         self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
 
@@ -292,13 +308,15 @@ class TGITestServer:
         if len(prompt.split()) + max_new > self.max_total_tokens:
             with self.lock:
                 self.requests.append(seen)
-            message = (
-                f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {self.max_total_tokens}. "
-                f"Given: {len(prompt.split())} `inputs` tokens and {max_new} `max_new_tokens`"
-            )
+            return self._too_long(handler, len(prompt.split()), max_new)
+        if self.flavor == "tgi" and route == "/v1/chat/completions" and not 0 < payload.get("top_p", 0.5) < 1:
+            with self.lock:
+                self.requests.append(seen)
+            message = "Input validation error: `top_p` must be > 0.0 and < 1.0"
             return self._send(handler, 422, {"error": message, "error_type": "validation"})
         with self.lock:
             self.requests.append(seen)
+            self.request_times.append(time.monotonic())
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -317,7 +335,54 @@ class TGITestServer:
             return self._drop(handler)
         if fault.body is not None:
             return self._send(handler, fault.status, fault.body)
-        self._send(handler, fault.status, {"error": fault.error, "error_type": fault.error_type})
+        self._error(handler, fault.status, fault.error, fault.error_type, retry_after=fault.retry_after)
+
+    def _error(self, handler, status: int, message: str, kind: str, param=None, retry_after=None) -> None:
+        """An error in the flavor's body: TGI `{"error", "error_type"}`; vLLM `{"error": {"message", "type",
+        "param", "code"}}` (vllm/entrypoints/openai/protocol.py ErrorResponse/ErrorInfo); SGLang
+        `{"object": "error", "message", "type", "param", "code"}` (sglang/srt/entrypoints/openai/protocol.py)."""
+        if self.flavor == "vllm":
+            body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+        elif self.flavor == "sglang":
+            body = {"object": "error", "message": message, "type": kind, "param": param, "code": status}
+        else:
+            body = {"error": message, "error_type": kind}
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self._send(handler, status, body, headers=headers)
+
+    def _too_long(self, handler, given: int, max_new: int) -> None:
+        """A prompt over the context, refused in each server's own words."""
+        limit = self.max_total_tokens
+        if self.flavor == "vllm":  # vllm/entrypoints/openai/serving_engine.py, _validate_input
+            message = (
+                f"You passed {given} input tokens and requested {max_new} output tokens. However, the model's "
+                f"context length is only {limit} tokens, resulting in a maximum input length of {limit - max_new} "
+                f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={given})"
+            )
+            return self._error(handler, 400, message, "BadRequestError", "input_tokens")
+        if self.flavor == "sglang":  # sglang/srt/managers/tokenizer_manager.py, _validate_one_request
+            if given >= limit:
+                message = f"The input ({given} tokens) is longer than the model's context length ({limit} tokens)."
+            else:
+                message = (
+                    f"Requested token count exceeds the model's maximum context length of {limit} tokens. You "
+                    f"requested a total of {given + max_new} tokens: {given} tokens from the input messages and "
+                    f"{max_new} tokens for the completion. Please reduce the number of tokens in the input messages "
+                    "or the completion to fit within the limit."
+                )
+            return self._error(handler, 400, message, "BadRequestError")
+        message = (
+            f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {limit}. "
+            f"Given: {given} `inputs` tokens and {max_new} `max_new_tokens`"
+        )
+        return self._error(handler, 422, message, "validation")
+
+    def _model_card(self) -> dict:
+        """One `/v1/models` entry; vLLM and SGLang say the context length (`max_model_len`)."""
+        card = {"id": self.model_id, "object": "model", "created": 0, "owned_by": self.flavor}
+        if self.flavor in ("vllm", "sglang"):
+            card |= {"root": self.model_id, "parent": None, "max_model_len": self.max_total_tokens}
+        return card
 
     def _answer(self, handler, route: str, payload: dict, prompt: str, reply: Reply) -> None:
         text = reply.text if route == "/v1/chat/completions" else _apply_prefill(prompt, reply.text)
@@ -332,9 +397,12 @@ class TGITestServer:
                     "finish_reason": finish,
                     "generated_tokens": n,
                     "seed": params.get("seed"),
+                    # real TGI fills `prefill` only with decoder_input_details; it counts in a header
                     "prefill": [
                         {"id": i, "text": w, "logprob": None} for i, w in enumerate(prompt.split()[:prompt_tokens])
-                    ],
+                    ]
+                    if params.get("decoder_input_details")
+                    else [],
                     "tokens": [{"id": i, "text": w, "logprob": -0.1, "special": False} for i, w in enumerate(tokens)],
                 }
                 if params.get("top_n_tokens"):
@@ -342,10 +410,12 @@ class TGITestServer:
                         [{"id": i, "text": t, "logprob": lp, "special": False} for t, lp in _alternatives(w, reply)]
                         for i, w in enumerate(tokens)
                     ]
-            return self._send(handler, 200, [body] if route == "/" else body)
+            return self._send(
+                handler, 200, [body] if route == "/" else body, headers={"x-prompt-tokens": str(prompt_tokens)}
+            )
         stop = (payload.get("stop") or []) if self.honour_stop else []
         text, finish, n = _finish(text, payload.get("max_tokens"), stop, keep_stop=False)
-        openai_finish = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}[finish]
+        openai_finish = reply.finish or {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}[finish]
         common = {
             "id": uuid.uuid4().hex,
             "created": int(time.time()),
@@ -354,7 +424,17 @@ class TGITestServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
         }
         if route == "/v1/completions":
-            choice = {"index": 0, "text": text, "finish_reason": openai_finish, "logprobs": None}
+            logprobs = None  # TGI returns none on /v1/completions
+            if payload.get("logprobs") and self.flavor in ("vllm", "sglang"):  # vLLM's CompletionLogProbs
+                tokens = _tokens(text)
+                offsets = [sum(len(x) for x in tokens[:i]) for i in range(len(tokens))]
+                logprobs = {
+                    "text_offset": offsets,
+                    "token_logprobs": [-0.1] * len(tokens),
+                    "tokens": tokens,
+                    "top_logprobs": [dict(_alternatives(w, reply)) for w in tokens],
+                }
+            choice = {"index": 0, "text": text, "finish_reason": openai_finish, "logprobs": logprobs}
             return self._send(handler, 200, {**common, "object": "text_completion", "choices": [choice]})
         logprobs = None
         if payload.get("logprobs"):
@@ -368,12 +448,10 @@ class TGITestServer:
                     for w in _tokens(text)
                 ]
             }
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": openai_finish,
-            "logprobs": logprobs,
-        }
+        message = {"role": "assistant", "content": text}
+        if reply.reasoning is not None:  # vLLM: `reasoning` (reasoning parsers); SGLang: `reasoning_content`
+            message["reasoning" if self.flavor == "vllm" else "reasoning_content"] = reply.reasoning
+        choice = {"index": 0, "message": message, "finish_reason": openai_finish, "logprobs": logprobs}
         self._send(handler, 200, {**common, "object": "chat.completion", "choices": [choice]})
 
 
