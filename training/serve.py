@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default: 127.0.0.1)")
     parser.add_argument("--log", help="Write the server's own log to this file")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="Seconds to wait for the model to load")
+    parser.add_argument(
+        "--cache-tokens",
+        type=int,
+        default=EmbeddedServer.cache_tokens,
+        help="KV cache the server reserves, in tokens (default: %(default)s; requests beyond it wait). "
+        "Unbounded, `transformers serve` takes about 60%% of the machine's RAM.",
+    )
 
 
 def servable_dir(model_dir: Path) -> Path:
@@ -51,7 +58,12 @@ def servable_dir(model_dir: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     folder = servable_dir(Path(args.model_dir)).resolve()
     server = EmbeddedServer(
-        folder, port=args.port, host=args.host, startup_timeout=args.startup_timeout, log_path=args.log
+        folder,
+        port=args.port,
+        host=args.host,
+        startup_timeout=args.startup_timeout,
+        log_path=args.log,
+        cache_tokens=args.cache_tokens,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

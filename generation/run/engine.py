@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from bft.generation.config import GenerateConfig
 from bft.generation.endpoints.client import Endpoint, RequestRejected, RetryableError
+from bft.generation.endpoints.embedded import server_exit
 from bft.generation.endpoints.pool import EndpointPool
 from bft.generation.errors import EndpointError
 from bft.generation.layout import PREPARE
@@ -177,6 +178,13 @@ class Engine:
                 self._fatal = self._fatal or error
                 raise
             except (RetryableError, TimeoutError) as error:
+                gone = server_exit(endpoint.url) if endpoint is not None else None
+                if gone:  # the server bft started died: no request can succeed, and no document is to blame
+                    self._fatal = self._fatal or EndpointError(
+                        f"the server bft started at {endpoint.name} has exited ({gone}); see its log under "
+                        "OUT/.bft/, then rerun the same command to resume (finished documents are kept)"
+                    )
+                    raise self._fatal from None
                 cause = getattr(error, "cause", "timeout")
                 last_cause = str(error) or cause
                 if retries >= self.max_retries:

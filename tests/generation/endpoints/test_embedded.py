@@ -6,6 +6,7 @@ It runs the demo's settings on its first `DOCUMENTS` documents, so that a busy m
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 import pytest
 from datasets import load_dataset
 
+from bft.generation.endpoints.embedded import EmbeddedServer, converted_checkpoint
 from tests.paths import DEMO_CONFIG, DEMO_CORPUS
 from tests.slow import run_bft
 
@@ -84,3 +86,55 @@ def test_the_embedded_server_dies_with_bft_even_on_sigkill(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.slow
+def test_the_embedded_server_stays_under_2_gb_under_load():
+    import concurrent.futures
+    import urllib.request
+
+    server = EmbeddedServer(converted_checkpoint())
+    with server:
+        prompt = "Notes on sourdough: feed it flour and water every day. " * 90  # about 1,000 tokens
+
+        def ask(_):
+            body = json.dumps({"model": server.model_name, "prompt": prompt, "max_tokens": 48}).encode()
+            request = urllib.request.Request(server.url + "/v1/completions", body, {"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=600) as response:
+                return response.status
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(ask, range(8))) == [200] * 8
+        peak = peak_rss_bytes(server.process.pid)
+    assert peak < 2 * 1024**3, f"embedded server peak RSS {peak / 1024**3:.2f} GiB"
+
+
+@pytest.mark.slow
+def test_a_run_whose_embedded_server_dies_stops_and_names_the_exit(tmp_path):
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--config", str(DEMO_CONFIG), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    journal = out / ".bft" / "journal" / "backtranslate.jsonl"
+    while time.monotonic() < deadline and process.poll() is None and not (journal.exists() and journal.stat().st_size):
+        time.sleep(0.2)  # until the server has answered a first request
+    (server,) = children(process.pid)
+    os.kill(server, signal.SIGKILL)  # as the OOM killer does
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 2
+    assert "has exited (killed by SIGKILL (out of memory?))" in err and "rerun the same command to resume" in err
+    entries = [
+        json.loads(line) for p in (out / ".bft" / "journal").glob("*.jsonl") for line in p.read_text().split("\n")[:-1]
+    ]
+    assert not [e for e in entries if e.get("reason") == "request_failed"]  # nothing blamed on the documents
