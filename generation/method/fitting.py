@@ -54,6 +54,16 @@ _PATTERNS = [
         ),
         "vllm",
     ),
+    # vLLM (renderers/params.py, newest): maximum context length is 4096 tokens. However, you requested 1024
+    # output tokens and your prompt contains 5000 input tokens, for a total of 6024 tokens.
+    (
+        re.compile(
+            r"maximum context length is (\d+) tokens\. However, you requested (\d+) output tokens and your prompt "
+            r"contains (\d+) input tokens",
+            re.I,
+        ),
+        "limit_new_given",
+    ),
     # SGLang: Requested token count exceeds the model's maximum context length of 4096 tokens. You requested a
     # total of 5100 tokens: 4076 tokens from the input messages and 1024 tokens for the completion.
     (
@@ -95,6 +105,9 @@ def parse_context_error(detail: str, max_new_tokens: int) -> ContextLimit:
             return ContextLimit(limit - 1, given)
         if kind == "vllm":
             given, new, limit = numbers
+            return ContextLimit(limit - new, given)
+        if kind == "limit_new_given":
+            limit, new, given = numbers
             return ContextLimit(limit - new, given)
         if kind == "sglang":
             given, limit = numbers

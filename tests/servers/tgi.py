@@ -1,17 +1,17 @@
 """A TGI-, vLLM- and SGLang-compatible test server, scripted per request, used only through real HTTP clients.
 
 `flavor` picks whose protocol it speaks. `tgi` (the default) follows TGI's OpenAPI document below. `vllm`
-and `sglang` follow those servers' OpenAI-compatible front ends as their sources define them (vLLM:
-`vllm/entrypoints/openai/protocol.py` ErrorResponse/ModelCard/CompletionLogProbs and
-`serving_engine.py`'s context check; SGLang: `sglang/srt/entrypoints/openai/protocol.py` and
-`sglang/srt/managers/tokenizer_manager.py`'s request validation; read through the public code index,
-as the repositories are too large to bring whole): no `/info`; `/v1/models` with `max_model_len`;
-errors as 400 with their own bodies and wordings (vLLM's "You passed N input tokens and requested M
-output tokens. However, the model's context length is only C tokens, ..." with `param: input_tokens`;
-SGLang's "The input (N tokens) is longer than the model's context length (C tokens)." and "Requested
-token count exceeds the model's maximum context length of C tokens. ..."); `logprobs` on
-`/v1/completions`; reasoning in `message.reasoning` (vLLM) or `message.reasoning_content` (SGLang);
-`finish_reason: "abort"` when a reply says so.
+and `sglang` follow those servers' OpenAI-compatible front ends (vLLM: `vllm/entrypoints/openai/`
+protocol and serving modules, ErrorResponse/ModelCard/CompletionLogProbs and the context check; SGLang:
+`sglang/srt/entrypoints/openai/protocol.py` and the tokenizer manager's request validation). Their
+repositories are over the 500 MiB the tool can bring here, so the shapes and wordings come from the
+OpenAI protocol they implement, the messages measured in the serving issue and excerpts of the public
+code index: no `/info`; `/v1/models` with `max_model_len`; errors as 400 with their own bodies and
+wordings (vLLM's "You passed N input tokens and requested M output tokens. However, the model's context
+length is only C tokens, ..." with `param: input_tokens`; SGLang's "The input (N tokens) is longer than
+the model's context length (C tokens)." and "Requested token count exceeds the model's maximum context
+length of C tokens. ..."); `logprobs` on `/v1/completions`; reasoning in `message.reasoning` (vLLM) or
+`message.reasoning_content` (SGLang); `finish_reason: "abort"` when a reply says so.
 
 Routes and bodies follow TGI's OpenAPI document (`shared/reference/tgi-openapi.json`, v3.3.6):
 `POST /` and `POST /generate` (GenerateRequest -> GenerateResponse with Details), `POST /v1/completions`

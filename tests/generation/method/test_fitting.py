@@ -103,3 +103,22 @@ def test_expected_score_uses_the_last_score_and_falls_back_to_the_digit_token():
     odd = [TokenChoice(t.strip(), c.top) for t, c in zip(tokens, choices(tokens, "5", {"5": 1.0}), strict=True)]
     assert expected_score(odd, text, score_offset(text)) == 5.0
     assert expected_score(choices(tokens, "5", {"five": 0.9, "Five": 0.1}), text, score_offset(text)) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "You passed 5000 input tokens and requested 1024 output tokens. However, the model's context length is "
+        "only 4096 tokens, resulting in a maximum input length of 3072 tokens. Please reduce the length of the "
+        "input prompt. (parameter=input_tokens, value=5000)",
+        "This model's maximum context length is 4096 tokens. However, you requested 1024 output tokens and your "
+        "prompt contains 5000 input tokens, for a total of 6024 tokens.",
+        "The input (5000 tokens) is longer than the model's context length (4096 tokens).",
+        "Requested token count exceeds the model's maximum context length of 4096 tokens. You requested a total of "
+        "6024 tokens: 5000 tokens from the input messages and 1024 tokens for the completion. Please reduce the "
+        "number of tokens in the input messages or the completion to fit within the limit.",
+    ],
+    ids=["vllm", "vllm-newest", "sglang-input", "sglang-total"],
+)
+def test_current_vllm_and_sglang_refusals_give_the_prompt_budget(message):
+    assert parse_context_error(message, 1024) == ContextLimit(3072, 5000)
