@@ -27,6 +27,8 @@ from pathlib import Path
 from bft.builders.seed_set import build_seed
 from bft.generation.method.tags import reversed_row
 
+HUMPBACK_SEED_SIZE = 3200  # Humpback's seed: 3,200 first turns of Open Assistant
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -36,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reversed", help="Also write reversed pairs (response -> instruction) for the backward model")
     parser.add_argument("--split", default="train", help="Hub datasets: split (default: train)")
     parser.add_argument("--language", default="en", help="Open Assistant: keep this language (default: en)")
-    parser.add_argument("--limit", type=int, help="Keep at most N pairs")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=HUMPBACK_SEED_SIZE,
+        help="Keep at most N pairs (default: %(default)s, Humpback's seed size; 0 keeps every pair)",
+    )
 
 
 def write_jsonl(path: Path, rows) -> None:
@@ -47,7 +54,7 @@ def write_jsonl(path: Path, rows) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pairs, dropped = build_seed(args.source, args.split, args.language, args.limit)
+    pairs, dropped = build_seed(args.source, args.split, args.language, args.limit or None)
     write_jsonl(Path(args.out), pairs)
     if args.reversed:
         write_jsonl(Path(args.reversed), (reversed_row(p) for p in pairs))

@@ -263,7 +263,10 @@ class SegmentConfig:
             "follow us",
             "sidebar",
         ],
-        metadata={"help": "Headers containing any of these (lower-case) are site navigation: dropped."},
+        metadata={
+            "help": "Headers that are one of these phrases as a whole (numbers aside, plurals allowed) are site "
+            'navigation: dropped. "Menu planning" is not "menu".'
+        },
     )
     repeated_sentence_jaccard: float = field(
         default=0.8,

@@ -88,6 +88,7 @@ class Provenance:
     model_id: str | None = None
     model_revision: str | None = None
     api: str | None = None  # tgi | openai
+    server: str | None = None  # tgi | vllm | sglang | openai (the OpenAI-compatible server that said nothing)
     mode: str | None = None  # chat | raw
     template: str | None = None
     template_sha256: str | None = None
@@ -144,6 +145,7 @@ PROVENANCE_TYPE = pa.struct(
         ("model_id", pa.string()),
         ("model_revision", pa.string()),
         ("api", pa.string()),
+        ("server", pa.string()),
         ("mode", pa.string()),
         ("template", pa.string()),
         ("template_sha256", pa.string()),

@@ -8,8 +8,8 @@ each rule with its reason (configurable in `SegmentConfig`):
 
 - `empty_header`: a header with no text;
 - `uppercase_header`: a header in capitals only (Humpback filters on the share of capitals);
-- `navigation_header`: a header naming site furniture ("advertisement", "forum", "quick link",
-  "free newsletter", "related posts", ...);
+- `navigation_header`: a header that is site furniture as a whole phrase ("Advertisement", "Quick
+  links", "Free newsletter", "Related posts", "Comments (12)", ...; not "Menu planning");
 - `segment_too_short` / `segment_too_long`: outside 600-3,000 characters;
 - `repeated_sentences`: two sentences of the segment whose word-trigram Jaccard similarity reaches
   `repeated_sentence_jaccard` (boilerplate repeated down a page);
@@ -112,6 +112,28 @@ def has_repeated_sentences(text: str, threshold: float) -> bool:
     return any(len(a & b) / len(a | b) >= threshold for a, b in combinations(grams, 2))
 
 
+def is_navigation(header: str, phrases: list[str]) -> bool:
+    """Whether the header is one of the navigation `phrases` as a whole (numbers aside, a plural allowed):
+    "Quick Links" and "Comments (12)" are navigation, "Menu planning for a week" is not."""
+    said = [w for w in words(header) if not w.isdigit()]
+    for phrase in phrases:
+        wanted = words(phrase)
+        if said == wanted:
+            return True
+        if (
+            wanted
+            and len(said) == len(wanted)
+            and said[:-1] == wanted[:-1]
+            and said[-1]
+            in (
+                wanted[-1] + "s",
+                wanted[-1] + "es",
+            )
+        ):
+            return True
+    return False
+
+
 def verdict(header: str, text: str, config: SegmentConfig) -> str | None:
     """Why this segment is dropped, or None when it is kept."""
     letters = [c for c in header if c.isalpha()]
@@ -119,7 +141,7 @@ def verdict(header: str, text: str, config: SegmentConfig) -> str | None:
         return "empty_header"
     if config.drop_uppercase_headers and len(letters) > 1 and all(c.isupper() for c in letters):
         return "uppercase_header"
-    if any(name in header.lower() for name in config.navigation_headers):
+    if is_navigation(header, config.navigation_headers):
         return "navigation_header"
     if len(text) < config.min_chars:
         return "segment_too_short"

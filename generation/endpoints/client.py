@@ -150,6 +150,7 @@ class Endpoint:
         self.max_input_tokens: int | None = None
         self.max_total_tokens: int | None = None  # the model's context length, where the server says it
         self.max_stop_sequences: int | None = None
+        self.server_kind: str | None = None  # tgi | vllm | sglang | openai, for provenance
         self.connections = 0  # requests in flight bft allows here, over all stages (`reserve`)
         self._http: httpx2.AsyncClient | None = None
         self._limits_changed = False
@@ -193,7 +194,7 @@ class Endpoint:
                     raise _status_error(response.status_code, response.text, self.name + "/info")
                 if response.status_code == 200 and "model_id" in _json_or_empty(response):
                     info = response.json()
-                    self.api = "tgi"
+                    self.api = self.server_kind = "tgi"
                     self.model_id = info.get("model_id")
                     self.model_revision = info.get("model_sha")
                     self.max_concurrent_requests = info.get("max_concurrent_requests")
@@ -211,8 +212,11 @@ class Endpoint:
                 )
             self.api = "openai"
             models = _json_or_empty(response).get("data") or []
+            self.server_kind = "openai"
             if models and isinstance(models[0], dict):
                 self.model_id = models[0].get("id")
+                owner = models[0].get("owned_by")  # vLLM and SGLang name themselves here
+                self.server_kind = owner if owner in ("vllm", "sglang") else "openai"
                 limit = models[0].get("max_model_len")  # vLLM, SGLang
                 self.max_total_tokens = limit if isinstance(limit, int) and limit > 0 else None
         except httpx2.TransportError as error:
@@ -241,6 +245,11 @@ class Endpoint:
         return response.status_code == 200
 
     async def _post(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body, _ = await self._exchange(route, payload)
+        return body
+
+    async def _exchange(self, route: str, payload: dict[str, Any]) -> tuple[dict[str, Any], httpx2.Headers]:
+        """POST `payload` to `route`: the JSON object answered and the response headers, or bft's error kind."""
         client = await self.http()
         try:
             response = await client.post(self.url + route, json=payload)
@@ -256,7 +265,7 @@ class Endpoint:
             raise RetryableError("malformed_response", repr(error)) from None
         if not isinstance(body, dict):
             raise RetryableError("malformed_response", f"a JSON {type(body).__name__}, not an object")
-        return body
+        return body, response.headers
 
     async def chat(
         self,
@@ -345,17 +354,8 @@ class Endpoint:
             parameters["seed"] = sampling.seed
         if top_n:
             parameters["top_n_tokens"] = top_n
-        client = await self.http()
+        body, headers = await self._exchange("/generate", {"inputs": prompt, "parameters": parameters})
         try:
-            response = await client.post(self.url + "/generate", json={"inputs": prompt, "parameters": parameters})
-        except httpx2.TimeoutException:
-            raise RetryableError("timeout", self.name) from None
-        except httpx2.TransportError as error:
-            raise RetryableError("connection", str(error) or type(error).__name__) from None
-        if response.status_code != 200:
-            raise _status_error(response.status_code, response.text, self.name + "/generate", response.headers)
-        try:
-            body = response.json()
             details = body.get("details") or {}
             choices = None
             if top_n and details.get("top_tokens") and details.get("tokens"):
@@ -364,7 +364,7 @@ class Endpoint:
                     for token, top in zip(details["tokens"], details["top_tokens"], strict=False)
                 ]
             # real TGI leaves `prefill` empty unless asked for every prompt token; it says the count in a header
-            header = response.headers.get("x-prompt-tokens")
+            header = headers.get("x-prompt-tokens")
             usage = {
                 "prompt_tokens": int(header)
                 if header and header.isdigit()

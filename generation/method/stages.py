@@ -16,7 +16,14 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 
-from bft.generation.config import BacktranslateConfig, CurateConfig, DistillConfig, RewriteConfig, StageConfig
+from bft.generation.config import (
+    BacktranslateConfig,
+    CurateConfig,
+    DistillConfig,
+    RewriteConfig,
+    SamplingConfig,
+    StageConfig,
+)
 from bft.generation.errors import ConfigError
 from bft.generation.method.escaping import Escaper, unescape
 from bft.generation.method.filters import matches_any
@@ -100,6 +107,11 @@ class Stage:
 
     top_n: int | None = None
 
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The decoding parameters this stage sends (the provenance records these)."""
+        return self.config.sampling
+
     def request(self, record: StageRecord) -> Request:
         values = self.values(record)
         if self.escaper is not None:
@@ -125,7 +137,8 @@ class Stage:
             mode=self.config.mode,
             template=self.template.name,
             template_sha256=self.template.sha256,
-            sampling=json.dumps(asdict(self.config.sampling), sort_keys=True),
+            sampling=json.dumps(asdict(self.sampling), sort_keys=True),
+            server=getattr(endpoint, "server_kind", None),
             prefill=self.config.prefill or None,
             raw_output=generation.text if generation else None,
             reasoning=reasoning or (generation.reasoning if generation else None),
@@ -242,6 +255,16 @@ class Curate(Stage):
         super().__init__(config, **checks)
         self.top_n = config.top_n_tokens if config.score_mode == "expected" else None
         self.samples = config.samples
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        """With `score_mode: expected`, temperature 1 and no nucleus cut: servers differ in whether the
+        alternatives they return come before or after their sampling warpers (TGI: after; vLLM V1:
+        before), and a cut distribution inflates the expected score (true 4.39 becomes 4.60 after
+        top-p 0.9). Untruncated, every server returns the model's own distribution."""
+        if self.config.score_mode != "expected":
+            return self.config.sampling
+        return replace(self.config.sampling, temperature=1.0, top_p=1.0)
 
     def combine(self, record: StageRecord, results: list[StageRecord]) -> StageRecord:
         """`samples` scorings of one pair as one record: scores averaged, every reply in the provenance."""

@@ -151,7 +151,7 @@ class Engine:
             stats.requests += 1
             send = ep.chat if request.mode == "chat" else ep.complete
             return await asyncio.wait_for(
-                send(request.text, config.model, config.sampling, top_n=request.top_n), self.request_timeout + 5
+                send(request.text, config.model, stage.sampling, top_n=request.top_n), self.request_timeout + 5
             )
 
         while True:

@@ -284,12 +284,19 @@ def test_the_shipped_paper_configs_are_valid(name):
     from bft.generation.config import load_config
 
     config = load_config(DEMO_CONFIG.parents[1] / "configs" / f"{name}.yaml")
+    # each stage on the model of its role: backward writes, forward (seed-trained) scores, chat rewrites
+    roles = {"baft": {"backtranslate": "backward-model", "curate": "forward-model", "rewrite": "llama-2-70b-chat"},
+             "humpback": {"backtranslate": "m-yx", "curate": "m-0"}}[name]  # fmt: skip
+    assert {s: [e.split("//")[1].split(":")[0] for e in config.stage(s).endpoints] for s in config.stages} == {
+        s: [host] for s, host in roles.items()
+    }
     if name == "baft":
         assert config.stages == ["backtranslate", "curate", "rewrite"] and config.curate.threshold == 5
         assert config.prepare.context_tokens == 4096 and config.rewrite.sampling.temperature == 1.0
     else:
         assert config.stages == ["backtranslate", "curate"] and config.curate.score_mode == "expected"
         assert config.curate.threshold == 4.5 and config.backtranslate.sampling.temperature == 0.7
+        assert config.segment.mode == "headers"
 
 
 def test_a_wrong_text_field_fails_the_run_and_names_the_likely_cause(tmp_path, capsys):

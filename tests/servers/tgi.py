@@ -187,6 +187,9 @@ class TGITestServer:
     ):
         self.script = script
         self.flavor = flavor  # tgi | vllm | sglang: routes, limits, error bodies and wordings, reasoning fields
+        # TGI computes `top_tokens` log-probabilities after its sampling warpers (temperature, top-p); vLLM V1
+        # returns the model's own. True: this server does as TGI does.
+        self.warp_alternatives = flavor == "tgi"
         self.tgi_info = tgi_info and flavor == "tgi"  # False: no /info, as vLLM and SGLang
         self.honour_stop = honour_stop  # False: ignore `stop`, as `transformers serve` does on /v1/completions
         self.model_id = model_id
@@ -406,8 +409,16 @@ class TGITestServer:
                     "tokens": [{"id": i, "text": w, "logprob": -0.1, "special": False} for i, w in enumerate(tokens)],
                 }
                 if params.get("top_n_tokens"):
+                    warp = (
+                        (params.get("temperature") or 1.0, params.get("top_p") or 1.0)
+                        if self.warp_alternatives
+                        else None
+                    )
                     body["details"]["top_tokens"] = [
-                        [{"id": i, "text": t, "logprob": lp, "special": False} for t, lp in _alternatives(w, reply)]
+                        [
+                            {"id": i, "text": t, "logprob": lp, "special": False}
+                            for t, lp in _alternatives(w, reply, warp)
+                        ]
                         for i, w in enumerate(tokens)
                     ]
             return self._send(
@@ -461,12 +472,30 @@ def _tokens(text: str) -> list[str]:
     return tokens or [text]
 
 
-def _alternatives(token: str, reply: Reply) -> list[tuple[str, float]]:
-    """Top alternatives at `token`: the scripted ones (probabilities), else the token itself."""
+def _alternatives(token: str, reply: Reply, warp: tuple[float, float] | None = None) -> list[tuple[str, float]]:
+    """Top alternatives at `token`: the scripted ones (probabilities), else the token itself.
+
+    `warp` = (temperature, top_p) applies the sampling warpers first, as TGI does before it reports them
+    (transformers' TopPLogitsWarper: the least likely tokens whose mass is at most 1 - top_p go).
+    """
     scripted = (reply.top or {}).get(token.strip())
     if not scripted:
         return [(token, -0.1)]
-    return [(token[: len(token) - len(token.lstrip())] + t, math.log(p)) for t, p in scripted.items()]
+    probs = dict(scripted)
+    if warp is not None:
+        temperature, top_p = warp
+        probs = {t: p ** (1 / temperature) for t, p in probs.items()}
+        total = sum(probs.values())
+        probs = {t: p / total for t, p in probs.items()}
+        removed, kept = 0.0, {}
+        for t, p in sorted(probs.items(), key=lambda item: item[1]):
+            if removed + p <= 1 - top_p + 1e-12 and len(kept) + 1 < len(probs):
+                removed += p
+                continue
+            kept[t] = p
+        total = sum(kept.values())
+        probs = {t: p / total for t, p in kept.items()}
+    return [(token[: len(token) - len(token.lstrip())] + t, math.log(p)) for t, p in probs.items()]
 
 
 @dataclass

@@ -3,13 +3,20 @@
 import io
 import json
 
+import pytest
 import yaml
 from datasets import load_dataset
 
 from bft.generation.cli import main
 from bft.generation.config import SegmentConfig
 from bft.generation.corpus.documents import read_corpus
-from bft.generation.corpus.segments import Segmenter, has_repeated_sentences, header_segments, page_blocks
+from bft.generation.corpus.segments import (
+    Segmenter,
+    has_repeated_sentences,
+    header_segments,
+    is_navigation,
+    page_blocks,
+)
 
 TOPICS = ["basil", "tomatoes", "compost", "seedlings", "mulch", "pruning", "watering", "aphids", "soil", "frost"]
 
@@ -138,3 +145,19 @@ def test_header_segments_end_to_end(tmp_path, tgi):
     (row,) = load_dataset(str(tmp_path / "o"), "rewritten", split="train")
     assert row["id"].endswith("garden.html#2") and row["document"].startswith("Note 0 on basil")
     assert "header:Basil on a windowsill" in row["flags"]
+
+
+@pytest.mark.parametrize(
+    ("header", "navigation"),
+    [
+        ("Quick Links", True),
+        ("Comments (12)", True),
+        ("Menu", True),
+        ("Free newsletter", True),
+        ("Menu planning for a busy week", False),
+        ("Forum etiquette for new members", False),
+        ("Categories of sourdough", False),
+    ],
+)
+def test_navigation_headers_are_matched_as_whole_phrases(header, navigation):
+    assert is_navigation(header, SegmentConfig().navigation_headers) is navigation

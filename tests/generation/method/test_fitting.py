@@ -122,3 +122,34 @@ def test_expected_score_uses_the_last_score_and_falls_back_to_the_digit_token():
 )
 def test_current_vllm_and_sglang_refusals_give_the_prompt_budget(message):
     assert parse_context_error(message, 1024) == ContextLimit(3072, 5000)
+
+
+def test_expected_scores_come_from_the_untruncated_distribution_whatever_the_server(tmp_path):
+    """TGI reports alternatives after its warpers; truncated at top-p 0.9, a true 4.39 reads 4.60 and would be
+    kept at 4.5. Scoring requests go out at temperature 1 without a nucleus cut, so the score is the model's."""
+    import json
+
+    import yaml
+    from datasets import load_dataset
+
+    from bft.generation.cli import main
+    from tests.paths import DEMO_CORPUS
+    from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+
+    def scorer(request):
+        if prompt_kind(request.prompt) == "curate":
+            return Reply("Score: 5", top={"5": {"5": 0.55, "4": 0.37, "2": 0.08}})
+        return paper_model(request)
+
+    config = tmp_path / "c.yaml"
+    curate = {"mode": "raw", "score_mode": "expected", "min_score": 4.5, "sampling": {"temperature": 1.0, "top_p": 0.9}}
+    config.write_text(yaml.safe_dump({"stages": ["backtranslate", "curate"], "curate": curate}))
+    with TGITestServer(scorer) as server:
+        args = ["generate", str(DEMO_CORPUS), "--out", str(tmp_path / "o"), "--endpoint", server.url]
+        assert main([*args, "--config", str(config), "--limit", "2", "--no-progress"]) == 0
+        sent = [r.payload["parameters"] for r in server.requests if r.route == "/generate"]
+    assert sent and all("top_p" not in p and p["temperature"] == 1.0 for p in sent)
+    row = load_dataset(str(tmp_path / "o"), "rejected", split="train")[0]
+    assert row["reason"] == "score_below_threshold" and row["expected_score"] == pytest.approx(4.39)
+    provenance = row["provenance"][-1]
+    assert provenance["server"] == "tgi" and json.loads(provenance["sampling"])["top_p"] == 1.0
