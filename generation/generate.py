@@ -22,6 +22,7 @@ Rerunning the same command resumes: finished documents are not requested again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", help="Local .jsonl/.jsonl.gz/.parquet file or folder, or a Hub dataset id")
     parser.add_argument("--out", required=True, help="Output folder (rerun with the same folder to resume)")
     parser.add_argument("--config", help="YAML run config (see generation/demo/demo.yaml)")
-    parser.add_argument("--endpoint", action="append", default=None, help="Endpoint URL; repeat for several")
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=None,
+        help="Endpoint URL for every stage; repeat for several. It replaces the stage endpoints a --config names "
+        "(--stage-endpoint sets one stage's)",
+    )
     parser.add_argument(
         "--stage-endpoint",
         action="append",
@@ -86,8 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     overrides = {"corpus.path": args.corpus, "out": args.out}
-    if args.endpoint:
+    if args.endpoint:  # the command line wins over the config: every stage goes to these endpoints
         overrides["endpoints"] = args.endpoint
+        for stage in ALL_STAGES:
+            overrides[f"{stage}.endpoints"] = []
     if args.stages:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     for flag, key in (("limit", "corpus.limit"), ("text_field", "corpus.text_field"), ("id_field", "corpus.id_field")):
@@ -118,7 +127,10 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, overrides_from(args))
+    overrides = overrides_from(args)
+    config = load_config(args.config, overrides)
+    if config.stages[0] == "curate" and not args.config:
+        config = scoring_rule_of_the_pool(config, overrides)
     out = Path(config.out)
     check_resumable(out, config)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +193,30 @@ def first_record_fields(config: GenerateConfig) -> str:
     except BftError:
         pass
     return "unknown"
+
+
+# What a round that re-scores a pool keeps of the round that made it: how it scored, not where or with what.
+NOT_INHERITED = {"endpoints", "model", "max_concurrency"}
+
+
+def scoring_rule_of_the_pool(config: GenerateConfig, overrides: dict) -> GenerateConfig:
+    """A curate-first run over an earlier output scores by that output's rule (score mode, threshold,
+    mode, prompt format, prefill, sampling, samples) unless a --config says otherwise; flags still win.
+
+    Humpback's second round must score as the first did; run without its config, it would silently
+    change the rule (for example from an expected score >= 4.5 on raw prompts to a written 5 on chat).
+    """
+    earlier = Path(config.corpus.path) / RUN_CONFIG_FILE
+    if not earlier.is_file():
+        return config
+    pool = dataclasses.asdict(load_config(earlier).curate)
+    inherited = {f"curate.{key}": value for key, value in pool.items() if key not in NOT_INHERITED}
+    print(
+        f"bft generate: scoring the pool by its own rule ({earlier}: curate score_mode {pool.get('score_mode')}, "
+        f"min_score {pool.get('min_score')}, mode {pool.get('mode')}); pass --config to score otherwise",
+        file=sys.stderr,
+    )
+    return load_config(None, {**inherited, **overrides})
 
 
 def execute(config: GenerateConfig, progress: bool) -> RunSummary:

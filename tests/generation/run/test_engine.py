@@ -339,6 +339,32 @@ def test_a_later_round_re_scores_the_same_pool_without_regenerating_instructions
     assert sorted(rejected["id"]) == sorted(DEMO_IDS[:3]) and set(rejected["score"]) == {3}
 
 
+def test_a_later_round_scores_by_the_pools_rule_and_the_command_line_endpoint_wins(tmp_path, capsys):
+    """Round 2 without a config scores as round 1 did (expected score >= 4.5, raw prompts), and the
+    --endpoint given for it replaces the stage endpoint round 1's config named."""
+    import yaml
+
+    pool, round2 = tmp_path / "round1", tmp_path / "round2"
+    config = tmp_path / "humpback.yaml"
+    curate = {"mode": "raw", "score_mode": "expected", "min_score": 4.5, "endpoints": ["http://127.0.0.1:9"]}
+    config.write_text(yaml.safe_dump({"stages": ["backtranslate", "curate"], "curate": curate}))
+
+    def scorer(request):
+        if prompt_kind(request.prompt) == "curate":
+            return Reply("Score: 5", top={"5": {"5": 0.6, "4": 0.4}})
+        return paper_model(request)
+
+    with TGITestServer(scorer) as m0:
+        args = ("--out", pool, "--endpoint", m0.url, "--config", config, "--limit", 3)
+        assert generate(DEMO_CORPUS, *args) == 0  # the config's curate endpoint (port 9) was replaced
+    with TGITestServer(scorer, model_id="org/m1") as m1:
+        assert generate(pool, "--out", round2, "--endpoint", m1.url, "--stages", "curate") == 0
+        assert {r.route for r in m1.requests if prompt_kind(r.prompt) == "curate"} == {"/generate"}  # raw, as round 1
+    assert "scoring the pool by its own rule" in capsys.readouterr().err
+    rows = load(round2, "curated")
+    assert len(rows) == 3 and all(r["expected_score"] == pytest.approx(4.6) for r in rows)
+
+
 def test_a_curate_first_run_needs_a_pool(tmp_path, tgi, capsys):
     assert generate(DEMO_CORPUS, "--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "curate") == 2
     assert "a run that starts with curate re-scores the instruction pool" in capsys.readouterr().err
