@@ -298,9 +298,18 @@ class PrepareConfig:
     context_tokens: int | None = field(
         default=None,
         metadata={
-            "help": "The backward model's context length: documents whose backtranslation prompt plus "
-            "backtranslate.sampling.max_tokens plus context_margin would not fit are rejected (exceeds_context), "
-            "as BAFT keeps whole documents. Counted with backtranslate.tokenizer when set, else chars_per_token."
+            "help": "The models' context length: a document must fit every stage of the run that sends it, its "
+            "prompt (with room for the longest instruction kept, backtranslate.max_instruction_chars, where the "
+            "prompt holds one) "
+            "plus the stage's sampling.max_tokens plus context_margin. Counted with each stage's tokenizer when "
+            "set, else chars_per_token. What does not fit is handled by context_overflow, before any request."
+        },
+    )
+    context_overflow: str = field(
+        default="reject",
+        metadata={
+            "help": "A document that does not fit: reject (exceeds_context, naming the stage; BAFT keeps whole "
+            "documents and drops the others) or cut (its beginning kept, flag truncated_to_context:OLD->NEW_chars)."
         },
     )
     context_margin: int = field(default=16, metadata={"help": "Tokens kept free besides the prompt and the reply."})
@@ -465,6 +474,7 @@ class GenerateConfig:
             ("corpus.duplicate_ids", self.corpus.duplicate_ids, ("error", "rename")),
             ("corpus.invalid_utf8", self.corpus.invalid_utf8, ("reject", "replace", "error")),
             ("corpus.invalid_unicode", self.corpus.invalid_unicode, ("reject", "replace")),
+            ("prepare.context_overflow", self.prepare.context_overflow, ("reject", "cut")),
             ("prepare.control_characters", self.prepare.control_characters, ("strip", "reject")),
             ("prepare.html", self.prepare.html, ("strip", "keep", "reject")),
             ("prepare.oversize", self.prepare.oversize, ("truncate", "reject")),

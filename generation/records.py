@@ -49,6 +49,7 @@ class Rejected:
     url: str | None = None
     source: str | None = None
     raw: str | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -51,7 +51,7 @@ class Preparer:
     """Applies the prepare rules to each document of a stream."""
 
     def __init__(self, config: PrepareConfig, fits=None, duplicates: set[int] | None = None):
-        """`fits(text) -> bool` says whether a document's prompt fits the context (see `context_tokens`).
+        """`fits` is the context check (`run/wiring.ContextFit`: `overflow(text)`, `cut(text)`), or None.
 
         `duplicates`, when given, are the positions already known to repeat an earlier text (decided
         over the whole corpus by `corpus/blocks.py`); otherwise texts are compared along the stream.
@@ -72,8 +72,12 @@ class Preparer:
             return cleaned
         if self.config.dedup and self._repeats(cleaned):
             return self._rejected(document, cleaned.text, "duplicate_text")
-        if self.fits is not None and not self.fits(cleaned.text):
-            return self._rejected(document, cleaned.text, "exceeds_context")
+        if self.fits is not None and (stage := self.fits.overflow(cleaned.text)) is not None:
+            cut = self.fits.cut(cleaned.text) if self.config.context_overflow == "cut" else None
+            if cut is None or len(cut) < self.config.min_document_chars:
+                return self._rejected(document, cleaned.text, "exceeds_context", f"exceeds_context:{stage}")
+            cleaned.flags.append(f"truncated_to_context:{len(cleaned.text)}->{len(cut)}_chars")
+            cleaned.text = cut
         if self.escaper is not None:
             found = self.escaper.found(cleaned.text)
             if found:
@@ -90,7 +94,7 @@ class Preparer:
         self.seen_texts.add(key)
         return False
 
-    def _rejected(self, document: Document, text: str, reason: str) -> Rejected:
+    def _rejected(self, document: Document, text: str, reason: str, *flags: str) -> Rejected:
         return Rejected(
             document.id,
             reason,
@@ -99,6 +103,7 @@ class Preparer:
             document.url,
             document.source,
             raw=text[: self.config.max_document_chars],
+            flags=[*document.flags, *flags],
         )
 
     def clean(self, document: Document) -> Document | Rejected:

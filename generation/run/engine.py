@@ -394,4 +394,5 @@ def _prepare_rejection(item: Rejected) -> StageRecord:
         input_location=item.location,
         url=item.url,
         source=item.source,
+        flags=list(item.flags),
     )

@@ -42,7 +42,7 @@ async def _generate(config: GenerateConfig, progress: bool) -> RunSummary:
             pool = Path(corpus.path)
             await engine.run(read_pool(pool, corpus.limit, first), total=pool_size(pool, corpus.limit, first))
         else:
-            documents = corpus_documents(config, context_check(config, stages[0]))
+            documents = corpus_documents(config, context_check(config, stages))
             await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:
         await close_pools(endpoints, pools)

@@ -130,7 +130,7 @@ class BlockRunner:
         self.share = share
         self.out = Path(self.config.out)
         self.stages = build_stages(self.config)
-        self.fits = context_check(self.config, self.stages[0])
+        self.fits = context_check(self.config, self.stages)
         self.pools = None
         self.opening: asyncio.Lock | None = None
 

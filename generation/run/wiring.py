@@ -32,7 +32,9 @@ from bft.generation.layout import (
     main_config,
 )
 from bft.generation.method.escaping import Escaper
+from bft.generation.method.fitting import cut_at_whitespace
 from bft.generation.method.stages import Stage, build_stage
+from bft.generation.records import StageRecord
 from bft.generation.run.output import write_outputs
 from bft.generation.run.stats import RunStats
 
@@ -138,23 +140,66 @@ def build_stages(config: GenerateConfig) -> list[Stage]:
     ]
 
 
-def context_check(config: GenerateConfig, backtranslate):
-    """`fits(text)` for `prepare.context_tokens`, or None when it is not set."""
-    limit = config.prepare.context_tokens
-    if limit is None:
+class ContextFit:
+    """Whether a document fits the context in every stage of the run that sends it (`prepare.context_tokens`).
+
+    A stage's budget is the context less its `max_tokens` and `context_margin`, and, where its prompt
+    holds an instruction (curate, rewrite), less room for the longest instruction backtranslation keeps
+    (`backtranslate.max_instruction_chars` at `chars_per_token`, at most its `sampling.max_tokens`). Rewriting asks 2,048 new tokens of a
+    4,096-token Llama-2, so a draft that fits backtranslation may not fit rewriting: checked up front,
+    a document is dropped or cut once, before any request, instead of refused mid-run.
+    """
+
+    def __init__(self, config: GenerateConfig, stages: list[Stage]):
+        self.config = config
+        backtranslate = config.backtranslate
+        instruction = min(
+            backtranslate.sampling.max_tokens, -(-backtranslate.max_instruction_chars // config.chars_per_token)
+        )
+        self.stages = []
+        for stage in stages:
+            holds_instruction = "instruction" in stage.template.placeholders or "generated instruction" in (
+                stage.template.placeholders
+            )
+            budget = config.prepare.context_tokens - stage.config.sampling.max_tokens - config.prepare.context_margin
+            budget -= int(instruction) if holds_instruction and stage.name != "backtranslate" else 0
+            if budget <= 0:
+                raise ConfigError(
+                    f"prepare.context_tokens leaves no room for {stage.name}'s prompt after its max_tokens"
+                    + (", an instruction" if holds_instruction else "")
+                    + " and context_margin"
+                )
+            self.stages.append((stage, budget))
+
+    def tokens(self, stage: Stage, text: str) -> int:
+        probe = StageRecord(id="", stage="", status="", document=text, position=0, input_location="", instruction="")
+        prompt = stage.request(probe).text
+        if stage.config.tokenizer:
+            return len(stage.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return int(len(prompt) / self.config.chars_per_token)
+
+    def overflow(self, text: str) -> str | None:
+        """The first stage `text` does not fit, or None."""
+        return next((stage.name for stage, budget in self.stages if self.tokens(stage, text) > budget), None)
+
+    def cut(self, text: str) -> str | None:
+        """The longest beginning of `text` (cut on whitespace) that fits every stage, or None."""
+        low, high, best = 0, len(text), None
+        while low <= high:  # binary search on the number of characters kept
+            middle = (low + high) // 2
+            candidate = cut_at_whitespace(text, middle)
+            if candidate and self.overflow(candidate) is None:
+                best, low = candidate, middle + 1
+            else:
+                high = middle - 1
+        return best
+
+
+def context_check(config: GenerateConfig, stages: list[Stage]) -> ContextFit | None:
+    """The context check for `prepare.context_tokens`, or None when it is not set."""
+    if config.prepare.context_tokens is None:
         return None
-    budget = limit - backtranslate.config.sampling.max_tokens - config.prepare.context_margin
-    if budget <= 0:
-        raise ConfigError("prepare.context_tokens leaves no room for the prompt after max_tokens and context_margin")
-    tokenizer = backtranslate.tokenizer if backtranslate.config.tokenizer else None
-
-    def fits(text: str) -> bool:
-        prompt = backtranslate.request_text(text)
-        if tokenizer is None:
-            return len(prompt) / config.chars_per_token <= budget
-        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget
-
-    return fits
+    return ContextFit(config, stages)
 
 
 async def open_pools(

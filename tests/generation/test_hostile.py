@@ -19,6 +19,7 @@ from bft.generation.corpus.prepare import Preparer
 from bft.generation.method.escaping import JOINER, Escaper, unescape
 from bft.generation.method.prompts import load_template
 from bft.generation.method.replies import other_language, repeats_prompt
+from tests.paths import REPO
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
 PLAIN = (
@@ -220,7 +221,7 @@ def test_exact_duplicates_and_documents_over_the_context_are_rejected(tmp_path, 
         + line(id="other", text=PLAIN + " Another one.")
     )
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"prepare": {"context_tokens": 2048}}))  # chars_per_token 3: ~5,000 chars fit
+    config.write_text(yaml.safe_dump({"prepare": {"context_tokens": 4096}}))  # chars_per_token 3: ~4,000 chars fit
     args = ["generate", str(corpus), "--out", str(tmp_path / "o"), "--endpoint", tgi.url, "--config", str(config)]
     assert main([*args, "--no-progress"]) == 0
     rejected = load_dataset(str(tmp_path / "o"), "rejected", split="train")
@@ -252,13 +253,12 @@ def test_the_context_check_counts_with_the_backward_model_s_tokenizer(tmp_path, 
 def test_the_real_dolma_sample_through_preparation(shared_dir):
     """Golden outcome of BAFT's whole-document preparation on ten real Common Crawl documents."""
     from bft.generation.config import load_config
-    from bft.generation.method.stages import build_stage
-    from bft.generation.run.wiring import context_check
+    from bft.generation.run.wiring import build_stages, context_check
 
-    config = load_config(None, {"prepare.context_tokens": 4096, "backtranslate.mode": "raw"})
-    backtranslate = build_stage("backtranslate", config.backtranslate)
+    overrides = {"prepare.context_tokens": 4096, "backtranslate.mode": "raw", "stages": ["backtranslate"]}
+    config = load_config(None, overrides)
     corpus = shared_dir / "data" / "dolma-cc-head-sample.jsonl"
-    prepared = list(Preparer(config.prepare, context_check(config, backtranslate))(read_corpus(str(corpus))))
+    prepared = list(Preparer(config.prepare, context_check(config, build_stages(config)))(read_corpus(str(corpus))))
     assert len(prepared) == 10  # every document accounted for
     fates = {item.id.split("/")[2]: getattr(item, "reason", "kept") for item in prepared}
     assert fates.pop("911blogger.com") == "exceeds_context"  # 65,846 characters: more than Llama-2's 4,096 tokens
@@ -266,3 +266,27 @@ def test_the_real_dolma_sample_through_preparation(shared_dir):
     kept = {item.id.split("/")[2]: item for item in prepared if not hasattr(item, "reason")}
     assert kept["9crimes.org"].flags == ["control_characters_removed"]  # C1 control characters in the crawl text
     assert all(item.url == item.id for item in kept.values())  # Dolma's metadata.url
+
+
+@pytest.mark.parametrize("overflow", ["reject", "cut"])
+def test_every_stage_of_baft_is_budgeted_before_any_request(shared_dir, overflow):
+    """Rewriting asks 2,048 new tokens of a 4,096-token model: drafts that fit backtranslation but not the
+    later stages are dropped (or cut) up front, not refused mid-run."""
+    from bft.generation.config import load_config
+    from bft.generation.run.wiring import build_stages, context_check
+
+    config = load_config(REPO / "generation" / "configs" / "baft.yaml", {"prepare.context_overflow": overflow})
+    corpus = shared_dir / "data" / "dolma-cc-head-sample.jsonl"
+    prepared = list(Preparer(config.prepare, context_check(config, build_stages(config)))(read_corpus(str(corpus))))
+    fates = {item.id.split("/")[2]: (getattr(item, "reason", "kept"), item.flags) for item in prepared}
+    if overflow == "reject":
+        assert fates["911blogger.com"] == ("exceeds_context", ["exceeds_context:backtranslate"])
+        for site in ("activecities.com", "ajitucapoeira.com"):  # fit P2, but not P1/P3 with their replies
+            assert fates[site][0] == "exceeds_context" and fates[site][1][0].startswith("exceeds_context:")
+        assert sum(reason == "kept" for reason, _ in fates.values()) == 7
+    else:
+        assert all(reason == "kept" for reason, _ in fates.values())
+        cut = [site for site, (_, flags) in fates.items() if any(f.startswith("truncated_to_context:") for f in flags)]
+        assert sorted(cut) == ["911blogger.com", "activecities.com", "ajitucapoeira.com"]
+        fits = context_check(config, build_stages(config))
+        assert all(fits.overflow(item.text) is None for item in prepared)
