@@ -22,7 +22,6 @@ Rerunning the same command resumes: finished documents are not requested again.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import RUN_CONFIG_FILE
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
+from bft.generation.run.rounds import scoring_rule_of_the_pool
 from bft.generation.run.wiring import DEFAULT_CONCURRENCY, RunSummary, check_resumable, use_embedded
 
 
@@ -168,7 +168,8 @@ INPUT_REASONS = {
     "invalid_utf8": "no line of the corpus is UTF-8 (corpus.invalid_utf8 can replace undecodable bytes)",
     "invalid_unicode": "every record holds text that cannot be UTF-8 (corpus.invalid_unicode: replace)",
     "record_too_large": "every record is over corpus.max_record_bytes",
-    "exceeds_context": "every document is over prepare.context_tokens with the backtranslation prompt",
+    "exceeds_context": "every document is over prepare.context_tokens in some stage (its flag names which); "
+    "prepare.context_overflow: cut keeps their beginnings",
     "input_invalid": "the server refused every request of the stage as invalid; check its settings "
     "(sampling parameters, model, mode)",
 }
@@ -193,30 +194,6 @@ def first_record_fields(config: GenerateConfig) -> str:
     except BftError:
         pass
     return "unknown"
-
-
-# What a round that re-scores a pool keeps of the round that made it: how it scored, not where or with what.
-NOT_INHERITED = {"endpoints", "model", "max_concurrency"}
-
-
-def scoring_rule_of_the_pool(config: GenerateConfig, overrides: dict) -> GenerateConfig:
-    """A curate-first run over an earlier output scores by that output's rule (score mode, threshold,
-    mode, prompt format, prefill, sampling, samples) unless a --config says otherwise; flags still win.
-
-    Humpback's second round must score as the first did; run without its config, it would silently
-    change the rule (for example from an expected score >= 4.5 on raw prompts to a written 5 on chat).
-    """
-    earlier = Path(config.corpus.path) / RUN_CONFIG_FILE
-    if not earlier.is_file():
-        return config
-    pool = dataclasses.asdict(load_config(earlier).curate)
-    inherited = {f"curate.{key}": value for key, value in pool.items() if key not in NOT_INHERITED}
-    print(
-        f"bft generate: scoring the pool by its own rule ({earlier}: curate score_mode {pool.get('score_mode')}, "
-        f"min_score {pool.get('min_score')}, mode {pool.get('mode')}); pass --config to score otherwise",
-        file=sys.stderr,
-    )
-    return load_config(None, {**inherited, **overrides})
 
 
 def execute(config: GenerateConfig, progress: bool) -> RunSummary:

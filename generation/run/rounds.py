@@ -14,13 +14,16 @@ pool folder; each round's output folder holds that round's scores.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from bft.generation.config import GenerateConfig, load_config
 from bft.generation.errors import ConfigError
-from bft.generation.layout import config_file, read_rows
+from bft.generation.layout import RUN_CONFIG_FILE, config_file, read_rows
 from bft.generation.records import StageRecord
 
 POOL_OF = {"curate": "backtranslated", "distill": "curated"}  # first stage -> the config it reads
@@ -67,3 +70,27 @@ def read_pool(folder: Path, limit: int | None = None, first_stage: str = "curate
         record.flags = [*record.flags, f"previous_score:{'none' if score is None else score}"]
         record.score = record.expected_score = record.mean_score = record.grounding = None
         yield record
+
+
+# What a round that re-scores a pool keeps of the round that made it: how it scored, not where or with what.
+NOT_INHERITED = {"endpoints", "model", "max_concurrency"}
+
+
+def scoring_rule_of_the_pool(config: GenerateConfig, overrides: dict) -> GenerateConfig:
+    """A curate-first run over an earlier output scores by that output's rule (score mode, threshold,
+    mode, prompt format, prefill, sampling, samples) unless a --config says otherwise; flags still win.
+
+    Humpback's second round must score as the first did; run without its config, it would silently
+    change the rule (for example from an expected score >= 4.5 on raw prompts to a written 5 on chat).
+    """
+    earlier = Path(config.corpus.path) / RUN_CONFIG_FILE
+    if not earlier.is_file():
+        return config
+    pool = dataclasses.asdict(load_config(earlier).curate)
+    inherited = {f"curate.{key}": value for key, value in pool.items() if key not in NOT_INHERITED}
+    print(
+        f"bft generate: scoring the pool by its own rule ({earlier}: curate score_mode {pool.get('score_mode')}, "
+        f"min_score {pool.get('min_score')}, mode {pool.get('mode')}); pass --config to score otherwise",
+        file=sys.stderr,
+    )
+    return load_config(None, {**inherited, **overrides})
