@@ -4,10 +4,10 @@ For each config with instruction/response pairs (`curated`, `rewritten`, `distil
 
 - **lengths** of instructions and responses, in tokens with a tokenizer (BAFT Table 6 reports tokens),
   else in words: mean and median;
-- **diversity**: the share of unique word trigrams among all trigrams of the responses (and of the
-  instructions), measured on the same number of rows for every config (BAFT compares "unique trigrams at
-  equal data size"): the smallest config's size, capped at `diversity_size`; rows are picked by a hash of
-  their id, so the sample is the same on every run;
+- **diversity**: the number of distinct word trigrams of the responses (and of the instructions), as
+  BAFT counts them (Fig. 3: "unique trigrams at equal data size"), and beside it their share of all
+  trigrams, measured on the same number of rows for every config: the smallest config's size, capped at
+  `diversity_size`; rows are picked by a hash of their id, so the sample is the same on every run;
 - **overlap with the source**: the share of a response's word trigrams found in its source document
   (rewrites should stay grounded; distilled answers need not);
 
@@ -42,14 +42,21 @@ def _summary(values: list[int]) -> dict:
     return {"mean": round(statistics.fmean(values), 1), "median": statistics.median(values)} if values else {}
 
 
-def unique_trigram_share(texts: list[str]) -> float:
-    """Unique word trigrams / all word trigrams over `texts` (1.0: nothing repeats)."""
+def unique_trigrams(texts: list[str]) -> tuple[int, float]:
+    """The number of distinct word trigrams over `texts` (BAFT Fig. 3 counts these at equal numbers of rows),
+    and their share of all trigrams (1.0: nothing repeats; it falls as texts get longer, so longer data can
+    look less diverse by the share while holding more distinct trigrams)."""
     seen, total = set(), 0
     for text in texts:
         grams = ngrams(words(text), 3)
         seen.update(grams)
         total += len(grams)
-    return round(len(seen) / total, 4) if total else 0.0
+    return len(seen), (round(len(seen) / total, 4) if total else 0.0)
+
+
+def unique_trigram_share(texts: list[str]) -> float:
+    """Unique word trigrams / all word trigrams over `texts` (1.0: nothing repeats)."""
+    return unique_trigrams(texts)[1]
 
 
 def sample_by_id(rows: list[dict], size: int) -> list[dict]:
@@ -113,6 +120,9 @@ def data_report(
             "diversity_rows": size,
             "response_unique_trigrams": unique_trigram_share([r["response"] for r in sample]),
             "instruction_unique_trigrams": unique_trigram_share([r["instruction"] for r in sample]),
+            # BAFT's own measure (Fig. 3): distinct trigrams at equal rows, beside the share
+            "response_unique_trigram_count": unique_trigrams([r["response"] for r in sample])[0],
+            "instruction_unique_trigram_count": unique_trigrams([r["instruction"] for r in sample])[0],
         }
         if with_document and name != "curated":  # curated responses are the documents themselves
             shares = [grounding(r["response"], r["document"]) for r in with_document]
@@ -152,15 +162,17 @@ def format_report(report: dict) -> str:
     """The report as plain text for the terminal."""
     unit = report["unit"]
     lines = [
-        f"{'config':<10} {'rows':>6}  instr. {unit} (mean/median)  response {unit}  unique trigrams (resp/instr)  overlap"
+        f"{'config':<10} {'rows':>6}  instr. {unit} (mean/median)  response {unit}  distinct trigrams (share) "
+        "resp / instr  overlap"
     ]
     for c in report["configs"]:
         overlap = c.get("source_overlap", {}).get("mean", "-")
         lines.append(
             f"{c['name']:<10} {c['rows']:>6}  {c['instruction_length'].get('mean', '-'):>8} / "
             f"{c['instruction_length'].get('median', '-'):<12} {c['response_length'].get('mean', '-'):>7} / "
-            f"{c['response_length'].get('median', '-'):<8} {c['response_unique_trigrams']:.3f} / "
-            f"{c['instruction_unique_trigrams']:.3f} (at {c['diversity_rows']} rows)   {overlap}"
+            f"{c['response_length'].get('median', '-'):<8} {c['response_unique_trigram_count']} "
+            f"({c['response_unique_trigrams']:.3f}) / {c['instruction_unique_trigram_count']} "
+            f"({c['instruction_unique_trigrams']:.3f}) at {c['diversity_rows']} rows   {overlap}"
         )
     if report["scores"]:
         lines.append("scores: " + ", ".join(f"{k}: {v}" for k, v in report["scores"].items()))
