@@ -40,6 +40,7 @@ async def ask_endpoint(url: str, model: str | None, requests: list[dict], sampli
     """Every request answered by the server at `url`, and the model's name; any request that still fails after
     its retries stops the command before anything is written."""
     endpoint = Endpoint(url)
+    endpoint.reserve(concurrency)  # a connection for every request in flight
     try:
         await endpoint.probe()
         endpoint.require_model(model, "the command")

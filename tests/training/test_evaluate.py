@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import pytest
 from huggingface_hub import HfApi
@@ -189,3 +190,24 @@ def test_the_data_report_on_a_small_generated_dataset(tmp_path, capsys):
     assert in_tokens["unit"] == "tokens" and "decontamination" not in in_tokens
     tokens = {c["name"]: c["response_length"]["mean"] for c in in_tokens["configs"]}
     assert tokens["rewritten"] > rewritten["response_length"]["mean"]  # more tokens than words
+
+
+def test_answers_are_asked_with_the_concurrency_given(tmp_path):
+    def slow(request):
+        time.sleep(0.3)
+        return Reply("An answer.")
+
+    with TGITestServer(script=slow) as server:
+        args = [
+            "generate",
+            "--endpoint",
+            server.url,
+            "--out",
+            tmp_path / "m.json",
+            "--limit",
+            8,
+            "--max-concurrency",
+            4,
+        ]
+        assert run_eval(*args) == 0
+        assert server.peak_in_flight == 4
