@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
     facts = validate(folder, repo, version)
     tag = f"v{version}"
     if args.dry_run:
-        files = local_files(folder)
-        print(f"bft release (dry run): would push {len(files) + 2} files to {repo} and tag {tag}; nothing uploaded")
-        for path in [*sorted(CARD_FILES), *files]:
+        paths = sorted(set(CARD_FILES) | set(local_files(folder)))
+        print(f"bft release (dry run): would push {len(paths)} files to {repo} and tag {tag}; nothing uploaded")
+        for path in paths:
             print(f"  {path}")
         return 0
 
