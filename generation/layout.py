@@ -32,7 +32,6 @@ OUTPUT_CONFIG_NAMES = {  # stage -> the config of its kept records
 REJECTED_CONFIG = "rejected"
 STATS_FILE = "stats.json"
 RUN_CONFIG_FILE = "run_config.yaml"
-CARD_FILE = "README.md"
 # The config `load_dataset` lines and cards point at first: the most finished data there is.
 MAIN_CONFIG_ORDER = ("rewritten", "curated", "sft", "backtranslated")
 

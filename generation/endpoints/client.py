@@ -288,15 +288,9 @@ class Endpoint:
         payload: dict[str, Any] = {
             "model": model or self.model_id or "tgi",
             "messages": [*messages, {"role": "user", "content": message}],
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
+            # TGI refuses top_p 1.0 on chat (it must be < 1); 1.0 is its default, so it is left out there
+            **_openai_sampling(sampling, with_top_p=sampling.top_p < 1 or self.api != "tgi"),
         }
-        if sampling.top_p < 1 or self.api != "tgi":  # TGI refuses top_p 1.0 (it must be < 1): 1.0 is its default
-            payload["top_p"] = sampling.top_p
-        if sampling.stop:
-            payload["stop"] = sampling.stop
-        if sampling.seed is not None:
-            payload["seed"] = sampling.seed
         if top_n:
             payload["logprobs"], payload["top_logprobs"] = True, top_n
         body = await self._post("/v1/chat/completions", payload)
@@ -327,14 +321,8 @@ class Endpoint:
         payload: dict[str, Any] = {
             "model": model or self.model_id or "default",
             "prompt": prompt,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
+            **_openai_sampling(sampling, with_top_p=True),
         }
-        if sampling.stop:
-            payload["stop"] = sampling.stop
-        if sampling.seed is not None:
-            payload["seed"] = sampling.seed
         if top_n:
             payload["logprobs"] = top_n
         body = await self._post("/v1/completions", payload)
@@ -398,8 +386,16 @@ class Endpoint:
         )
 
 
-def _field(item: Any, name: str) -> Any:
-    return item.get(name) if isinstance(item, dict) else getattr(item, name)
+def _openai_sampling(sampling: SamplingConfig, with_top_p: bool) -> dict[str, Any]:
+    """The decoding fields of an OpenAI chat or completion request."""
+    fields: dict[str, Any] = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+    if with_top_p:
+        fields["top_p"] = sampling.top_p
+    if sampling.stop:
+        fields["stop"] = sampling.stop
+    if sampling.seed is not None:
+        fields["seed"] = sampling.seed
+    return fields
 
 
 def _completion_choices(logprobs: Any) -> list[TokenChoice] | None:

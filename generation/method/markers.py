@@ -67,7 +67,6 @@ _DECOR = r"(?:[\s*_`~#>|]|</?[a-z][^<>]{0,40}>|&nbsp;)"
 SCORE_RE = re.compile(rf"\bscore{_DECOR}*[{COLONS}]{_DECOR}*(?P<value>[^\s*_`~<]*)", re.IGNORECASE)
 RES_OPEN_RE = re.compile(r"\[\s*res\s*\]", re.IGNORECASE)
 RES_CLOSE_RE = re.compile(r"\[\s*/\s*res\s*\]", re.IGNORECASE)
-RES_OPEN = "[RES]"
 RES_CLOSE = "[/RES]"
 PARSED_MARKERS = {"score": SCORE_RE, "[RES]": RES_OPEN_RE, "[/RES]": RES_CLOSE_RE}
 
