@@ -11,6 +11,7 @@ from bft.training.config import paper_batch_size
 from bft.training.train import RECIPE_DIR, batch_plan, find_recipe, parse, shipped_recipes
 
 PAPER_RECIPES = ("backward", "seed", "curated")
+BAFT_RECIPES = {"baft": 1e-5, "baft-70b": 5.5e-6}  # BAFT's final fine-tunes: cosine, lr by model size
 
 
 def parsed(name, *overrides, cuda=False):
@@ -18,16 +19,19 @@ def parsed(name, *overrides, cuda=False):
 
 
 def test_the_three_paper_recipes_and_their_tiny_variants_are_shipped():
-    assert set(shipped_recipes()) == {*PAPER_RECIPES, *(f"tiny/{n}" for n in PAPER_RECIPES)}
+    assert set(shipped_recipes()) == {*PAPER_RECIPES, *BAFT_RECIPES, *(f"tiny/{n}" for n in PAPER_RECIPES)}
 
 
 @pytest.mark.parametrize("name", sorted(shipped_recipes()))
 def test_every_shipped_recipe_parses_with_the_papers_hyperparameters(name):
     data, bft, model, sft = parsed(name)
     assert model.model_name_or_path and data.datasets
-    assert sft.learning_rate == 1e-5
-    assert str(sft.lr_scheduler_type.value) == "polynomial"
-    assert sft.lr_scheduler_kwargs == {"lr_end": 9e-6, "power": 1.0}  # 9e-6 absolute, not a factor
+    if name in BAFT_RECIPES:
+        assert sft.learning_rate == BAFT_RECIPES[name] and str(sft.lr_scheduler_type.value) == "cosine"
+    else:
+        assert sft.learning_rate == 1e-5
+        assert str(sft.lr_scheduler_type.value) == "polynomial"
+        assert sft.lr_scheduler_kwargs == {"lr_end": 9e-6, "power": 1.0}  # 9e-6 absolute, not a factor
     assert sft.weight_decay == 0.1 and bft.dropout == 0.1
     assert sft.completion_only_loss is True
     assert bft.global_batch_size is None  # the papers' rule: 32, or 8 under 3,000 examples
@@ -37,6 +41,12 @@ def test_every_shipped_recipe_parses_with_the_papers_hyperparameters(name):
     assert bft.role == ("backward" if backward else "forward")
     assert all(s.reverse == backward for s in data.datasets)
     assert all((s.tag is None) == backward for s in data.datasets)
+
+
+def test_step_counts_follow_the_papers():
+    assert parsed("seed")[3].max_steps == 500  # Humpback Table 18: the 3.2K seed
+    assert parsed("baft-70b")[3].max_steps == 1600  # BAFT: 1,600 steps for 51.2K examples
+    assert parsed("baft")[3].num_train_epochs == 1  # one pass, as BAFT's 70B run
 
 
 def test_seed_goes_with_s_a_and_web_data_with_s_w():
@@ -104,4 +114,4 @@ def test_an_unknown_dataset_key_and_a_bad_tag_are_named(tmp_path):
 def test_an_unknown_recipe_name_lists_the_shipped_ones(capsys):
     assert main(["train", "sead"]) == 2
     err = capsys.readouterr().err
-    assert "recipe 'sead'" in err and "backward, curated, seed, tiny/backward" in err
+    assert "recipe 'sead'" in err and "backward, baft, baft-70b, curated, seed, tiny/backward" in err
