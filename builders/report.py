@@ -54,11 +54,6 @@ def unique_trigrams(texts: list[str]) -> tuple[int, float]:
     return len(seen), (round(len(seen) / total, 4) if total else 0.0)
 
 
-def unique_trigram_share(texts: list[str]) -> float:
-    """Unique word trigrams / all word trigrams over `texts` (1.0: nothing repeats)."""
-    return unique_trigrams(texts)[1]
-
-
 def sample_by_id(rows: list[dict], size: int) -> list[dict]:
     """`size` rows chosen by a hash of their id: the same rows on every run and machine."""
     return sorted(rows, key=lambda r: stable_hash64(str(r.get("id"))))[:size]
@@ -112,17 +107,19 @@ def data_report(
     for name, rows in pairs.items():
         sample = sample_by_id(rows, size)
         with_document = [r for r in rows if r.get("document") and r.get("response")]
+        response_count, response_share = unique_trigrams([r["response"] for r in sample])
+        instruction_count, instruction_share = unique_trigrams([r["instruction"] for r in sample])
         entry = {
             "name": name,
             "rows": len(rows),
             "instruction_length": _summary([count(r["instruction"]) for r in rows]),
             "response_length": _summary([count(r["response"]) for r in rows]),
             "diversity_rows": size,
-            "response_unique_trigrams": unique_trigram_share([r["response"] for r in sample]),
-            "instruction_unique_trigrams": unique_trigram_share([r["instruction"] for r in sample]),
+            "response_unique_trigrams": response_share,
+            "instruction_unique_trigrams": instruction_share,
             # BAFT's own measure (Fig. 3): distinct trigrams at equal rows, beside the share
-            "response_unique_trigram_count": unique_trigrams([r["response"] for r in sample])[0],
-            "instruction_unique_trigram_count": unique_trigrams([r["instruction"] for r in sample])[0],
+            "response_unique_trigram_count": response_count,
+            "instruction_unique_trigram_count": instruction_count,
         }
         if with_document and name != "curated":  # curated responses are the documents themselves
             shares = [grounding(r["response"], r["document"]) for r in with_document]

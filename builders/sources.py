@@ -42,11 +42,13 @@ def load_table(
     data_dir: str | None = None,
     data_files=None,
     search_dirs: list[Path | None] | None = None,
+    empty_note: str = "",
 ) -> tuple[datasets.Dataset, str | None]:
     """The rows of one dataset, and the Hub commit it resolved to (None when local).
 
     `path` is looked up as a local file or folder from `search_dirs` (default: the working directory),
-    else taken as a Hub id. Errors are `ConfigError`s that name the dataset by `label` (default: path).
+    else taken as a Hub id. Errors are `ConfigError`s that name the dataset by `label` (default: path); an
+    empty dataset's message ends with `empty_note` (what the caller cannot do without rows).
     """
     label = label or path
     local = locate(path, search_dirs if search_dirs is not None else [Path.cwd()])
@@ -57,7 +59,7 @@ def load_table(
             if builder is None:
                 raise ConfigError(f"dataset {label}: {local} is not a .jsonl, .json or .parquet file")
             if local.stat().st_size == 0:
-                raise ConfigError(f"dataset {label} is empty (a 0-byte file)")
+                raise ConfigError(f"dataset {label} is empty (a 0-byte file){empty_note}")
             dataset = datasets.load_dataset(builder, data_files=str(local), split="train")
         elif local is not None:
             dataset = datasets.load_dataset(
@@ -73,7 +75,7 @@ def load_table(
     except Exception as error:  # datasets raises many kinds; all mean "this source cannot be loaded"
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "corresponds to no data" in first or "contains no data" in first:  # datasets' words for no rows
-            raise ConfigError(f"dataset {label} is empty (split {split!r})") from None
+            raise ConfigError(f"dataset {label} is empty (split {split!r}){empty_note}") from None
         raise ConfigError(f"dataset {label}: cannot load it: {first}") from None
     return dataset, commit
 

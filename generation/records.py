@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from bft.generation.text import SURROGATE_RE
+from bft.generation.text import replace_lone_surrogates
 
 KEPT = "kept"
 REJECTED = "rejected"
@@ -75,10 +75,8 @@ class Generation:
 
     def __post_init__(self) -> None:
         # a JSON body may carry lone surrogates (`\\udc00`); they cannot be journaled as UTF-8
-        if not self.text.isascii():
-            self.text = SURROGATE_RE.sub("\ufffd", self.text)
-        if self.reasoning and not self.reasoning.isascii():
-            self.reasoning = SURROGATE_RE.sub("\ufffd", self.reasoning)
+        self.text = replace_lone_surrogates(self.text)
+        self.reasoning = replace_lone_surrogates(self.reasoning)
 
 
 @dataclass

@@ -75,4 +75,6 @@ def has_lone_surrogates(text: str) -> bool:
 
 def replace_lone_surrogates(text: str | None) -> str | None:
     """`text` with each lone surrogate replaced by U+FFFD (None stays None)."""
-    return SURROGATE_RE.sub("\ufffd", text) if text else text
+    if not text or text.isascii():  # the common case, kept cheap: ASCII holds no surrogate
+        return text
+    return SURROGATE_RE.sub("\ufffd", text)

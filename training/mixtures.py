@@ -42,21 +42,17 @@ class SourceSummary:
 
 def load_source(source: DataSource, recipe_dir: Path | None) -> tuple[datasets.Dataset, str | None]:
     """Load one source's rows as a `datasets.Dataset`; also returns the Hub commit it resolved to."""
-    try:
-        dataset, commit = load_table(
-            source.path,
-            label=source.label,
-            name=source.name,
-            split=source.split,
-            revision=source.revision,
-            data_dir=source.data_dir,
-            data_files=source.data_files,
-            search_dirs=[Path.cwd(), recipe_dir],
-        )
-    except ConfigError as error:
-        if " is empty" in str(error):
-            raise ConfigError(f"{error}; nothing to train on") from None
-        raise
+    dataset, commit = load_table(
+        source.path,
+        label=source.label,
+        name=source.name,
+        split=source.split,
+        revision=source.revision,
+        data_dir=source.data_dir,
+        data_files=source.data_files,
+        search_dirs=[Path.cwd(), recipe_dir],
+        empty_note="; nothing to train on",
+    )
     if source.columns is not None:
         missing = sorted(set(source.columns) - set(dataset.column_names))
         if missing:

@@ -155,7 +155,7 @@ class Endpoint:
         self.server_kind: str | None = None  # tgi | vllm | sglang | openai, for provenance
         self.connections = 0  # requests in flight bft allows here, over all stages (`reserve`)
         self._http: aiohttp.ClientSession | None = None
-        self._limits_changed = False
+        self._pool_size = 0  # the connections the open session was made for
 
     def __repr__(self) -> str:  # never shows the token
         return f"Endpoint({self.name!r}, api={self.api!r}, model={self.model_id!r})"
@@ -167,19 +167,18 @@ class Endpoint:
     def reserve(self, in_flight: int) -> None:
         """Say that a stage may have `in_flight` requests here at once: the connection pool holds them all."""
         self.connections += in_flight
-        self._limits_changed = self._http is not None
 
     async def http(self) -> aiohttp.ClientSession:
         """The HTTP session, with as many connections as bft's own limits allow requests in flight."""
-        if self._http is not None and self._limits_changed:
+        size = max(self.connections, 1)
+        if self._http is not None and self._pool_size != size:  # a stage reserved more since it was made
             await self._http.close()
             self._http = None
         if self._http is None:
-            size = max(self.connections, 1)
             connector = aiohttp.TCPConnector(limit=size, limit_per_host=size, ttl_dns_cache=300)
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers)
-            self._limits_changed = False
+            self._pool_size = size
         return self._http
 
     async def close(self) -> None:

@@ -292,18 +292,17 @@ def finish_run(
     stats.write(out)
     written = write_outputs(out, config.stages, journal_dirs)
     provenance = {stage.name: stage.provenance(None, "", 0, first_endpoints[stage.name]).__dict__ for stage in stages}
-    counts = written.counts
-    empty = {name: why_empty(name, stats) for name in written.empty}
+    summary = RunSummary(stats, written.counts, {name: why_empty(name, stats) for name in written.empty})
     render_generation_card(
         out,
         configs=dataset_configs(written.files),
-        counts=counts,
-        empty=empty,
-        main_config=main_config(counts) if counts else "",
+        counts=summary.counts,
+        empty=summary.empty,
+        main_config=summary.main_config or "",
         stage_table=stats.stage_table(provenance),
         rejects=stats.rejects(),
         documents_in=stats.documents_in,
         corpus=config.corpus.path,
         note=config.note,
     )
-    return RunSummary(stats, counts, empty)
+    return summary
