@@ -7,7 +7,11 @@ Commands: `seed` (`bft seed`), `build` (`bft build`), `release` (`bft release`).
 - `assemble`: a dataset folder built from an output, with its facts;
 - `facts`: `BuildFacts`, what the card says, shared by build and release;
 - `checks`: pre-release checks (PII counts, secrets, license);
-- `report`: the data report (lengths, diversity, scores, source overlap, decontamination);
+- `report`: the data report (lengths, diversity, scores, source overlap, decontamination), each figure
+  with how it was computed;
+- `tagging`: InsTag-style tag counts per pair from a served tagger (response complexity);
+- `analyses`: the optional analyses (MAUVE, tags) both `bft eval report` and `bft build` add;
+- `mauve_comparison`: MAUVE between two configs' responses on a local model's features (BAFT Table 3);
 - `instructions`: instruction sets (bft's own evaluation set, a file, a Hub dataset);
 - `sources`: the one loader of a dataset given by a path or a Hub id;
 - `versions`: repo ids and semantic versions of releases.

@@ -23,6 +23,7 @@ import datasets
 import pyarrow.parquet as pq
 import yaml
 
+from bft.builders.analyses import Analyses, add_analyses
 from bft.builders.bft_dataset import BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text
 from bft.builders.facts import FACTS_FILE, BuildFacts
@@ -76,6 +77,7 @@ def build(
     tokenizer: str | None = None,
     tag_placement: str = "user_end",
     eval_set: str = "bft",
+    analyses: Analyses | None = None,
 ) -> BuildFacts:
     """Build every available config of `output` into `folder`; return the facts the card shows."""
     stats = check_output(output)
@@ -120,7 +122,7 @@ def build(
         changelog=["unreleased: built by `bft build`"],
         empty_configs=[f"{where}: {why}" for where, why in built.empty.items()],
     )
-    facts.report = report(train, count, unit, eval_set)
+    facts.report = report(train, count, unit, eval_set, analyses)
     (folder / REPORT_FILE).write_text(json.dumps(facts.report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     facts.write(folder, findings)
     return facts
@@ -289,11 +291,12 @@ def parse_rates(stats: RunStats) -> dict[str, float]:
     return rates
 
 
-def report(train: dict, count, unit: str, eval_set: str) -> dict:
-    """The data report (builders/report.py) of the built configs, for the card and `report.json`."""
+def report(train: dict, count, unit: str, eval_set: str, analyses: Analyses | None = None) -> dict:
+    """The data report (builders/report.py) of the built configs, with the analyses asked for (analyses.py),
+    for the card and `report.json`."""
     items, name = load_instructions(eval_set) if eval_set != "none" else ([], "")
     rows = {n: d.to_list() for n, d in train.items() if n in ("backtranslated", *PAIR_CONFIGS)}
-    return data_report(rows, count, unit, items, name)
+    return add_analyses(data_report(rows, count, unit, items, name), rows, analyses)
 
 
 def mean_lengths(rows_by_config: dict, count) -> list[dict]:

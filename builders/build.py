@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bft.builders.analyses import add_analysis_arguments, analyses_from
 from bft.builders.assemble import build
 from bft.builders.checks import Findings
 from bft.generation.method.tags import TAG_PLACEMENTS
@@ -55,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Instructions the data report checks for contamination: bft (shipped), a file, a Hub id, or none",
     )
 
+    add_analysis_arguments(parser)
+
 
 def run(args: argparse.Namespace) -> int:
     facts = build(
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         tag_placement=args.tag_placement,
         eval_set=args.eval_set,
+        analyses=analyses_from(args),
     )
     print(f"bft build: wrote {Path(args.out).resolve()}")
     for row in facts.config_rows:

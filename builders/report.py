@@ -17,7 +17,14 @@ and for the dataset as a whole:
 - **decontamination**: every generated instruction against an evaluation set. A row is flagged when it
   equals an evaluation instruction (case and punctuation aside) or contains at least half of the word
   5-grams of one (evaluation instructions of five words or more). Flagged rows are listed with the
-  evaluation item they overlap.
+  evaluation item they overlap;
+- **tags** (when a tagger is given): InsTag-style tags per pair from a served model, a measure of
+  complexity (`builders/tagging.py`);
+- **comparisons** (when asked for): MAUVE between two configs' responses in a model's embedding space
+  (BAFT Table 3; `builders/mauve_comparison.py`), config against config.
+
+Every report carries `methods`: for each figure, how it was computed on this data (unit, rows compared,
+model, sizes, seed), printed under the table and on the dataset card.
 """
 
 from __future__ import annotations
@@ -100,7 +107,7 @@ def data_report(
     diversity_size: int = 1000,
 ) -> dict:
     """The report (module docstring) from each config's rows (dicts with the record fields)."""
-    count = count or (lambda text: len(words(text or "")))
+    count = count or _words
     pairs = {n: rows_by_config[n] for n in PAIR_CONFIGS if rows_by_config.get(n)}
     size = min([diversity_size, *(len(rows) for rows in pairs.values())]) if pairs else 0
     configs = []
@@ -134,6 +141,7 @@ def data_report(
         scored = [r for r in candidates if r.get("status") in ("kept", "rejected")]
     scores = Counter(str(r["score"]) if r.get("score") is not None else "unparsed" for r in scored)
     report = {"unit": unit, "configs": configs, "scores": dict(sorted(scores.items()))}
+    report["methods"] = figure_methods(unit, size)
     if eval_items:
         instructions = {}
         for name in ("backtranslated", "curated", "rewritten", "distilled"):
@@ -152,6 +160,59 @@ def data_report(
             "checked": len(instructions),
             "flagged": flagged,
         }
+        report["methods"]["decontamination"] = (
+            f"each generated instruction against the {len(eval_items)} instructions of {eval_name}: flagged when "
+            f"equal after lower-casing and dropping punctuation, or holding >= {DECONTAMINATION_SHARE:.0%} of the "
+            f"word {DECONTAMINATION_NGRAM}-grams of one (evaluation instructions of {DECONTAMINATION_NGRAM} words "
+            "or more)"
+        )
+    return report
+
+
+def figure_methods(unit: str, rows_compared: int) -> dict[str, str]:
+    """How each figure of the report is computed, worded for this report's unit and sample size."""
+    counted = (
+        "tokens of the given tokenizer, special tokens aside" if unit == "tokens" else "whitespace-separated words"
+    )
+    return {
+        "lengths": f"mean and median over every row of the instruction's and the response's length in {counted}",
+        "distinct trigrams": (
+            f"distinct lower-cased word trigrams over the responses (instructions) of {rows_compared} rows per "
+            "config, the same rows on every run (the lowest hashes of their ids), as BAFT Fig. 3 counts them at "
+            "equal data size; the share in brackets is distinct / all trigrams"
+        ),
+        "overlap with source": (
+            "per row, the share of the response's lower-cased word trigrams found in its source document; mean and "
+            "median (not shown for curated rows, whose responses are the documents)"
+        ),
+        "scores": "curation score of every scored candidate as the curate stage recorded it; unparsed: no score read",
+    }
+
+
+def add_tag_counts(report: dict, counts: dict[str, dict], tagger: str, size: int) -> dict:
+    """The tagger's counts per config (`builders/tagging.py`) into the report, with how they were computed."""
+    for entry in report["configs"]:
+        if entry["name"] in counts:
+            entry["tags"] = counts[entry["name"]]
+    report["methods"]["tags"] = (
+        f"{tagger} tagged up to {size} pairs per config (the lowest hashes of their ids) with bft's InsTag-style "
+        "prompt (builders/prompts/instag.txt, temperature 0); mean distinct tags per tagged pair (complexity) and "
+        "distinct tags over the config; unparsed replies counted apart"
+    )
+    return report
+
+
+def add_comparisons(report: dict, comparisons: list) -> dict:
+    """The MAUVE comparisons (`mauve_comparison.Comparison`) into the report, with how they were computed."""
+    if not comparisons:
+        return report
+    report["comparisons"] = [c.to_dict() for c in comparisons]
+    first = comparisons[0]
+    report["methods"]["mauve"] = (
+        f"mauve-text on each response's last-token final hidden state from {first.features_model} (texts cut at "
+        f"{first.max_tokens} tokens), up to the rows shown of each side picked by a hash of their id, k-means into "
+        f"min(rows)/10 buckets (at least 2), seed {first.seed}; 1: alike, near 0: apart (BAFT Table 3)"
+    )
     return report
 
 
@@ -180,6 +241,16 @@ def format_report(report: dict) -> str:
             f"{len(decon['flagged'])} of {decon['checked']} generated instructions flagged"
         )
         lines += [f"  {f['id']}: {f['instruction']!r} ~ {f['eval_id']} ({f['overlap']})" for f in decon["flagged"][:20]]
+    for c in report["configs"]:
+        if tags := c.get("tags"):
+            lines.append(
+                f"tags {c['name']}: {tags['mean_tags']} per pair, {tags['distinct_tags']} distinct, "
+                f"{tags['tagged']} of {tags['pairs']} pairs tagged ({tags['unparsed']} unparsed)"
+            )
+    for c in report.get("comparisons", []):
+        lines.append(f"MAUVE {c['p']} vs {c['q']}: {c['mauve']:.4f} ({c['p_rows']} vs {c['q_rows']} responses)")
+    lines.append("how each figure was computed:")
+    lines += [f"  {name}: {how}" for name, how in report.get("methods", {}).items()]
     return "\n".join(lines)
 
 

@@ -8,53 +8,10 @@ command before anything is written, so an outputs file is never missing answers.
 
 from __future__ import annotations
 
-import asyncio
-
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.client import Endpoint, RequestRejected, RetryableError
-from bft.generation.errors import BftError, ConfigError
-from bft.generation.method.tags import TAGS, tagged_turns
-
-
-async def ask_all(endpoint, requests: list[dict], model, sampling, concurrency: int, retries: int = 4) -> list:
-    """Send every request (`message`, optional `system`); returns each reply text, or the error for it."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(request: dict):
-        async with gate:
-            for attempt in range(retries + 1):
-                try:
-                    reply = await endpoint.chat(request["message"], model, sampling, system=request.get("system"))
-                    return reply.text
-                except RetryableError as error:
-                    if attempt == retries:
-                        return error
-                    await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
-                except RequestRejected as error:
-                    return error
-
-    return await asyncio.gather(*(one(r) for r in requests))
-
-
-async def ask_endpoint(url: str, model: str | None, requests: list[dict], sampling, concurrency: int, what: str):
-    """Every request answered by the server at `url`, and the model's name; any request that still fails after
-    its retries stops the command before anything is written."""
-    endpoint = Endpoint(url)
-    endpoint.reserve(concurrency)  # a connection for every request in flight
-    try:
-        await endpoint.probe()
-        endpoint.require_model(model, "the command")
-        replies = await ask_all(endpoint, requests, model, sampling, concurrency)
-    finally:
-        await endpoint.close()
-    failed = [(r["message"], reply) for r, reply in zip(requests, replies, strict=True) if isinstance(reply, Exception)]
-    if failed:
-        first, error = failed[0]
-        raise BftError(
-            f"{len(failed)} {what} failed (first: {first[:60]!r}: {error}); nothing was written, "
-            "rerun when the server is well"
-        )
-    return replies, model or endpoint.model_id
+from bft.generation.endpoints.asking import ask_endpoint
+from bft.generation.errors import ConfigError
+from bft.generation.method.tags import INFERENCE_TAGS, tagged_turns
 
 
 def tagged_request(instruction: str, tags: list[str], placement: str) -> dict:
@@ -68,9 +25,12 @@ def tagged_request(instruction: str, tags: list[str], placement: str) -> dict:
 
 def parse_tags(value: str) -> list[str]:
     tags = [] if value.strip().lower() == "none" else [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in tags if t not in TAGS]
+    unknown = [t for t in tags if t not in INFERENCE_TAGS]
     if unknown:
-        raise ConfigError(f"--tags {value!r}: unknown tag(s) {unknown}; use S_a, S_w, S_a,S_w or none")
+        raise ConfigError(
+            f"--tags {value!r}: unknown tag(s) {unknown}; use S_a, S_w, S_w_if_needed (BAFT's inference suffix), "
+            "a comma-separated list of them, or none"
+        )
     return tags
 
 

@@ -3,11 +3,12 @@
     bft eval generate --endpoint URL [--instructions bft] --out model_outputs.json [--tags S_a,S_w]
     bft eval judge --outputs model_outputs.json --reference reference_outputs.json --judge URL --out annotations.json
     bft eval winrate annotations.json            # AlpacaEval's figures from any AlpacaEval annotations file
-    bft eval report OUTDIR [--tokenizer ID] [--eval-set bft] [--out report.json]
+    bft eval report OUTDIR [--tokenizer ID] [--eval-set bft] [--mauve A,B] [--tagger URL] [--out report.json]
 
 - `generate`: a served model (`bft serve`, TGI, vLLM, ...) answers an instruction set with the papers'
   decoding (T=0.7, p=0.9) and inference tags: Humpback found S_a and S_w together best (HB Table 8), so
-  that is the default; `--tags S_a` or `--tags none` for the others. Output: AlpacaEval's
+  that is the default; `--tags S_a,S_w_if_needed` asks with BAFT's second suffix ("Answer with knowledge
+  from web search if needed."), `--tags S_a` or `--tags none` for the others. Output: AlpacaEval's
   `model_outputs.json`. The set is bft's own (`bft`: 60 instructions written for the project,
   `builders/data/eval_instructions.jsonl`), a JSON/JSONL/Parquet file, or a Hub dataset (`ORG/NAME`).
 - `judge`: a judge model compares each model output with the reference output for the same instruction,
@@ -17,7 +18,10 @@
   rate with its standard error, wins/losses/draws, average lengths and a length-controlled win rate
   (`training/winrate.py` documents the method).
 - `winrate`: the same figures from an annotations file, bft's or AlpacaEval's own.
-- `report`: the data report of a generated or built dataset (`builders/report.py`).
+- `report`: the data report of a generated or built dataset (`builders/report.py`), and with
+  `--mauve rewritten,../distilled-out:distilled` BAFT's embedding-space comparison of two configs'
+  responses (`builders/mauve_comparison.py`); with `--tagger URL` InsTag-style tag counts per config
+  (`builders/tagging.py`).
 
 This module is the command (arguments, steps, printing); answering is `training/answers.py`, judging
 `training/judge.py`, the figures `training/winrate.py`.
@@ -30,6 +34,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from bft.builders.analyses import add_analyses, add_analysis_arguments, analyses_from
 from bft.builders.instructions import load_instructions
 from bft.builders.report import data_report, dataset_rows, format_report, length_counter
 from bft.generation.config import SamplingConfig
@@ -46,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--instructions", default="bft", help="bft (60 shipped), a JSON/JSONL/Parquet file, or ORG/NAME")
     gen.add_argument("--split", default="train", help="Hub instruction sets: split (default: train)")
     gen.add_argument("--out", required=True, help="model_outputs.json to write (AlpacaEval format)")
-    gen.add_argument("--tags", default="S_a,S_w", help="Inference tags: S_a,S_w (default, HB's best), S_a, or none")
+    gen.add_argument(
+        "--tags",
+        default="S_a,S_w",
+        help="Inference tags: S_a,S_w (default, HB's best); S_a,S_w_if_needed (BAFT's second suffix); S_a; none",
+    )
     gen.add_argument("--tag-placement", choices=("user_end", "system"), default="user_end", help="As in training")
     gen.add_argument("--generator", help="Name written in `generator` (default: the served model's name)")
     gen.add_argument("--model", help="Model name sent in requests, for servers that do not list theirs")
@@ -73,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--tokenizer", help="Count lengths in this tokenizer's tokens (default: words)")
     report.add_argument("--eval-set", default="bft", help="Instructions to check for contamination (bft, file, Hub)")
     report.add_argument("--diversity-size", type=int, default=1000, help="Rows compared for trigram diversity")
+    add_analysis_arguments(report)
     report.add_argument("--out", help="Also write the report as JSON here")
 
 
@@ -138,6 +148,7 @@ def run_report(args) -> int:
     rows = dataset_rows(Path(args.dataset))
     items, name = load_instructions(args.eval_set) if args.eval_set != "none" else ([], "")
     report = data_report(rows, count, unit, items, name, args.diversity_size)
+    add_analyses(report, rows, analyses_from(args))
     print(format_report(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 from bft.generation.config import SamplingConfig
+from bft.generation.endpoints.asking import ask_endpoint
 from bft.generation.errors import ConfigError
 from bft.generation.method.prompts import load_template
-from bft.training.answers import ask_endpoint
 
 JUDGE_PROMPT = Path(__file__).parent / "prompts" / "judge.txt"
 VERDICT_RE = re.compile(r"preferred\s*:\s*\(?\s*(a|b|tie)\s*\)?", re.I)

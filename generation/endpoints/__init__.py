@@ -2,5 +2,6 @@
 
 - `client`: one endpoint: probing, chat and raw requests, errors typed as retryable or final;
 - `pool`: the endpoints of a stage: least-loaded choice, limits, taking dead ones out and back;
+- `asking`: a list of chat requests answered by one endpoint with retries (`bft eval`, the data report);
 - `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given.
 """

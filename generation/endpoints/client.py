@@ -172,8 +172,8 @@ class Endpoint:
         """The HTTP session, with as many connections as bft's own limits allow requests in flight."""
         size = max(self.connections, 1)
         if self._http is not None and self._pool_size != size:  # a stage reserved more since it was made
-            await self._http.close()
-            self._http = None
+            old, self._http = self._http, None  # (before the await: a request arriving meanwhile opens the new one)
+            await old.close()
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=size, limit_per_host=size, ttl_dns_cache=300)
             timeout = aiohttp.ClientTimeout(total=self.timeout)

@@ -17,12 +17,17 @@ from bft.generation.method.prompts import load_template
 SEED_TAG = "Answer in the style of an AI Assistant."  # S_a, Humpback sec. 2.3
 WEB_TAG = "Answer with knowledge from web search."  # S_w
 TAGS = {"S_a": SEED_TAG, "S_w": WEB_TAG}
+# BAFT's second inference suffix: S_w softened, for the model to search only when it must. Inference only
+# (training data is tagged S_a/S_w), so `bft eval generate --tags S_a,S_w_if_needed` asks as BAFT did.
+WEB_IF_NEEDED_TAG = "Answer with knowledge from web search if needed."
+INFERENCE_TAGS = {**TAGS, "S_w_if_needed": WEB_IF_NEEDED_TAG}
 TAG_PLACEMENTS = ("user_end", "system")
 
 
 def tagged_turns(instruction: str, tags: list[str], placement: str = "user_end") -> list[dict]:
-    """The prompt messages for `instruction` with `tags` (S_a, S_w, both, or none) placed as trained."""
-    text = " ".join(TAGS[tag] for tag in tags)
+    """The prompt messages for `instruction` with `tags` (S_a, S_w, both, or none; at inference also
+    S_w_if_needed) placed as trained."""
+    text = " ".join(INFERENCE_TAGS[tag] for tag in tags)
     if not text:
         return [{"role": "user", "content": instruction}]
     if placement == "system":

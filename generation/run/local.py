@@ -15,7 +15,7 @@ from bft.generation.corpus.files import count_documents
 from bft.generation.corpus.stream import corpus_documents
 from bft.generation.layout import journal_dir
 from bft.generation.run.engine import Engine
-from bft.generation.run.rounds import pool_size, read_pool
+from bft.generation.run.rounds import pool_size, read_instruction_set, read_pool, reads_instruction_set
 from bft.generation.run.wiring import (
     RunSummary,
     add_pool_events,
@@ -38,7 +38,10 @@ async def _generate(config: GenerateConfig, progress: bool) -> RunSummary:
     try:
         engine = Engine.for_run(config, stages, pools, journal_dir(Path(config.out)), progress)
         corpus, first = config.corpus, config.stages[0]
-        if first in ("curate", "distill"):  # an earlier output's pool: re-scored, or its pairs distilled
+        if reads_instruction_set(config):  # distill over any instruction set (`run/rounds.py`)
+            total = lambda: count_documents(corpus.path, corpus.limit)  # noqa: E731
+            await engine.run(read_instruction_set(config), count_total=total)
+        elif first in ("curate", "distill"):  # an earlier output's pool: re-scored, or its pairs distilled
             pool = Path(corpus.path)
             await engine.run(read_pool(pool, corpus.limit, first), total=pool_size(pool, corpus.limit, first))
         else:

@@ -1,4 +1,7 @@
-"""Humpback's iteration: curate the same instruction pool again with the next model.
+"""Where a run that does not start with backtranslation reads its records: an earlier output's pool, or an
+instruction set.
+
+Humpback's iteration: curate the same instruction pool again with the next model.
 
 Instructions are generated once; each later round re-scores the pool with a better model (M_1, ...):
 
@@ -10,6 +13,13 @@ keeps its id, instruction, document and provenance, and gets the flag `previous_
 `previous_score:none` when the earlier round could not parse a score, `previous_score:not_curated` when
 it did not curate), so each round's score stands beside the earlier one. Point every round at the same
 pool folder; each round's output folder holds that round's scores.
+
+BAFT's instruction-quality comparison (Fig. 2) has one teacher answer instructions from several sources.
+A run that starts with `distill` reads the curated pairs of a bft output folder, or **any instruction set**:
+a JSON/JSONL/Parquet file or folder, or a Hub dataset (Alpaca's, ShareGPT's first turns, ...), whose
+column `--text-field` (corpus.text_field) holds the instruction. Its records go through the corpus reader
+(ids, duplicates, invalid text as for documents: nothing is dropped silently) and enter `distill` with no
+document, so the distilled rows carry the instruction, the answer and the record's id.
 """
 
 from __future__ import annotations
@@ -22,11 +32,53 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bft.generation.config import GenerateConfig, load_config
+from bft.generation.corpus.documents import read_corpus
 from bft.generation.errors import ConfigError
-from bft.generation.layout import RUN_CONFIG_FILE, config_file, read_rows
-from bft.generation.records import StageRecord
+from bft.generation.layout import PREPARE, RUN_CONFIG_FILE, config_file, read_rows
+from bft.generation.records import KEPT, Document, Rejected, StageRecord
 
 POOL_OF = {"curate": "backtranslated", "distill": "curated"}  # first stage -> the config it reads
+
+
+def reads_instruction_set(config: GenerateConfig) -> bool:
+    """A distill-first run over something that is not a `bft generate` output folder."""
+    folder = Path(config.corpus.path)
+    is_output = folder.is_dir() and ((folder / RUN_CONFIG_FILE).is_file() or config_file(folder, "curated"))
+    return config.stages[0] == "distill" and not is_output
+
+
+def read_instruction_set(config: GenerateConfig) -> Iterator[StageRecord | Rejected]:
+    """The instruction set's records, ready for `distill` (module docstring); unusable ones as `Rejected`."""
+    corpus = config.corpus
+    rows = read_corpus(
+        corpus.path,
+        corpus.text_field,
+        corpus.id_field,
+        corpus.split,
+        corpus.revision,
+        corpus.limit,
+        duplicate_ids=corpus.duplicate_ids,
+        invalid_utf8=corpus.invalid_utf8,
+        max_record_bytes=corpus.max_record_bytes,
+        invalid_unicode=corpus.invalid_unicode,
+    )
+    for item in rows:
+        yield _instruction_record(item) if isinstance(item, Document) else item
+
+
+def _instruction_record(item: Document) -> StageRecord:
+    return StageRecord(
+        id=item.id,
+        stage=PREPARE,
+        status=KEPT,
+        document="",
+        position=item.position,
+        input_location=item.location,
+        url=item.url,
+        source=item.source,
+        instruction=item.text.strip(),
+        flags=list(item.flags),
+    )
 
 
 def pool_file(folder: Path, first_stage: str = "curate") -> Path:

@@ -148,7 +148,8 @@ def test_the_card_has_metadata_real_figures_plots_and_passes_its_checks(tmp_path
     assert [c["name"] for c in report["configs"]] == ["curated", "rewritten", "seed"]
     assert report["scores"] == {"2": stats["curate"]["rejected"], "5": stats["curate"]["kept"]}
     assert report["decontamination"]["eval_set"] == "bft-eval" and report["decontamination"]["flagged"] == []
-    assert "### Data report" in text and "Decontamination against `bft-eval` (60 instructions" in text
+    assert "### Data report" in text and "Decontamination against `bft-eval`: 0 of" in text
+    assert f"- **decontamination**: {report['methods']['decontamination']}." in text  # how it was computed
     rewritten = next(c for c in report["configs"] if c["name"] == "rewritten")
     assert f"| `rewritten` | {rewritten['rows']} |" in text
 

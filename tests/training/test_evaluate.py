@@ -11,6 +11,7 @@ from bft.generation.cli import main
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.training.evaluate import load_instructions
 from bft.training.models import resolve_model
+from tests.builders.test_tagging import tagger
 from tests.paths import DEMO_CORPUS, REPO
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
@@ -56,6 +57,20 @@ def test_generate_with_s_a_only_in_a_system_message(tmp_path):
     assert messages[0] == {"role": "system", "content": SEED_TAG} and messages[1]["role"] == "user"
     outputs = json.loads(out.read_text())
     assert len(outputs) == 3 and outputs[0]["generator"] == "m1" and SEED_TAG not in outputs[0]["output"]
+
+
+def test_generate_asks_with_bafts_second_suffix_and_names_unknown_tags(tmp_path, capsys):
+    out = tmp_path / "o.json"
+    with TGITestServer(script=echo) as server:
+        assert (
+            run_eval("generate", "--endpoint", server.url, "--out", out, "--tags", "S_a,S_w_if_needed", "--limit", 2)
+            == 0
+        )
+        message = server.requests[0].payload["messages"][-1]["content"]
+    assert message.endswith(f"\n\n{SEED_TAG} Answer with knowledge from web search if needed.")
+    assert WEB_TAG + " " not in message  # not S_w as well
+    assert run_eval("generate", "--endpoint", "http://127.0.0.1:9", "--out", out, "--tags", "S_b") == 2
+    assert "unknown tag(s) ['S_b']" in capsys.readouterr().err
 
 
 def test_a_hub_dataset_is_an_instruction_set(tmp_path, hub):
@@ -190,6 +205,35 @@ def test_the_data_report_on_a_small_generated_dataset(tmp_path, capsys):
     assert in_tokens["unit"] == "tokens" and "decontamination" not in in_tokens
     tokens = {c["name"]: c["response_length"]["mean"] for c in in_tokens["configs"]}
     assert tokens["rewritten"] > rewritten["response_length"]["mean"]  # more tokens than words
+    # every figure names how it was computed
+    assert set(report["methods"]) == {
+        "lengths",
+        "distinct trigrams",
+        "overlap with source",
+        "scores",
+        "decontamination",
+    }
+    assert "whitespace-separated words" in report["methods"]["lengths"] and "tokens" in in_tokens["methods"]["lengths"]
+    assert "how each figure was computed:" in printed and report["methods"]["scores"] in printed
+    # response complexity from a served tagger, per config
+    with TGITestServer(script=tagger) as server:
+        args = (
+            "report",
+            out,
+            "--eval-set",
+            "none",
+            "--tagger",
+            server.url,
+            "--tag-size",
+            3,
+            "--out",
+            tmp_path / "g.json",
+        )
+        assert run_eval(*args) == 0
+        assert len(server.requests) == 6  # 3 pairs of each of the two configs
+    tagged = {c["name"]: c["tags"] for c in json.loads((tmp_path / "g.json").read_text())["configs"]}
+    assert set(tagged) == {"curated", "rewritten"} and all(t["tagged"] == 3 for t in tagged.values())
+    assert "tags rewritten:" in capsys.readouterr().out
 
 
 def test_answers_are_asked_with_the_concurrency_given(tmp_path):

@@ -388,6 +388,30 @@ def test_distilling_answers_the_curated_instructions_without_the_documents(tmp_p
     assert len(load(tmp_path / "ds", "distilled")) == 4
 
 
+def test_any_instruction_set_is_distilled_by_one_teacher_and_nothing_is_lost(tmp_path, capsys):
+    alpaca = tmp_path / "alpaca.jsonl"
+    rows = [{"instruction": "Name three primary colours.", "input": "", "output": "Red, blue, yellow."},
+            {"instruction": "   ", "output": "nothing asked"},
+            {"instruction": "Explain what a hash function does."}]  # fmt: skip
+    alpaca.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "distilled"
+    with TGITestServer(lambda r: Reply("The teacher's answer.")) as teacher:
+        args = ("--out", out, "--endpoint", teacher.url, "--stages", "distill", "--text-field", "instruction")
+        assert generate(alpaca, *args) == 0
+        asked = sorted(r.payload["messages"][0]["content"] for r in teacher.requests)
+    assert asked == ["Explain what a hash function does.", "Name three primary colours."]
+    distilled = load(out, "distilled")
+    assert sorted(distilled["instruction"]) == asked and set(distilled["response"]) == {"The teacher's answer."}
+    assert set(distilled["document"]) == {""} and [p["stage"] for p in distilled[0]["provenance"]] == ["distill"]
+    rejected = load(out, "rejected")
+    assert list(rejected["reason"]) == ["empty_text"] and rejected[0]["input_location"].endswith("alpaca.jsonl:2")
+    # without --text-field the instruction column is not found, and the run says which fields there are
+    with TGITestServer() as teacher:
+        assert generate(alpaca, "--out", tmp_path / "o2", "--endpoint", teacher.url, "--stages", "distill") == 1
+        assert not teacher.requests
+    assert "is --text-field right? (the first record's fields: input, instruction, output)" in capsys.readouterr().err
+
+
 def test_distill_runs_alone(tmp_path, tgi, capsys):
     args = ("--out", tmp_path / "o", "--endpoint", tgi.url, "--stages", "backtranslate,curate,distill")
     assert generate(DEMO_CORPUS, *args) == 2
