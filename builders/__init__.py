@@ -1,6 +1,7 @@
 """bft.builders: `bft generate` outputs packaged as `datasets` configs, cards and Hub releases.
 
-Commands: `seed` (`bft seed`), `build` (`bft build`), `release` (`bft release`). Below them:
+Commands: `seed` (`bft seed`), `build` (`bft build`), `release` (`bft release`), `view` (`bft view`).
+Below them:
 
 - `seed_set`: Humpback's seed set from Open Assistant, or pairs as given;
 - `bft_dataset`: the `datasets` builder over an output folder (its configs and features);
@@ -14,5 +15,7 @@ Commands: `seed` (`bft seed`), `build` (`bft build`), `release` (`bft release`).
 - `mauve_comparison`: MAUVE between two configs' responses on a local model's features (BAFT Table 3);
 - `instructions`: instruction sets (bft's own evaluation set, a file, a Hub dataset);
 - `sources`: the one loader of a dataset given by a path or a Hub id;
+- `view_data`: a folder's records read from parquet on demand, filtered, paged, sampled (`bft view`);
+- `view_server`: the viewer's page and JSON API on 127.0.0.1 (the page itself is in `viewer/`);
 - `versions`: repo ids and semantic versions of releases.
 """

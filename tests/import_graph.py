@@ -18,6 +18,7 @@ COMMANDS = {
     "bft.builders.seed",
     "bft.builders.build",
     "bft.builders.release",
+    "bft.builders.view",
     "bft.training.train",
     "bft.training.serve",
     "bft.training.evaluate",
