@@ -16,6 +16,9 @@ Examples:
     bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate
     bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate,curate,rewrite
 
+    # what would it send and cost? Nothing is sent (or, with --probe 20, 20 documents are, to measure)
+    bft generate dolma/ --out out/ --dry-run [--probe 20 --endpoint http://gpu:8080] [--throughput 2500]
+
 Rerunning the same command resumes: finished documents are not requested again.
 """
 
@@ -34,6 +37,7 @@ from bft.generation.endpoints.client import redact_url
 from bft.generation.endpoints.embedded import EmbeddedServer, converted_checkpoint
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import RUN_CONFIG_FILE
+from bft.generation.run.dry_run import add_probe, format_plan, plan_run
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
 from bft.generation.run.rounds import scoring_rule_of_the_pool
@@ -80,6 +84,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="Hub datasets: split (default: train)")
     parser.add_argument("--revision", help="Hub datasets: revision")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Read and prepare the corpus and say per stage what a run would send and cost; send and write nothing",
+    )
+    parser.add_argument(
+        "--probe",
+        type=int,
+        metavar="N",
+        help="--dry-run: run the first N documents through the stages for real (in a temporary folder) to measure "
+        "the server's tokens/s and keep rates",
+    )
+    parser.add_argument(
+        "--throughput", type=float, metavar="TOKENS_PER_S", help="--dry-run: completion tokens/s to estimate time with"
+    )
     parser.add_argument(
         "--executor",
         choices=("local", "ray"),
@@ -131,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if config.stages[0] == "curate" and not args.config:
         config = scoring_rule_of_the_pool(config, overrides)
+    if args.dry_run or args.probe is not None:
+        return dry_run(config, args)
     out = Path(config.out)
     check_resumable(out, config)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +174,23 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"bft generate: error: {problem}", file=sys.stderr)
         return 1
+    return 0
+
+
+def dry_run(config: GenerateConfig, args: argparse.Namespace) -> int:
+    """`--dry-run` (`run/dry_run.py`): the plan printed; with `--probe N`, measured on N documents."""
+    if not args.dry_run:
+        raise ConfigError("--probe measures the server for a dry run: add --dry-run")
+    if config.stages[0] != "backtranslate":
+        raise ConfigError(
+            f"--dry-run reads a corpus; a run that starts with {config.stages[0]} reads an earlier output"
+        )
+    plan = plan_run(config, args.throughput)
+    if args.probe:
+        if not (config.endpoints or all(config.stage(s).endpoints for s in config.stages)):
+            raise ConfigError("--probe sends real requests: give --endpoint (or the stages' endpoints)")
+        add_probe(plan, config, args.probe, lambda probe: execute(probe, progress=False))
+    print(format_plan(plan))
     return 0
 
 

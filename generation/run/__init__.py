@@ -5,7 +5,9 @@
 - `stats`: `StageStats` and `RunStats`, what `stats.json` holds and every report reads;
 - `progress`: one progress bar per stage, for both executors;
 - `output`: journals turned into parquet configs in corpus order;
-- `rounds`: Humpback's iteration: an earlier output's pool, re-scored;
+- `rounds`: where a run that does not start with backtranslation reads: an earlier output's pool
+  (Humpback's iteration, re-scored) or any instruction set (distill);
+- `dry_run`: `--dry-run`: what a run would send and cost, before anything is sent;
 - `wiring`: what every executor does around the engine (stages, pools, resume rule, finishing);
 - `local`: the local executor; `ray_executor`: the Ray executor.
 """

@@ -1,0 +1,199 @@
+"""`bft generate --dry-run`: what a run would send and cost, before it sends anything.
+
+The corpus is read and prepared exactly as a run would (the same document stream, the same context
+check), and nothing is written to the output folder. Per stage it says:
+
+- **documents** that would enter: exact for the first stage (what prepare passes on); for later stages
+  at most that many, since earlier stages reject some (with `--probe`, also the number expected from
+  the probe's keep rates);
+- **prompt tokens**: counted with the stage's tokenizer when it has one (`tokenizer`), else estimated at
+  `chars_per_token` characters a token, and said so; prompts that hold an instruction (curate, rewrite,
+  distill) are counted with room for the longest instruction backtranslation keeps, so they are upper
+  bounds;
+- **requests** (documents x samples) and **completion tokens at most** (requests x `max_tokens`);
+- **time**: from a throughput you give (`--throughput`, completion tokens per second), or measured by
+  `--probe N`, which runs the first N documents through the stages for real, in a temporary folder, and
+  reads their tokens per second and keep rates (a probe of N requests batches less than a full run, so
+  its rate is a floor); else unknown;
+- **dropped for length**: the documents prepare would drop (or cut) for `prepare.context_tokens`,
+  named, before any request is paid for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bft.generation.config import GenerateConfig
+from bft.generation.corpus.stream import corpus_documents
+from bft.generation.method.stages import Stage
+from bft.generation.records import Document, Rejected, StageRecord
+from bft.generation.run.stats import RunStats
+from bft.generation.run.wiring import build_stages, context_check
+
+SHOWN_DROPPED = 10
+
+
+@dataclass
+class StagePlan:
+    """One stage's estimate."""
+
+    name: str
+    documents: int
+    exact_documents: bool
+    prompt_tokens: int
+    exact_tokens: bool
+    requests: int
+    max_completion_tokens: int
+    expected_documents: int | None = None  # from a probe's keep rates
+    tokens_per_second: float | None = None  # measured (probe) or given (--throughput)
+    seconds: float | None = None
+
+
+@dataclass
+class Plan:
+    """What a run would do (module docstring)."""
+
+    read: int = 0
+    entering: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    dropped_for_length: list[str] = field(default_factory=list)
+    cut_for_length: int = 0
+    stages: list[StagePlan] = field(default_factory=list)
+    chars_per_token: float = 4.0
+    probe: int | None = None
+    throughput: float | None = None
+
+
+def prompt_tokens(stage: Stage, document: str, instruction: str, chars_per_token: float) -> tuple[int, bool]:
+    """Tokens of the stage's prompt for `document` (and `instruction`), and whether the count is exact."""
+    record = StageRecord(id="", stage="", status="", document=document, position=0, input_location="")
+    record.instruction = instruction
+    text = stage.request(record).text
+    if stage.config.tokenizer:
+        return len(stage.tokenizer(text, add_special_tokens=False)["input_ids"]), True
+    return int(len(text) / chars_per_token), False
+
+
+def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:
+    """Read and prepare the corpus; estimate each stage (module docstring). Sends nothing."""
+    stages = build_stages(config)
+    plan = Plan(chars_per_token=config.chars_per_token, throughput=throughput)
+    room = "x" * min(config.backtranslate.max_instruction_chars, 4 * config.backtranslate.sampling.max_tokens)
+    totals = {stage.name: [0, True] for stage in stages}
+    for item in corpus_documents(config, context_check(config, stages)):
+        plan.read += 1
+        if isinstance(item, Rejected):
+            plan.rejected[item.reason] += 1
+            if item.reason == "exceeds_context":
+                plan.dropped_for_length.append(item.id)
+            continue
+        assert isinstance(item, Document)
+        plan.entering += 1
+        if any(flag.startswith("truncated_to_context:") for flag in item.flags):
+            plan.cut_for_length += 1
+        for stage in stages:
+            instruction = "" if stage.name == "backtranslate" else room
+            tokens, exact = prompt_tokens(stage, item.text, instruction, config.chars_per_token)
+            totals[stage.name][0] += tokens
+            totals[stage.name][1] &= exact
+    for index, stage in enumerate(stages):
+        requests = plan.entering * stage.samples
+        plan.stages.append(
+            StagePlan(
+                name=stage.name,
+                documents=plan.entering,
+                exact_documents=index == 0,
+                prompt_tokens=totals[stage.name][0],
+                exact_tokens=totals[stage.name][1],
+                requests=requests,
+                max_completion_tokens=requests * stage.config.sampling.max_tokens,
+                tokens_per_second=throughput,
+                seconds=requests * stage.config.sampling.max_tokens / throughput if throughput else None,
+            )
+        )
+    return plan
+
+
+def add_probe(plan: Plan, config: GenerateConfig, documents: int, execute) -> Plan:
+    """Run the first `documents` documents through the stages for real (`execute(config)`, in a temporary
+    folder), and turn their measured tokens per second and keep rates into the plan's estimates."""
+    with tempfile.TemporaryDirectory(prefix="bft-probe-") as folder:
+        probe = dataclasses.replace(config, out=str(Path(folder) / "out"))
+        probe.corpus = dataclasses.replace(config.corpus, limit=documents)
+        summary = execute(probe)
+        stats: RunStats = summary.stats
+    plan.probe = documents
+    expected = float(plan.entering)
+    for stage in plan.stages:
+        counts = stats.stages.get(stage.name)
+        if counts is None or not counts.requests:
+            continue
+        per_request = counts.completion_tokens / counts.requests
+        rate = counts.completion_tokens / counts.seconds if counts.seconds else None
+        stage.expected_documents = round(expected)
+        stage.tokens_per_second = rate
+        if rate:
+            stage.seconds = stage.expected_documents * (stage.requests / max(stage.documents, 1)) * per_request / rate
+        expected *= counts.kept / counts.entered if counts.entered else 0.0
+    return plan
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as the terminal shows it."""
+    lines = ["bft generate --dry-run: nothing was written" + (f"; {plan.probe} documents probed" if plan.probe else
+             ", nothing was sent")]  # fmt: skip
+    rejected = ", ".join(f"{reason}: {n}" for reason, n in sorted(plan.rejected.items()))
+    lines.append(
+        f"  corpus: {plan.read} records read; {plan.entering} would enter the first stage"
+        + (f"; {sum(plan.rejected.values())} rejected by prepare ({rejected})" if rejected else "")
+    )
+    lines.append(
+        f"  {'stage':<14} {'documents':>14} {'prompt tokens':>16} {'requests':>9} {'completion tokens':>18}"
+        f" {'tokens/s':>9}  time"
+    )
+    for s in plan.stages:
+        documents = f"{s.documents}" if s.exact_documents else f"<= {s.documents}"
+        if s.expected_documents is not None and not s.exact_documents:
+            documents = f"~{s.expected_documents} {documents}"
+        tokens = f"{'' if s.name == 'backtranslate' else '<= '}{'' if s.exact_tokens else '~'}{s.prompt_tokens:,}"
+        rate = f"{s.tokens_per_second:,.0f}" if s.tokens_per_second else "-"
+        lines.append(
+            f"  {s.name:<14} {documents:>14} {tokens:>16} {s.requests:>9} {'<= ' + format(s.max_completion_tokens, ','):>18}"
+            f" {rate:>9}  {_duration(s.seconds)}"
+        )
+    if plan.stages and not all(s.exact_tokens for s in plan.stages):
+        lines.append(
+            f"  ~: prompt tokens estimated at {plan.chars_per_token:g} characters a token (set the stage's `tokenizer` "
+            "for exact counts); prompts with an instruction counted with room for the longest one kept"
+        )
+    total = [s.seconds for s in plan.stages]
+    if all(t is not None for t in total) and total:
+        source = f"measured on {plan.probe} documents" if plan.probe else f"at {plan.throughput:g} tokens/s given"
+        lines.append(f"  time, all stages in turn: {_duration(sum(total))} ({source})")
+    else:
+        lines.append("  time: unknown (give --throughput TOKENS_PER_S, or --probe N to measure the server)")
+    if plan.dropped_for_length:
+        shown = ", ".join(plan.dropped_for_length[:SHOWN_DROPPED])
+        more = (
+            f" and {len(plan.dropped_for_length) - SHOWN_DROPPED} more"
+            if len(plan.dropped_for_length) > SHOWN_DROPPED
+            else ""
+        )
+        lines.append(
+            f"  dropped for length before any request (prepare.context_tokens): {len(plan.dropped_for_length)}: {shown}{more}"
+        )
+    if plan.cut_for_length:
+        lines.append(f"  cut to fit before any request (prepare.context_overflow: cut): {plan.cut_for_length}")
+    return "\n".join(lines)
