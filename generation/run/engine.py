@@ -150,9 +150,12 @@ class Engine:
                 self._check_budget(stage, request, ep)
             stats.requests += 1
             send = ep.chat if request.mode == "chat" else ep.complete
-            return await asyncio.wait_for(
+            sent = time.monotonic()
+            answer = await asyncio.wait_for(
                 send(request.text, config.model, stage.sampling, top_n=request.top_n), self.request_timeout + 5
             )
+            stats.answered_in(time.monotonic() - sent)
+            return answer
 
         while True:
             attempt += 1
@@ -264,7 +267,7 @@ class Engine:
         self.journals[name].append(record)
         stats = self.stats[name]
         stats.count(record)
-        self._bars.update(name, 1, stats)
+        self._bars.advance(name, 1, int(record.kept), stats)
 
     async def _process(self, record: StageRecord, start: int) -> None:
         for stage in self.stages[start:]:
@@ -299,8 +302,8 @@ class Engine:
             journal.open()
         in_flight = max_documents_in_flight or max(4, 2 * sum(p.capacity for p in self.pools.values()))
         self._bars = StageBars(list(self.journals), total, enabled=self.progress)
-        for name in self.journals:
-            self._bars.update(name, self.stats[name].entered)
+        for name in self.journals:  # what earlier runs finished
+            self._bars.advance(name, self.stats[name].entered, self.stats[name].kept)
         if self.progress and total is None and count_total is not None:
             counting = asyncio.get_running_loop().run_in_executor(None, count_total)
             counting.add_done_callback(self._set_totals)
@@ -308,7 +311,6 @@ class Engine:
         tasks: set[asyncio.Task] = set()
         stage_names = [s.name for s in self.stages]
         wall = time.monotonic()
-        self._bars.restart_clock()
 
         def task_done(task: asyncio.Task) -> None:
             tasks.discard(task)
@@ -353,7 +355,7 @@ class Engine:
         finally:
             for journal in self.journals.values():
                 journal.close()
-            self._bars.close()
+            self._bars.close(self.stats)
             self.wall_seconds = time.monotonic() - wall
 
     def _passed_prepare(self) -> None:
@@ -361,7 +363,7 @@ class Engine:
         stats = self.stats[PREPARE]
         stats.entered += 1
         stats.kept += 1
-        self._bars.update(PREPARE, 1)
+        self._bars.advance(PREPARE, 1, 1)
 
     def _set_totals(self, counting) -> None:
         if counting.cancelled() or counting.exception() is not None:

@@ -330,8 +330,10 @@ def _run(config: GenerateConfig, files: list[str], stages, first_endpoints, prog
     names = [PREPARE, *config.stages]
     bars = StageBars(names, plan.records, enabled=progress)
     for name in names:
-        bars.update(name, sum(stats.get(name, {}).get("entered", 0) for stats in done.values()))
+        finished = [stats.get(name, {}) for stats in done.values()]
+        bars.advance(name, sum(s.get("entered", 0) for s in finished), sum(s.get("kept", 0) for s in finished))
     new: dict[str, dict] = {}
+    merged = None
     try:
         if todo:
             actors = choose_actors(config, len(todo))
@@ -347,9 +349,10 @@ def _run(config: GenerateConfig, files: list[str], stages, first_endpoints, prog
                 stats = json.loads(row["stats"])
                 new[row["key"]] = stats
                 for name in names:
-                    bars.update(name, stats.get(name, {}).get("entered", 0))
+                    counts = stats.get(name, {})
+                    bars.advance(name, counts.get("entered", 0), counts.get("kept", 0))
+        merged = merge_stats([*done.values(), *new.values()], names, time.monotonic() - started)
     finally:
-        bars.close()
-    merged = merge_stats([*done.values(), *new.values()], names, time.monotonic() - started)
+        bars.close(merged.stages if merged is not None else None)
     journal_dirs = [blocks_dir(out) / work.key / "journal" for work in plan.blocks]
     return finish_run(config, merged, stages, first_endpoints, journal_dirs)

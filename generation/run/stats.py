@@ -15,6 +15,8 @@ from pathlib import Path
 from bft.generation.layout import OUTPUT_CONFIG_NAMES, PREPARE, STATS_FILE
 from bft.generation.records import KEPT, StageRecord
 
+SLOW_ANSWER_SECONDS = 10.0  # a server answering slower than this is named on the bar
+
 
 @dataclass
 class StageStats:
@@ -35,6 +37,7 @@ class StageStats:
     retried_from_previous_run: int = 0  # transient failures of an earlier run, sent again by this one
     first_start: float | None = None
     last_end: float | None = None
+    answer_seconds: float | None = None  # a moving mean of how long the server takes to answer (not saved)
 
     @property
     def seconds(self) -> float:
@@ -44,6 +47,10 @@ class StageStats:
     def timed(self, begun: float, ended: float) -> None:
         self.first_start = begun if self.first_start is None else min(self.first_start, begun)
         self.last_end = ended if self.last_end is None else max(self.last_end, ended)
+
+    def answered_in(self, seconds: float) -> None:
+        """Note one request's time to answer (the bars name a slow server from it)."""
+        self.answer_seconds = seconds if self.answer_seconds is None else 0.8 * self.answer_seconds + 0.2 * seconds
 
     def count(self, record: StageRecord) -> None:
         self.count_outcome(record.status, record.reason)
@@ -101,14 +108,19 @@ class StageStats:
             "completion_tokens_per_second": round(self.completion_tokens / self.seconds, 2) if self.seconds else None,
         }
 
-    def progress_postfix(self, elapsed: float) -> dict:
-        """What the progress bar shows beside done/total, rate and ETA."""
-        return {
-            "req/s": f"{self.requests / elapsed:.1f}" if elapsed > 0 else "-",
-            "tok/s": f"{self.completion_tokens / elapsed:.0f}" if elapsed > 0 else "-",
+    def progress_postfix(self) -> dict:
+        """What the progress bar shows beside done/total, rate and ETA: the figures `stats.json` will hold
+        (rates over the stage's own time), and what is slow, named."""
+        seconds = self.seconds
+        postfix = {
+            "req/s": f"{self.requests / seconds:.1f}" if seconds > 0 else "-",
+            "tok/s": f"{self.completion_tokens / seconds:.0f}" if seconds > 0 else "-",
             "retries": sum(self.retries_by_cause.values()),
             "rejected": self.rejected,
         }
+        if self.answer_seconds is not None and self.answer_seconds >= SLOW_ANSWER_SECONDS:
+            postfix["slow"] = f"server answering in {self.answer_seconds:.0f} s"
+        return postfix
 
 
 @dataclass

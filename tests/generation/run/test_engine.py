@@ -1,6 +1,7 @@
 """The generation engine under load and faults: concurrency, endpoints, context overflow, scores, secrets."""
 
 import json
+import re
 import threading
 import time
 
@@ -271,10 +272,47 @@ def test_expected_mode_on_a_server_without_probabilities_stops_with_a_clear_mess
 # -- observability and secrets ---------------------------------------------------------------------------
 
 
-def test_progress_bars_show_totals_rates_and_rejects(tmp_path, tgi, capsys):
-    assert main(["generate", str(DEMO_CORPUS), "--out", str(tmp_path / "o"), "--endpoint", tgi.url]) == 0
-    err = capsys.readouterr().err
-    assert "backtranslate" in err and "30/30" in err and "req/s" in err and "tok/s" in err and "rejected" in err
+def final_bars(err: str) -> dict[str, dict]:
+    """Each stage's last bar state in tqdm's output: done, total, percent and the postfix figures."""
+    bars = {}
+    for match in re.finditer(r"\s*(\w+): +(\d+)%\|[^|]*\| (\d+)/(\d+) \[[^\]]*?(?:, ([^\]]*))?\]", err):
+        name, percent, done, total, postfix = match.groups()
+        figures = dict(part.split("=", 1) for part in (postfix or "").split(", ") if "=" in part)
+        bars[name] = {"percent": int(percent), "done": int(done), "total": int(total), **figures}
+    return bars
+
+
+def test_the_final_bars_end_at_100_percent_with_the_figures_of_stats_json(tmp_path, capsys):
+    """Curation rejects some pairs and the server fails a few requests: every bar still ends full, its
+    total the documents that entered its stage, its retries, rejects and tokens/s those of stats.json."""
+    from tests.builders.test_build import picky_model
+
+    flaky = Sequence([Fault(503, "busy", "overloaded")] * 3, then=picky_model)
+    with TGITestServer(flaky) as server:
+        assert main(["generate", str(DEMO_CORPUS), "--out", str(tmp_path / "o"), "--endpoint", server.url]) == 0
+    bars, stats = final_bars(capsys.readouterr().err), stats_of(tmp_path / "o")
+    assert set(bars) == {"prepare", "backtranslate", "curate", "rewrite"}
+    assert stats["curate"]["rejected"] > 0 and stats["rewrite"]["entered"] < stats["prepare"]["entered"]
+    for name, bar in bars.items():
+        counts = stats[name]
+        assert bar["percent"] == 100 and bar["done"] == bar["total"] == counts["entered"], (name, bar)
+        assert int(bar["rejected"]) == counts["rejected"] and int(bar["retries"]) == sum(
+            counts["retries_by_cause"].values()
+        )
+        if counts["completion_tokens_per_second"]:
+            assert int(bar["tok/s"]) == round(counts["completion_tokens_per_second"])
+    assert sum(int(bar["retries"]) for bar in bars.values()) == 3
+
+
+def test_a_slow_server_is_named_on_the_bar():
+    from bft.generation.run.stats import StageStats
+
+    stats = StageStats()
+    stats.answered_in(2.0)
+    assert "slow" not in stats.progress_postfix()
+    for _ in range(20):
+        stats.answered_in(40.0)
+    assert stats.progress_postfix()["slow"] == "server answering in 40 s"
 
 
 def test_stats_report_requests_tokens_and_throughput(tmp_path, tgi):
