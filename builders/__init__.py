@@ -7,6 +7,7 @@ Below them:
 - `bft_dataset`: the `datasets` builder over an output folder (its configs and features);
 - `assemble`: a dataset folder built from an output, with its facts;
 - `facts`: `BuildFacts`, what the card says, shared by build and release;
+- `public`: local paths and private hosts in their public form, for every released file;
 - `checks`: pre-release checks (PII counts, secrets, license);
 - `report`: the data report (lengths, diversity, scores, source overlap, decontamination), each figure
   with how it was computed;

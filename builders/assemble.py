@@ -28,7 +28,9 @@ from bft.builders.bft_dataset import BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text
 from bft.builders.facts import FACTS_FILE, BuildFacts
 from bft.builders.instructions import load_instructions
+from bft.builders.public import public_row, public_value
 from bft.builders.report import PAIR_CONFIGS, data_report, length_counter
+from bft.cards.common import model_terms
 from bft.cards.dataset_card import ABOUT, example_json
 from bft.cards.plots import bar_chart, histogram, score_counts
 from bft.generation.errors import ConfigError
@@ -78,6 +80,8 @@ def build(
     tag_placement: str = "user_end",
     eval_set: str = "bft",
     analyses: Analyses | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
 ) -> BuildFacts:
     """Build every available config of `output` into `folder`; return the facts the card shows."""
     stats = check_output(output)
@@ -87,22 +91,21 @@ def build(
     fresh_folder(folder)
     findings = Findings(redacted=redact, license=license or guess_license(output) or "unknown")
     built = build_configs(output, folder, names, findings, seed_file, sft_source, test_fraction, tag_placement)
-    for name in (RUN_CONFIG_FILE, STATS_FILE):
-        shutil.copy(output / name, folder / name)
-
-    run_config = (output / RUN_CONFIG_FILE).read_text(encoding="utf-8")
-    settings = yaml.safe_load(run_config) or {}
+    shutil.copy(output / STATS_FILE, folder / STATS_FILE)
+    settings = public_value(yaml.safe_load((output / RUN_CONFIG_FILE).read_text(encoding="utf-8")) or {})
+    run_config = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
+    (folder / RUN_CONFIG_FILE).write_text(run_config, encoding="utf-8")  # local paths and private hosts masked
     train = built.train
     scores = score_counts(list(train["backtranslated"]["score"])) if "backtranslated" in train else {}
     facts = BuildFacts(
         pretty_name=pretty_name or f"bft data: {output.resolve().name}",
         license=findings.license,
         source_datasets=list(source_datasets or []),
-        corpus=str(settings.get("corpus", {}).get("path", "unknown")),
+        corpus=str(settings.get("corpus", {}).get("path", "unknown")),  # public form (public_value above)
         configs=built.configs,
         config_rows=built.config_rows,
         main_config=main_config({c["config_name"]: 1 for c in built.configs}),
-        load_path=str(folder.resolve()),
+        load_path=folder.name,  # a release writes the Hub repo here; no local path in a released file
         revision=None,
         stages=stats.stage_table(kept_provenance(train)),
         stages_with_rejects=stats.rejects(),
@@ -121,7 +124,10 @@ def build(
         pii_redacted=redact,
         changelog=["unreleased: built by `bft build`"],
         empty_configs=[f"{where}: {why}" for where, why in built.empty.items()],
+        license_name=license_name or "",
+        license_link=license_link or "",
     )
+    facts.model_terms = model_terms([stage["model"] for stage in facts.stages])
     facts.report = report(train, count, unit, eval_set, analyses)
     (folder / REPORT_FILE).write_text(json.dumps(facts.report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     facts.write(folder, findings)
@@ -216,6 +222,8 @@ def build_configs(
                     )
                     continue
                 dataset = builder.as_dataset(split=split)
+                if {"input_location", "provenance", "id"} & set(dataset.column_names):
+                    dataset = dataset.map(public_row, desc=None)  # no local path in a released row
                 if findings.redacted:
                     dataset = dataset.map(_redacted, desc=None)
                 path = write_parquet(dataset, folder / name, split)
@@ -336,7 +344,7 @@ def plots(folder: Path, stats: RunStats, rows_by_config: dict, scores: dict, cou
         )
         plots.append({"title": "Rejected records by reason", "path": "plots/rejects.png"})
     series = {}
-    for name in ("rewritten", "curated"):
+    for name in ("rewritten", "distilled", "curated"):
         dataset = rows_by_config.get(name)
         if dataset is not None and len(dataset):
             series[f"{name} response"] = [count(t) for t in dataset["response"]]

@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--license", help="License id of the data (default: odc-by for Dolma documents, else required at release)"
     )
+    parser.add_argument("--license-name", help="With --license other: the license's name (the Hub's license_name)")
+    parser.add_argument("--license-link", help="With --license other: where its text is (the Hub's license_link)")
     parser.add_argument(
         "--source-dataset", action="append", default=None, help="Hub id of the source corpus (repeatable)"
     )
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         tag_placement=args.tag_placement,
         eval_set=args.eval_set,
         analyses=analyses_from(args),
+        license_name=args.license_name,
+        license_link=args.license_link,
     )
     print(f"bft build: wrote {Path(args.out).resolve()}")
     for row in facts.config_rows:

@@ -50,6 +50,9 @@ class BuildFacts:
     empty_configs: list[str]
     report: dict = field(default_factory=dict)
     findings: dict = field(default_factory=dict)
+    license_name: str = ""  # the Hub's `license_name` (and `license_link`) for `license: other`
+    license_link: str = ""
+    model_terms: list[str] = field(default_factory=list)  # the generating models' terms of use, one line each
 
     def train_rows(self) -> dict[str, int]:
         """Rows of each config's train split."""

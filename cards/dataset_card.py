@@ -16,11 +16,13 @@ from pathlib import Path
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from bft.cards.common import CITATION, bft_version, size_category
+from bft.cards.common import CITATION, bft_version, size_category, with_default
 
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 REQUIRED_SECTIONS = (
     "## Dataset Description",
+    "### Dataset Sources",
+    "## Uses",
     "## Dataset Structure",
     "## How the data was made",
     "## Statistics",
@@ -29,6 +31,7 @@ REQUIRED_SECTIONS = (
     "## Changelog",
     "## Citation",
 )
+LOCAL_PATH_RE = re.compile(r"(?<![\w.:/~-])(/(?:home|root|tmp|Users|mnt|data|work|scratch|var|opt|srv)/[^\s`'\")]+)")
 KNOWN_LICENSES = {"odc-by", "cc-by-4.0", "cc-by-sa-4.0", "cc0-1.0", "apache-2.0", "mit", "cc-by-nc-4.0", "other"}
 ABOUT = {
     "backtranslated": "every candidate pair (document + backtranslated instruction) with its curation score and outcome",
@@ -45,7 +48,8 @@ def render_dataset_card(folder: Path, facts: dict) -> DatasetCard:
     card_data = DatasetCardData(
         pretty_name=facts["pretty_name"],
         license=facts["license"] if facts["license"] in KNOWN_LICENSES else "other",
-        license_name=None if facts["license"] in KNOWN_LICENSES else facts["license"],
+        license_name=facts.get("license_name") or (None if facts["license"] in KNOWN_LICENSES else facts["license"]),
+        license_link=facts.get("license_link") or None,
         language=["en"],
         task_categories=["text-generation"],
         annotations_creators=["machine-generated"],
@@ -53,7 +57,7 @@ def render_dataset_card(folder: Path, facts: dict) -> DatasetCard:
         source_datasets=facts["source_datasets"] or None,
         size_categories=[size_category(max(r["rows"] for r in facts["config_rows"]))],
         tags=["synthetic", "instruction-backtranslation", "back-and-forth-translation", "bft"],
-        configs=facts["configs"],
+        configs=with_default(facts["configs"], facts["main_config"]),
     )
     card = DatasetCard.from_template(
         card_data,
@@ -88,6 +92,11 @@ def check_card(folder: Path) -> list[str]:
     for key in ("task_categories", "size_categories", "configs", "language"):
         if not metadata.get(key):
             problems.append(f"metadata has no {key}")
+    defaults = [c["config_name"] for c in metadata.get("configs") or [] if c.get("default")]
+    if len(defaults) != 1:
+        problems.append(f"configs: exactly one should be `default: true` (load_dataset(repo) needs it), not {defaults}")
+    if local := LOCAL_PATH_RE.search(text):
+        problems.append(f"the card names a local path ({local.group(1)}); released files name files, not paths")
     for config in metadata.get("configs") or []:
         for entry in config.get("data_files") or []:
             if not (folder / entry["path"]).is_file():

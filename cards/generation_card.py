@@ -12,7 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from bft.cards.common import CITATION, bft_version, size_category
+from bft.cards.common import CITATION, bft_version, size_category, with_default
 
 TEMPLATE = Path(__file__).parent / "templates" / "generation_card.md"
 ABOUT = {
@@ -49,7 +49,7 @@ def render_generation_card(
         annotations_creators=["machine-generated"],
         size_categories=[size_category(max(counts.values(), default=0))],
         tags=["synthetic", "instruction-backtranslation", "back-and-forth-translation", "bft"],
-        configs=configs,
+        configs=with_default(configs, main_config),
     )
     card = DatasetCard.from_template(
         card_data,

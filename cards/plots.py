@@ -29,12 +29,27 @@ def bar_chart(path: Path, counts: dict[str, int], title: str, xlabel: str, ylabe
     return path
 
 
+def shared_bins(series: dict[str, list[int]], count: int = 30) -> list[float]:
+    """One set of bin edges over every series' values, so each config's bars sit on the same axis: with
+    bins of their own, a config of short texts is a sliver beside one of long texts, or hidden by it."""
+    values = [v for vs in series.values() for v in vs]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    if low == high:
+        return [low - 0.5, high + 0.5]
+    step = (high - low) / count
+    return [low + step * i for i in range(count)] + [high]
+
+
 def histogram(path: Path, series: dict[str, list[int]], title: str, xlabel: str) -> Path:
+    """Overlaid histograms of `series` on shared bins (`shared_bins`)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.2), dpi=100)
+    bins = shared_bins(series)
     for label, values in series.items():
         if values:
-            axes.hist(values, bins=30, alpha=0.6, label=label)
+            axes.hist(values, bins=bins, alpha=0.55, label=label, histtype="stepfilled", edgecolor="black")
     axes.set(title=title, xlabel=xlabel, ylabel="rows")
     if any(series.values()):
         axes.legend()

@@ -26,7 +26,8 @@ def test_the_card_shows_the_facts_it_is_given_and_loads_as_hub_metadata(tmp_path
     )
     text = (tmp_path / "README.md").read_text()
     metadata = yaml.safe_load(text.split("---\n")[1])
-    assert metadata["configs"] == configs and metadata["size_categories"] == ["n<1K"]
+    assert metadata["configs"] == [{**configs[0], "default": True}]  # load_dataset(folder) needs no config name
+    assert metadata["size_categories"] == ["n<1K"]
     assert "| rewrite | `rewrite` (`abababababab`) | org/rewriter | chat | T=1.0, p=0.9, max 2048 | 5 | 4 | 1 |" in text
     assert "`rewrite_missing_tags` 1" in text
     assert "Corpus: `dolma/`; 5 documents read." in text
