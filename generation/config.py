@@ -11,6 +11,7 @@ only curation score 5 (BAFT; Humpback's A_5), prompts P1-P3 verbatim, chat reque
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -536,13 +537,31 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # baft.yaml, humpback.yaml: `--config baft`
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def find_config(name: str) -> Path:
+    """A run config: `name` as a file, else a shipped config of that name (`baft`, `humpback`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{name.removesuffix('.yaml')}.yaml"
+    if "/" not in name and shipped.is_file():
+        return shipped
+    close = difflib.get_close_matches(path.stem, shipped_configs(), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"config {name!r}: no such file, and not a shipped config ({', '.join(shipped_configs())}){hint}")
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> GenerateConfig:
     """Read a YAML run config (optional), apply CLI overrides (dotted keys), validate."""
     data: dict[str, Any] = {}
     if path:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = find_config(str(path))
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:

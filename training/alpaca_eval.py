@@ -35,11 +35,18 @@ def read_json_list(path: Path, what: str) -> list[dict]:
 def read_model_outputs(path: Path) -> list[dict]:
     """AlpacaEval model outputs; every record needs a text `instruction` and `output`, instructions unique."""
     records = read_json_list(path, "model outputs")
+    if not records:
+        raise ConfigError(f"model outputs {path}: the list is empty; there is nothing to judge")
     seen = set()
     for index, record in enumerate(records):
         for key in ("instruction", "output"):
             if not isinstance(record.get(key), str):
                 raise ConfigError(f"model outputs {path}: record {index} has no text `{key}`")
+        if not record["output"].strip():
+            raise ConfigError(
+                f"model outputs {path}: record {index} ({record['instruction'][:60]!r}) has an empty `output`; "
+                "a judge would compare nothing with the reference"
+            )
         if record["instruction"] in seen:
             raise ConfigError(f"model outputs {path}: record {index} repeats the instruction {record['instruction']!r}")
         seen.add(record["instruction"])
@@ -57,6 +64,8 @@ def write_json_list(path: Path, records: list[dict]) -> None:
 def read_annotations(path: Path) -> list[dict]:
     """AlpacaEval annotations; each record needs a `preference` key (null allowed: dropped when counted)."""
     records = read_json_list(path, "annotations")
+    if not records:
+        raise ConfigError(f"annotations {path}: the list is empty; there is no win rate to compute")
     for index, record in enumerate(records):
         if "preference" not in record:
             raise ConfigError(f"annotations {path}: record {index} has no `preference`")

@@ -32,12 +32,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 from bft.builders.analyses import add_analyses, add_analysis_arguments, analyses_from
 from bft.builders.instructions import load_instructions
 from bft.builders.report import data_report, dataset_rows, format_report, length_counter
 from bft.generation.config import SamplingConfig
+from bft.generation.errors import BftError
 from bft.training.alpaca_eval import read_annotations, read_model_outputs, write_json_list
 from bft.training.answers import answer_all, parse_tags
 from bft.training.judge import annotate, join_outputs, judge_pairs
@@ -96,6 +98,12 @@ def run_generate(args) -> int:
             args.endpoint, args.model, rows, tags, args.tag_placement, sampling, args.max_concurrency, args.generator
         )
     )
+    empty = [o["instruction"] for o in outputs if not o["output"]]
+    if empty:
+        raise BftError(
+            f"{len(empty)} of {len(outputs)} answers are empty (first: {empty[0][:60]!r}): the server returned no "
+            f"text (check --max-tokens and the model); nothing was written to {args.out}"
+        )
     write_json_list(Path(args.out), outputs)
     print(f"bft eval generate: {len(outputs)} answers to {name} by {outputs[0]['generator']} -> {args.out}")
     print(f"  tags: {'+'.join(tags) or 'none'} ({args.tag_placement}); T={args.temperature}, p={args.top_p}")
@@ -105,7 +113,7 @@ def run_generate(args) -> int:
 def print_summary(summary: dict) -> None:
     print(
         f"  win rate {summary['win_rate']:.2f} +/- {summary['standard_error']:.2f} (standard error); "
-        f"length-controlled {summary['lc_win_rate']:.2f}"
+        f"length-controlled (bft's simplified fit, not AlpacaEval 2's GLM) {summary['lc_win_rate']:.2f}"
     )
     print(
         f"  wins {summary['n_wins']}, losses {summary['n_wins_base']}, draws {summary['n_draws']} of "
@@ -131,6 +139,15 @@ def run_judge(args) -> int:
     out.with_name(out.stem + ".summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"bft eval judge: {len(pairs)} pairs x 2 orders judged by {annotator} -> {out}")
     print_summary(summary)
+    unjudged = [a["instruction"] for a in annotations if a["preference"] is None]
+    if unjudged:
+        print(
+            f"bft eval judge: error: the judge gave no readable verdict, in either order, for {len(unjudged)} of "
+            f"{len(pairs)} pairs (first: {unjudged[0][:60]!r}); they are left out of the win rate. Check the judge "
+            "model and --max-tokens (its replies are in raw_completions)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -66,7 +66,9 @@ def find_recipe(name: str) -> Path:
     shipped = RECIPE_DIR / f"{name}.yaml"
     if shipped.is_file():
         return shipped
-    raise ConfigError(f"recipe {name!r}: no such file, and not a shipped recipe ({', '.join(shipped_recipes())})")
+    close = difflib.get_close_matches(name.removesuffix(".yaml"), shipped_recipes(), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"recipe {name!r}: no such file, and not a shipped recipe ({', '.join(shipped_recipes())}){hint}")
 
 
 def parser_types() -> tuple:

@@ -99,20 +99,48 @@ def _meaning(config: GenerateConfig) -> dict:
     return data
 
 
+def _flat(data, prefix: str = "") -> dict:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+def differing_settings(old: GenerateConfig, new: GenerateConfig, shown: int = 8) -> list[str]:
+    """The settings two runs differ in (those that change what a run makes), as `key: old -> new`."""
+    before, after = _flat(_meaning(old)), _flat(_meaning(new))
+    keys = [key for key in dict.fromkeys([*before, *after]) if before.get(key) != after.get(key)]
+    lines = [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in keys[:shown]]
+    return lines + ([f"... and {len(keys) - shown} more"] if len(keys) > shown else [])
+
+
+def finished_anything(out: Path) -> bool:
+    """Whether an earlier run in `out` journaled any record (a start that failed before did not)."""
+    folder = journal_dir(out)
+    return folder.is_dir() and any(path.stat().st_size for path in folder.rglob("*.jsonl"))
+
+
 def check_resumable(out: Path, config: GenerateConfig) -> None:
-    """Refuse to mix two different runs in one folder."""
+    """Refuse to mix two different runs in one folder, naming the settings that differ. A start that failed
+    before finishing any record (a wrong endpoint, say) binds nothing: the corrected command runs."""
     previous = out / RUN_CONFIG_FILE
     if not previous.exists():
         if out.exists() and any(out.iterdir()) and not journal_dir(out).exists():
             raise ConfigError(f"--out {out} exists and is not a bft output folder; choose an empty or new folder")
         return
+    if not finished_anything(out):
+        return
     try:
         old = load_config(previous)
     except ConfigError as error:
         raise ConfigError(f"{previous} cannot be read to resume: {error}") from None
-    if _meaning(old) != _meaning(config):
+    differences = differing_settings(old, config)
+    if differences:
         raise ConfigError(
-            f"{out} holds a run with a different configuration ({previous}); resume with the same settings or use a new --out"
+            f"{out} holds a run with other settings ({previous}): {'; '.join(differences)}. Resume with the same "
+            "settings, or use a new --out"
         )
 
 

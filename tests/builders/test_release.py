@@ -57,6 +57,7 @@ def test_release_two_versions_and_load_each_back(tmp_path, outputs, hub, capsys)
     tags = {t.name: t.target_commit for t in refs.tags}
     assert set(tags) == {"v1.0.0", "v1.1.0"} and tags["v1.1.0"] == refs.branches[0].target_commit
     assert hub_rows("v1.0.0") == local_rows(first) and len(hub_rows("v1.0.0")) == 10
+    assert load_dataset(REPO, split="train", revision="v1.0.0").to_list() == local_rows(first)  # the default config
     assert hub_rows("v1.1.0") == local_rows(second) and len(hub_rows("v1.1.0")) == 20
     assert hub_rows("v1.1.0", "backtranslated") == local_rows(second, "backtranslated")
 
@@ -147,3 +148,13 @@ def test_bad_input_fails_before_anything_is_uploaded(tmp_path, outputs, hub, cap
     assert main(["release", str(folder), "--repo", repo, "--version", version]) == 2
     assert message in capsys.readouterr().err
     assert hub.log == []
+
+
+def test_a_token_the_hub_refuses_is_named_with_what_to_check(tmp_path, outputs, hub, capsys, monkeypatch):
+    folder = built(tmp_path, outputs, "small")
+    monkeypatch.setenv("HF_TOKEN", "hf_expired")
+    hub.refused_tokens.add("hf_expired")
+    assert release(folder, "1.0.0") == 2
+    err = capsys.readouterr().err
+    assert "the Hugging Face Hub answered 401: the token is missing or invalid; check HF_TOKEN" in err
+    assert "hf_expired" not in err and not hub.repos  # nothing was created

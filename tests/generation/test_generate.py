@@ -241,7 +241,18 @@ def test_resuming_with_a_different_configuration_is_refused(tmp_path, tgi, capsy
     assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--limit", 1) == 0
     config = write_config(tmp_path / "k4.yaml", {"curate": {"min_score": 4}})
     assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--config", config) == 2
-    assert "different configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds a run with other settings" in err and "curate.min_score: None -> 4.0" in err  # names what differs
+
+
+def test_a_failed_start_does_not_block_the_corrected_command(tmp_path, tgi, capsys):
+    out = tmp_path / "o"
+    assert generate(DEMO_CORPUS, "--out", out, "--endpoint", "http://127.0.0.1:9", "--limit", 2) == 2  # no server
+    assert (out / "run_config.yaml").exists()
+    config = write_config(tmp_path / "k4.yaml", {"curate": {"min_score": 4}})  # corrected, other settings too
+    assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--limit", 2, "--config", config) == 0
+    assert load(out, "curated")[0]["score"] == 5 and yaml.safe_load((out / "run_config.yaml").read_text())["curate"][
+        "min_score"] == 4  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -316,3 +327,13 @@ def test_records_without_ids_and_with_the_same_text_end_as_one_document_and_one_
         assert generate(corpus, "--out", tmp_path / "o", "--endpoint", server.url) == 0
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["prepare"]["rejected_by_reason"] == {"duplicate_text": 1} and stats["rewrite"]["kept"] == 2
+
+
+def test_a_hub_corpus_the_token_cannot_read_says_to_check_hf_token(tmp_path, tgi, hub, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_revoked")
+    hub.refused_tokens.add("hf_revoked")
+    assert generate("bft-org/private-corpus", "--out", tmp_path / "o", "--endpoint", tgi.url) == 2
+    err = capsys.readouterr().err
+    assert (
+        "cannot load Hub dataset 'bft-org/private-corpus'" in err and "answered 401" in err and "check HF_TOKEN" in err
+    )

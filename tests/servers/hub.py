@@ -91,6 +91,7 @@ class HubTestServer:
         self.lfs: dict[str, bytes] = {}
         self.log: list[tuple[str, str]] = []
         self.authorizations: set[str] = set()  # Authorization headers received
+        self.refused_tokens: set[str] = set()  # tokens answered 401, as the Hub answers an invalid one
         self.lock = threading.RLock()
         server = self
 
@@ -129,6 +130,7 @@ class HubTestServer:
             self.lfs.clear()
             self.log.clear()
             self.authorizations.clear()
+            self.refused_tokens.clear()
 
     def uploads(self) -> list[tuple[str, str]]:
         """Requests that change state (anything but GET/HEAD and read-only POSTs)."""
@@ -165,6 +167,9 @@ class HubTestServer:
             self.log.append((handler.command, handler.path))
             if handler.headers.get("Authorization"):
                 self.authorizations.add(handler.headers["Authorization"])
+        token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if token and token in self.refused_tokens:
+            return self._error(handler, 401, "Invalid credentials in Authorization header")
         try:
             self._route(handler, handler.command, path, query, body)
         except Exception as error:  # a bug in the test server shows up as a 500 with its message

@@ -121,8 +121,11 @@ def test_judge_both_orders_ties_and_unparseable_verdicts(tmp_path, pair_files, c
     model, reference = pair_files
     out = tmp_path / "annotations.json"
     with TGITestServer(script=longer_wins) as server:
-        assert run_eval("judge", "--outputs", model, "--reference", reference, "--judge", server.url, "--out", out) == 0
+        # one pair got no verdict in either order: the annotations are written, and the command says so, exit 1
+        assert run_eval("judge", "--outputs", model, "--reference", reference, "--judge", server.url, "--out", out) == 1
         prompts = [r.prompt for r in server.requests]
+    captured = capsys.readouterr()
+    assert "the judge gave no readable verdict, in either order, for 1 of 4 pairs (first: 'Unclear Q4')" in captured.err
     assert len(prompts) == 8  # 4 pairs x 2 orders
     first_q1 = next(p for p in prompts if "\nQ1\n" in p and "Response (a):\nbrief" in p)
     assert "Response (b):\na long and detailed answer" in first_q1  # the reference shown first, then swapped
@@ -133,11 +136,41 @@ def test_judge_both_orders_ties_and_unparseable_verdicts(tmp_path, pair_files, c
     summary = json.loads((tmp_path / "annotations.summary.json").read_text())
     assert summary["win_rate"] == pytest.approx(50.0) and summary["n_total"] == 3 and summary["n_dropped"] == 1
     assert summary["unparseable_verdicts"] == 2 and summary["orders_agree"] == 1.0
-    assert "win rate 50.00" in capsys.readouterr().out
+    assert summary["lc_method"].startswith("bft's simplified length control")
+    printed = captured.out
+    assert "win rate 50.00" in printed and "length-controlled (bft's simplified fit, not AlpacaEval 2's GLM)" in printed
     # the annotations file is AlpacaEval's format: `bft eval winrate` recomputes the same figures from it
     assert run_eval("winrate", out) == 0
     recomputed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert recomputed["win_rate"] == summary["win_rate"] and recomputed["standard_error"] == summary["standard_error"]
+
+
+def test_empty_outputs_are_refused_before_any_judging(tmp_path, capsys):
+    reference = outputs_file(tmp_path / "r.json", "r", {"Q1": "a"})
+    (tmp_path / "none.json").write_text("[]")
+    blank = outputs_file(tmp_path / "blank.json", "m", {"Q1": "   "})
+    with TGITestServer() as server:
+        for outputs, message in ((tmp_path / "none.json", "the list is empty; there is nothing to judge"),
+                                 (blank, "record 0 ('Q1') has an empty `output`")):  # fmt: skip
+            args = (
+                "judge",
+                "--outputs",
+                outputs,
+                "--reference",
+                reference,
+                "--judge",
+                server.url,
+                "--out",
+                tmp_path / "x",
+            )
+            assert run_eval(*args) == 2
+            assert message in capsys.readouterr().err
+        assert not server.requests
+    (tmp_path / "a.json").write_text("[]")
+    assert run_eval("winrate", tmp_path / "a.json") == 2
+    with TGITestServer(script=lambda r: Reply("")) as server:  # a model that answers nothing
+        assert run_eval("generate", "--endpoint", server.url, "--out", tmp_path / "m.json", "--limit", 2) == 2
+    assert "2 of 2 answers are empty" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 
 
 def test_a_judge_that_always_picks_the_first_position_ends_at_ties(tmp_path, pair_files):
