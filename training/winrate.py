@@ -17,9 +17,9 @@ preferences (ties as 0.5) by maximum likelihood, then report 100 x sigmoid(a): t
 when both outputs have the same length. `length_coefficient` is b: positive means the judge favours the
 longer output. This is **bft's simplified fit, not AlpacaEval 2's length-controlled win rate** (a GLM with
 per-instruction and model terms): the two can differ by several points (on AlpacaEval 2's published
-humpback-llama2-70b annotations this fit was measured at 22.3 where the leaderboard's GLM gives 16.2,
-while the plain win rate and its standard error match AlpacaEval exactly), so the summary names it
-`lc_method` and the command prints it as "simplified".
+humpback-llama2-70b annotations this fit gave 22.3 where the leaderboard's GLM gives 16.2, as measured
+for bft's issue 18, while the plain win rate and its standard error match AlpacaEval exactly), so the
+summary names it `lc_method` and the command prints it as "simplified".
 """
 
 from __future__ import annotations
