@@ -27,6 +27,7 @@ import yaml
 
 from bft.generation.errors import ConfigError
 from bft.generation.layout import STATS_FILE
+from bft.generation.run.stats import ENDPOINTS_KEY
 from bft.generation.text import GROUNDING_NGRAM, WORD_RE, ngrams, words
 
 TEXT_COLUMNS = ("id", "instruction", "response", "document", "reason", "url")  # what full-text search reads
@@ -289,8 +290,13 @@ class Folder:
     def summary(self) -> dict:
         """Rows per config and split (parquet metadata), and the run's counters (`stats.json`)."""
         parts = [{"config": c, "split": s, "rows": self.part(c, s).rows} for c, s in self.layout]
-        stages = {name: counts for name, counts in self.stats.items() if isinstance(counts, dict)}
-        return {"folder": self.path.name, "parts": parts, "stages": stages}
+        stages = {n: c for n, c in self.stats.items() if isinstance(c, dict) and n != ENDPOINTS_KEY}
+        return {
+            "folder": self.path.name,
+            "parts": parts,
+            "stages": stages,
+            "endpoints": self.stats.get(ENDPOINTS_KEY, {}),
+        }
 
     def page(self, config: str, split: str, filters: Filters, offset: int = 0, limit: int = 50) -> dict:
         """Rows `offset`..`offset+limit` of those matching, in brief (the list view's columns)."""

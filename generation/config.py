@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -113,11 +113,12 @@ class StageConfig:
     endpoints: list[str] = field(
         default_factory=list, metadata={"help": "Endpoints for this stage; the run's when empty."}
     )
-    max_concurrency: int | None = field(
-        default=None,
+    max_concurrency: int | Literal["auto"] | None = field(
+        default="auto",
         metadata={
-            "help": "Requests in flight per endpoint for this stage; by default TGI's /info max_concurrent_requests, "
-            "else 8 (OpenAI-compatible servers do not say)."
+            "help": "Requests in flight per endpoint: auto (default) finds each endpoint's best load by itself "
+            "(endpoints/limiter.py); a number fixes it. One limit per endpoint, shared by the stages that send "
+            "there (the largest number any of them sets)."
         },
     )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -447,7 +448,7 @@ class GenerateConfig:
                 raise ConfigError(
                     f"{name}.prefill needs mode: raw (a chat endpoint cannot continue a prefilled answer)"
                 )
-            if stage.max_concurrency is not None and stage.max_concurrency < 1:
+            if isinstance(stage.max_concurrency, int) and stage.max_concurrency < 1:
                 raise ConfigError(f"{name}.max_concurrency must be at least 1")
             if not stage.sampling.temperature >= 0:
                 raise ConfigError(f"{name}.sampling.temperature must be >= 0")
@@ -523,7 +524,16 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
+        for option in inner[:-1]:  # the first type the value fits (`int | Literal["auto"]`)
+            try:
+                return _coerce(option, value, where)
+            except ConfigError:
+                continue
+        return _coerce(inner[-1], value, where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
     if origin is list:
         if isinstance(value, str):
             value = [value]

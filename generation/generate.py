@@ -41,7 +41,7 @@ from bft.generation.run.dry_run import add_probe, format_plan, plan_run
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
 from bft.generation.run.rounds import scoring_rule_of_the_pool
-from bft.generation.run.wiring import DEFAULT_CONCURRENCY, RunSummary, check_resumable, use_embedded
+from bft.generation.run.wiring import RunSummary, check_resumable, use_embedded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-concurrency",
         type=int,
-        help=f"Requests in flight per endpoint (default: TGI's /info max_concurrent_requests, else {DEFAULT_CONCURRENCY})",
+        help="Requests in flight per endpoint, shared by the stages (default: auto, found by measuring the server)",
     )
     parser.add_argument(
         "--score-mode",

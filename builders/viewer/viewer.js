@@ -48,6 +48,7 @@ function route() {
 }
 
 function go(view, params) {
+  document.body.dataset.ready = ""; // at once: whoever waits for the page sees the next render, not this one
   location.hash = `${view}?${new URLSearchParams(params).toString()}`;
 }
 
@@ -230,11 +231,11 @@ async function render(sample) {
     if (view === "records") await renderRecords(params, sample);
     else if (view === "record") await renderRecord(params);
     else renderSummary();
-    document.body.dataset.ready = "yes";
   } catch (error) {
     showError(error);
-    document.body.dataset.ready = "yes";
   }
+  document.body.dataset.route = location.hash;
+  document.body.dataset.ready = "yes";
 }
 
 window.addEventListener("hashchange", () => {

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -36,12 +37,14 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import aiohttp
 
 from bft.generation.config import SamplingConfig
+from bft.generation.endpoints.limiter import ServerLoad, parse_load
 from bft.generation.errors import EndpointError
 from bft.generation.records import Generation, TokenChoice
 
 FATAL_STATUS = {401, 403, 404, 405}
 # Retry causes that say the endpoint itself is down (not busy): enough in a row take it out of rotation.
 DOWN_CAUSES = {"connection", "timeout", "http_502", "http_503", "http_504"}
+OVERLOAD_CAUSES = {"overloaded", "http_503"}  # the server says it has too much: the endpoint's limit backs off
 # How TGI, vLLM and SGLang word "prompt + max tokens exceed the model's limit".
 TOO_LONG_RE = re.compile(
     r"context|too long|max(imum)?[_ ]?(total|input|model)?[_ ]?(tokens|length)|must have less than"
@@ -154,6 +157,7 @@ class Endpoint:
         self.max_stop_sequences: int | None = None
         self.server_kind: str | None = None  # tgi | vllm | sglang | openai, for provenance
         self.connections = 0  # requests in flight bft allows here, over all stages (`reserve`)
+        self.limiter = None  # its AdaptiveLimit, shared by the stages (`run/wiring.open_pools`)
         self._http: aiohttp.ClientSession | None = None
         self._pool_size = 0  # the connections the open session was made for
 
@@ -239,6 +243,16 @@ class Endpoint:
                 f"endpoint {self.name} lists no model at /v1/models and {where} names none: "
                 "pass --model NAME (`bft serve` prints the name)"
             )
+
+    async def server_load(self) -> ServerLoad | None:
+        """The server's own load from its Prometheus `/metrics` (vLLM, SGLang, TGI), or None."""
+        try:
+            response = await self._get("/metrics", 5.0)
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        if response.status_code != 200:
+            return None
+        return parse_load(response.text, time.monotonic())
 
     async def healthy(self) -> bool:
         """Whether the server answers its health route now (TGI `/health`, else `/v1/models`)."""

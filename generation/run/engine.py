@@ -267,7 +267,8 @@ class Engine:
         self.journals[name].append(record)
         stats = self.stats[name]
         stats.count(record)
-        self._bars.advance(name, 1, int(record.kept), stats)
+        pool = self.pools.get(name)
+        self._bars.advance(name, 1, int(record.kept), stats, pool.limit_text() if pool else None)
 
     async def _process(self, record: StageRecord, start: int) -> None:
         for stage in self.stages[start:]:
@@ -300,7 +301,8 @@ class Engine:
         done, pending = self._load_done()
         for journal in self.journals.values():
             journal.open()
-        in_flight = max_documents_in_flight or max(4, 2 * sum(p.capacity for p in self.pools.values()))
+        limits = {id(m.limiter): m.limiter for p in self.pools.values() for m in p.members}.values()
+        in_flight = max_documents_in_flight or max(4, 2 * sum(lim.fixed or lim.ceiling for lim in limits))
         self._bars = StageBars(list(self.journals), total, enabled=self.progress)
         for name in self.journals:  # what earlier runs finished
             self._bars.advance(name, self.stats[name].entered, self.stats[name].kept)

@@ -5,7 +5,8 @@ first bar's total is the corpus (once counted); every later bar's total is what 
 so far, so it grows while that stage runs and is exact once it is done. A finished run therefore ends
 every bar at 100 %, whatever the earlier stages rejected. Beside the counts each bar shows what
 `StageStats.progress_postfix` says (requests and tokens per second over the stage's own time, retries,
-rejects: the figures `stats.json` holds; and a slow server, named), refreshed at most twice a second and
+rejects: the figures `stats.json` holds; the current limit of requests in flight at the stage's
+endpoints; and a slow server, named), refreshed at most twice a second and
 once more, from the final counters, when the bars close. The local engine advances a bar per document,
 the Ray driver per finished block.
 """
@@ -35,10 +36,13 @@ class StageBars:
                     total=total if first else 0, desc=f"{name:>13}", position=line, leave=True, unit="doc"
                 )
         self._refreshed: dict[str, float] = {}
+        self._limits: dict[str, str] = {}  # each stage's endpoints' current limits
 
-    def advance(self, name: str, entered: int = 1, kept: int = 0, stats: StageStats | None = None) -> None:
+    def advance(
+        self, name: str, entered: int = 1, kept: int = 0, stats: StageStats | None = None, limit: str | None = None
+    ) -> None:
         """`entered` more documents finished `name`, `kept` of them go on to the next stage; with `stats`,
-        refresh the bar's figures (at most twice a second)."""
+        refresh the bar's figures (at most twice a second), with the endpoints' current `limit`."""
         self.kept[name] = self.kept.get(name, 0) + kept
         bar = self.bars.get(name)
         if bar is None:
@@ -49,9 +53,17 @@ class StageBars:
             following.total = self.kept[name]
             following.refresh()
         now = time.monotonic()
+        if limit is not None:
+            self._limits[name] = limit
         if stats is not None and now - self._refreshed.get(name, 0.0) > REFRESH_SECONDS:
             self._refreshed[name] = now
-            bar.set_postfix(stats.progress_postfix(), refresh=False)
+            bar.set_postfix(self._postfix(name, stats), refresh=False)
+
+    def _postfix(self, name: str, stats: StageStats) -> dict:
+        postfix = stats.progress_postfix()
+        if name in self._limits:
+            postfix["limit"] = self._limits[name]
+        return postfix
 
     def _next(self, name: str) -> tqdm | None:
         index = self.names.index(name)
@@ -69,6 +81,6 @@ class StageBars:
         """Close the bars, their figures refreshed from the final counters (what `stats.json` says)."""
         for name, bar in self.bars.items():
             if final is not None and name in final:
-                bar.set_postfix(final[name].progress_postfix(), refresh=False)
+                bar.set_postfix(self._postfix(name, final[name]), refresh=False)
             bar.refresh()
             bar.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from bft.generation.layout import OUTPUT_CONFIG_NAMES, PREPARE, STATS_FILE
 from bft.generation.records import KEPT, StageRecord
 
+ENDPOINTS_KEY = "endpoints"  # stats.json: per endpoint, its limit of requests in flight over the run
 SLOW_ANSWER_SECONDS = 10.0  # a server answering slower than this is named on the bar
 
 
@@ -129,6 +130,7 @@ class RunStats:
 
     stages: dict[str, StageStats]
     wall_seconds: float = 0.0
+    endpoints: dict[str, dict] = field(default_factory=dict)  # each endpoint's limit (`AdaptiveLimit.summary`)
 
     @classmethod
     def empty(cls, names: list[str]) -> RunStats:
@@ -137,12 +139,18 @@ class RunStats:
     def to_json(self) -> dict:
         data: dict = {name: stats.as_dict() for name, stats in self.stages.items()}
         data["wall_seconds"] = round(self.wall_seconds, 3)
+        if self.endpoints:
+            data[ENDPOINTS_KEY] = self.endpoints
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> RunStats:
-        stages = {name: StageStats.from_dict(counts) for name, counts in data.items() if isinstance(counts, dict)}
-        return cls(stages, float(data.get("wall_seconds") or 0.0))
+        stages = {
+            name: StageStats.from_dict(counts)
+            for name, counts in data.items()
+            if isinstance(counts, dict) and name != ENDPOINTS_KEY
+        }
+        return cls(stages, float(data.get("wall_seconds") or 0.0), dict(data.get(ENDPOINTS_KEY) or {}))
 
     def write(self, out: Path) -> None:
         (out / STATS_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from bft.cards.generation_card import render_generation_card
 from bft.generation.config import ALL_STAGES, GenerateConfig, load_config
 from bft.generation.endpoints.client import Endpoint
+from bft.generation.endpoints.limiter import AdaptiveLimit
 from bft.generation.endpoints.pool import EndpointPool
 from bft.generation.errors import ConfigError
 from bft.generation.layout import (
@@ -38,7 +39,6 @@ from bft.generation.records import StageRecord
 from bft.generation.run.output import write_outputs
 from bft.generation.run.stats import RunStats
 
-DEFAULT_CONCURRENCY = 8  # requests in flight per endpoint when neither config nor /info says
 TGI_MAX_TOP_N_TOKENS = 5  # TGI's launcher default for --max-top-n-tokens (not in /info)
 # Keys that may change between a run and its resumption without changing what the data means.
 # `stages` may grow: a later run goes on with the next stage from the earlier one's journals.
@@ -242,6 +242,7 @@ async def open_pools(
     endpoints: dict[str, Endpoint] = {}
     pools: dict[str, EndpointPool] = {}
     try:
+        users: dict[str, list[Stage]] = {}
         for stage in stages:
             members = []
             for url in stage.config.endpoints or config.endpoints:
@@ -249,19 +250,17 @@ async def open_pools(
                     endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
                     await endpoints[url].probe()
                 members.append(endpoints[url])
+                users.setdefault(url, []).append(stage)
             for member in members:
                 member.require_model(stage.config.model, f"stage {stage.name} (its `model`)")
                 check_parameters(stage, member)
-            limits = [
-                -(-(stage.config.max_concurrency or e.max_concurrent_requests or DEFAULT_CONCURRENCY) // share)
-                for e in members
-            ]
-            for member, limit in zip(members, limits, strict=True):
-                member.reserve(limit * stage.samples)  # one connection for every request bft may have in flight
+        for url, endpoint in endpoints.items():
+            await give_limit(endpoint, users[url], share)
+        for priority, stage in enumerate(stages):  # later stages first: a document's next request before a new one
             pools[stage.name] = EndpointPool(
                 stage.name,
-                members,
-                limits,
+                [endpoints[url] for url in stage.config.endpoints or config.endpoints],
+                priority=priority,
                 dead_after=config.dead_after,
                 probe_interval=config.probe_interval,
                 down_timeout=config.endpoints_down_timeout,
@@ -271,6 +270,22 @@ async def open_pools(
         await close_pools(endpoints, pools)
         raise
     return endpoints, pools
+
+
+async def give_limit(endpoint: Endpoint, stages: list[Stage], share: int = 1) -> None:
+    """The endpoint's one limit, shared by `stages` (`endpoints/limiter.py`): fixed at the largest
+    `max_concurrency` a stage sets, split `share` ways (Ray actors); else adaptive, up to TGI's
+    `max_concurrent_requests` when known, steered by the server's `/metrics` where it has them."""
+    fixed = [s.config.max_concurrency for s in stages if isinstance(s.config.max_concurrency, int)]
+    if fixed:
+        endpoint.limiter = AdaptiveLimit(endpoint.name, fixed=-(-max(fixed) // share))
+    else:
+        ceiling = -(-endpoint.max_concurrent_requests // share) if endpoint.max_concurrent_requests else None
+        endpoint.limiter = AdaptiveLimit(endpoint.name, ceiling=ceiling)
+    samples = max(s.samples for s in stages)
+    endpoint.reserve((endpoint.limiter.fixed or endpoint.limiter.ceiling) * samples + 1)  # a connection each
+    if endpoint.limiter.fixed is None and await endpoint.server_load() is not None:
+        endpoint.limiter.watch(endpoint.server_load)
 
 
 def check_parameters(stage: Stage, endpoint: Endpoint) -> None:
@@ -292,6 +307,8 @@ async def close_pools(endpoints: dict[str, Endpoint], pools: dict[str, EndpointP
     for pool in pools.values():
         await pool.close()
     for endpoint in endpoints.values():
+        if endpoint.limiter is not None:
+            await endpoint.limiter.stop_watching()
         await endpoint.close()
 
 
@@ -299,6 +316,8 @@ def add_pool_events(stats: RunStats, pools: dict[str, EndpointPool], before: dic
     """Each pool's endpoint events (removed, restored) into its stage's counters, less `before`'s."""
     for name, pool in pools.items():
         stats.stages[name].endpoint_events.update(pool.events - before[name] if before else pool.events)
+        for member in pool.members:  # each endpoint's limit over the run, once however many stages share it
+            stats.endpoints[member.endpoint.name] = member.limiter.summary()
 
 
 # -- after the run ----------------------------------------------------------------------------------

@@ -203,6 +203,9 @@ class TGITestServer:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.peak_in_flight = 0
+        # Prometheus /metrics in the flavor's names, as if `metrics_batch` sequences run and the rest wait
+        # (None: no /metrics, as servers started without them)
+        self.metrics_batch: int | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -283,7 +286,21 @@ class TGITestServer:
                 200,
                 {"object": "list", "data": [self._model_card()] if self.model_id else []},
             )
+        if handler.path == "/metrics" and self.metrics_batch is not None:
+            return self._send(handler, 200, self._metrics(), "text/plain; version=0.0.4")
         self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
+
+    def _metrics(self) -> str:
+        with self.lock:
+            running = min(self.in_flight, self.metrics_batch)
+            waiting = self.in_flight - running
+        names = {
+            "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+            "sglang": ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
+            "tgi": ("tgi_batch_current_size", "tgi_queue_size"),
+        }[self.flavor]
+        label = '{model_name="bft/test-model"}' if self.flavor != "tgi" else ""
+        return "".join(f"# TYPE {n} gauge\n{n}{label} {float(v)}\n" for n, v in zip(names, (running, waiting)))
 
     def _post(self, handler) -> None:
         if self.down:

@@ -1,0 +1,84 @@
+"""The benchmark's "what is possible": a minimal client that sends every request at once.
+
+It sends the same requests `bft generate` would (bft's own prompts for each document, the stages'
+`max_tokens`), all at once over one aiohttp session with no connection limit, to the replicas in turn
+(round robin: it knows nothing of their speeds), and retries a 429 or 503 after its `Retry-After` (else
+0.2 s) and a dropped connection at once. With several stages, each document's next request goes out as
+soon as its previous answer is back. It parses nothing beyond what the next stage needs: it is the
+server's capacity under a client with no limits, measured in the same run as bft.
+
+    python benchmarks/send_everything.py CORPUS --endpoint URL [--endpoint URL ...] [--stages backtranslate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bft.generation.config import load_config
+from bft.generation.records import StageRecord
+from bft.generation.run.wiring import build_stages
+
+
+async def send_all(corpus: str, urls: list[str], stage_names: list[str]) -> dict:
+    config = load_config(None, {"corpus.path": corpus, "out": "unused", "stages": stage_names})
+    stages = build_stages(config)
+    documents = [json.loads(line) for line in Path(corpus).read_text(encoding="utf-8").splitlines() if line.strip()]
+    turn = itertools.cycle(urls)
+    counts = {"requests": 0, "retries": 0, "completion_tokens": 0}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3600)) as session:
+
+        async def ask(url: str, stage, record: StageRecord) -> str:
+            payload = {
+                "model": "bft/simulated",
+                "messages": [{"role": "user", "content": stage.request(record).text}],
+                "max_tokens": stage.config.sampling.max_tokens,
+                "temperature": stage.config.sampling.temperature,
+            }
+            while True:
+                counts["requests"] += 1
+                try:
+                    async with session.post(url + "/v1/chat/completions", json=payload) as response:
+                        if response.status in (429, 503):
+                            counts["retries"] += 1
+                            await asyncio.sleep(float(response.headers.get("Retry-After", 0.2)))
+                            continue
+                        body = await response.json(content_type=None)
+                        counts["completion_tokens"] += body["usage"]["completion_tokens"]
+                        return body["choices"][0]["message"]["content"]
+                except (aiohttp.ClientError, json.JSONDecodeError, KeyError, TypeError):
+                    counts["retries"] += 1
+
+        async def document(number: int, row: dict) -> None:
+            url = next(turn)
+            record = StageRecord(id=row["id"], stage="", status="", document=row["text"], position=number,
+                                 input_location="", instruction="")  # fmt: skip
+            for stage in stages:
+                reply = await ask(url, stage, record)
+                if stage.name == "backtranslate":
+                    record.instruction = reply
+
+        started = time.monotonic()
+        await asyncio.gather(*(document(n, row) for n, row in enumerate(documents)))
+        counts["wall_seconds"] = time.monotonic() - started
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus")
+    parser.add_argument("--endpoint", action="append", required=True)
+    parser.add_argument("--stages", default="backtranslate")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(send_all(args.corpus, args.endpoint, args.stages.split(",")))))
+
+
+if __name__ == "__main__":
+    main()
