@@ -300,7 +300,9 @@ class TGITestServer:
             "tgi": ("tgi_batch_current_size", "tgi_queue_size"),
         }[self.flavor]
         label = '{model_name="bft/test-model"}' if self.flavor != "tgi" else ""
-        return "".join(f"# TYPE {n} gauge\n{n}{label} {float(v)}\n" for n, v in zip(names, (running, waiting)))
+        return "".join(
+            f"# TYPE {n} gauge\n{n}{label} {float(v)}\n" for n, v in zip(names, (running, waiting), strict=True)
+        )
 
     def _post(self, handler) -> None:
         if self.down:
