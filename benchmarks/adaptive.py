@@ -167,7 +167,7 @@ def main() -> None:
                   f"{r['ratio']:>6.3f} {r['lost']:>5} {r['retries']:>7}  {limits}", flush=True)  # fmt: skip
 
         if not wanted or "faults" in wanted:
-            fault_mix(work, n)
+            fault_mix(work, n // 2)
         if not wanted or "cpu" in wanted:
             client_cpu(work, 1000 if args.quick else 6400)
 

@@ -28,7 +28,7 @@ from bft.builders.bft_dataset import BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text
 from bft.builders.facts import FACTS_FILE, BuildFacts
 from bft.builders.instructions import load_instructions
-from bft.builders.public import public_row, public_value
+from bft.builders.public import public_row, public_url, public_value
 from bft.builders.report import PAIR_CONFIGS, data_report, length_counter
 from bft.cards.common import model_terms
 from bft.cards.dataset_card import ABOUT, example_json
@@ -36,7 +36,7 @@ from bft.cards.plots import bar_chart, histogram, score_counts
 from bft.generation.errors import ConfigError
 from bft.generation.layout import RUN_CONFIG_FILE, STATS_FILE, config_file, main_config
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
-from bft.generation.run.stats import RunStats
+from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
 from bft.generation.text import file_sha256
 
 REPORT_FILE = "report.json"  # the data report (builders/report.py), also shown on the card
@@ -91,7 +91,10 @@ def build(
     fresh_folder(folder)
     findings = Findings(redacted=redact, license=license or guess_license(output) or "unknown")
     built = build_configs(output, folder, names, findings, seed_file, sft_source, test_fraction, tag_placement)
-    shutil.copy(output / STATS_FILE, folder / STATS_FILE)
+    stats_json = json.loads((output / STATS_FILE).read_text(encoding="utf-8"))
+    if ENDPOINTS_KEY in stats_json:  # keyed by endpoint URL: private hosts masked, as everywhere
+        stats_json[ENDPOINTS_KEY] = {public_url(url): limit for url, limit in stats_json[ENDPOINTS_KEY].items()}
+    (folder / STATS_FILE).write_text(json.dumps(stats_json, indent=2) + "\n", encoding="utf-8")
     settings = public_value(yaml.safe_load((output / RUN_CONFIG_FILE).read_text(encoding="utf-8")) or {})
     run_config = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
     (folder / RUN_CONFIG_FILE).write_text(run_config, encoding="utf-8")  # local paths and private hosts masked

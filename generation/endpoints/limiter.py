@@ -13,7 +13,8 @@ stage's pool takes its slots from:
   With no queue while bft's slots are all used, the limit doubles (quadruples while nothing waits and
   the cache is under half used: the batch has room); with more than twice the target (an eighth of
   what runs, at least 2) waiting, it comes down to what runs plus the target; with the KV cache
-  nearly full it does not grow;
+  nearly full, or fewer requests at the server than bft has sent (some still in transit), it does not
+  grow;
 - **from the replies** (hosted APIs, `transformers serve`: no metrics): completion tokens per second
   over windows of about one limit's worth of answers. While throughput keeps rising with the limit, it
   doubles (slow start), then grows by a tenth per window; a window whose throughput falls well below the
@@ -245,7 +246,8 @@ class AdaptiveLimit:
             return
         target = max(2.0, load.running / 8)
         full_cache = load.cache_use is not None and load.cache_use > 0.95
-        if load.waiting < target and self.in_flight >= self.current * 0.9 and not full_cache:
+        seen = load.running + load.waiting >= 0.9 * self.in_flight  # the server has what bft sent (not in transit)
+        if load.waiting < target and self.in_flight >= self.current * 0.9 and seen and not full_cache:
             self.growths += 1
             roomy = load.waiting == 0 and (load.cache_use is None or load.cache_use < 0.5)
             self._set(max(self.limit * (4 if roomy else 2), self.limit + target))

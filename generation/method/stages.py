@@ -112,6 +112,15 @@ class Stage:
         """The decoding parameters this stage sends (the provenance records these)."""
         return self.config.sampling
 
+    def _sampling_text(self) -> str:
+        """The sampling parameters as the provenance records them (one JSON text per stage, made once)."""
+        sampling = self.sampling
+        cached = getattr(self, "_sampling_cache", None)
+        if cached is None or cached[0] != sampling:
+            cached = (sampling, json.dumps(asdict(sampling), sort_keys=True))
+            self._sampling_cache = cached
+        return cached[1]
+
     def request(self, record: StageRecord) -> Request:
         values = self.values(record)
         if self.escaper is not None:
@@ -137,7 +146,7 @@ class Stage:
             mode=self.config.mode,
             template=self.template.name,
             template_sha256=self.template.sha256,
-            sampling=json.dumps(asdict(self.sampling), sort_keys=True),
+            sampling=self._sampling_text(),
             server=getattr(endpoint, "server_kind", None),
             prefill=self.config.prefill or None,
             raw_output=generation.text if generation else None,

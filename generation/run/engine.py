@@ -1,8 +1,9 @@
 """The stage engine: streams documents through the stages against the endpoints, resumably.
 
 Each document moves through its stages as one asyncio task; it goes on to the next stage as soon as
-the previous one is done with it. Bounds keep memory flat: at most `max_documents_in_flight` tasks
-exist, and each endpoint has at most its limit of requests outstanding per stage (`pool.py`).
+the previous one is done with it. Bounds keep memory flat: at most twice as many document tasks exist
+as the endpoints' limits take at the moment (`max_documents_in_flight` fixes the number), and each
+endpoint has at most its one limit of requests outstanding, over all stages (`endpoints/limiter.py`).
 
 Faults: 429, 5xx, timeouts, resets, aborted generations and malformed bodies are retried with
 exponential backoff and jitter (longer when the server sends `Retry-After`); a prompt refused as longer
@@ -301,22 +302,25 @@ class Engine:
         done, pending = self._load_done()
         for journal in self.journals.values():
             journal.open()
-        limits = {id(m.limiter): m.limiter for p in self.pools.values() for m in p.members}.values()
-        in_flight = max_documents_in_flight or max(4, 2 * sum(lim.fixed or lim.ceiling for lim in limits))
+        limits = list({id(m.limiter): m.limiter for p in self.pools.values() for m in p.members}.values())
+
+        def bound() -> int:  # documents in flight: twice what the endpoints take now, so memory follows the limits
+            return max_documents_in_flight or max(4, 2 * sum(limit.current for limit in limits))
+
         self._bars = StageBars(list(self.journals), total, enabled=self.progress)
         for name in self.journals:  # what earlier runs finished
             self._bars.advance(name, self.stats[name].entered, self.stats[name].kept)
         if self.progress and total is None and count_total is not None:
             counting = asyncio.get_running_loop().run_in_executor(None, count_total)
             counting.add_done_callback(self._set_totals)
-        slots = asyncio.Semaphore(in_flight)
+        room = asyncio.Event()
         tasks: set[asyncio.Task] = set()
         stage_names = [s.name for s in self.stages]
         wall = time.monotonic()
 
         def task_done(task: asyncio.Task) -> None:
             tasks.discard(task)
-            slots.release()
+            room.set()
             if not task.cancelled() and task.exception() is not None:
                 self._fatal = self._fatal or task.exception()
 
@@ -340,7 +344,9 @@ class Engine:
                     if where is None:  # rejected at an earlier stage: finished
                         continue
                     record = self.journals[where[0]].read_at(where[1])
-                await slots.acquire()
+                while len(tasks) >= bound():
+                    room.clear()
+                    await room.wait()
                 task = asyncio.create_task(self._process(record, start))
                 tasks.add(task)
                 task.add_done_callback(task_done)

@@ -9,7 +9,7 @@ rewritten by a resumed run under the same file name would load the earlier rows 
 from __future__ import annotations
 
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ def _ordered_offsets(journals: list[Journal]) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _row(record: StageRecord) -> dict:
-    row = asdict(record)
+    row = record.to_dict()
     row.pop("position")
     return row
 

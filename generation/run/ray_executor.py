@@ -39,7 +39,7 @@ from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import PREPARE, blocks_dir
 from bft.generation.run.engine import Engine
 from bft.generation.run.progress import StageBars
-from bft.generation.run.stats import RunStats
+from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
 from bft.generation.run.wiring import (
     RunSummary,
     add_pool_events,
@@ -200,6 +200,7 @@ def merge_stats(blocks: list[dict], names: list[str], wall_seconds: float) -> Ru
     merged = RunStats.empty(names)
     for stats in blocks:
         merged.merge(stats)
+        merged.endpoints.update(stats.get(ENDPOINTS_KEY) or {})  # the last block's actor's view of each limit
     for stage in merged.stages.values():
         if stage.requests:
             stage.timed(0.0, wall_seconds)

@@ -166,7 +166,8 @@ class RunStats:
     def merge(self, other: dict[str, dict]) -> None:
         """Add the per-stage counters of another engine (a Ray block's `done.json`); times are not added."""
         for name, counts in other.items():
-            self.stages.setdefault(name, StageStats()).add(counts)
+            if isinstance(counts, dict) and name != ENDPOINTS_KEY:
+                self.stages.setdefault(name, StageStats()).add(counts)
 
     def rejects(self) -> list[dict]:
         """Per stage with rejects: its reasons and counts (the cards' rejects table)."""
