@@ -8,7 +8,8 @@ Each scenario runs its simulated server(s) in a child process, then `bft generat
 `send_everything.py` (every request at once: "what is possible", measured in the same run since these
 servers' capacity is not known analytically) in turn against a fresh server each. The figure is the
 servers' completion tokens per second over their busy window (first request in to last answer out, the
-servers' own clock, so client start-up is left out), bft's over the reference client's:
+servers' own clock, so client start-up is left out), bft's over the reference client's; beside it both
+whole processes' wall times (start-up included):
 
 - (a) `simulated_vllm.py`: vLLM's scheduler (256 running, a KV-cache budget with recompute preemption,
   unbounded queue, /metrics, no /info);
@@ -99,7 +100,10 @@ def run_bft(corpus: Path, out: Path, urls: list[str], stages: str) -> dict:
 def run_reference(corpus: Path, urls: list[str], stages: str) -> dict:
     command = [sys.executable, str(HERE / "send_everything.py"), str(corpus), "--stages", stages,
                *(a for url in urls for a in ("--endpoint", url))]  # fmt: skip
-    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    started = time.monotonic()
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    result["process_wall_seconds"] = time.monotonic() - started  # start-up included, as bft's
+    return result
 
 
 def lost(stats: dict, documents: int, stages: str) -> int:
@@ -131,6 +135,7 @@ def scenario(work: Path, label: str, script: str, flags: list[str], documents: i
         "reference_retries": reference["retries"],
         "limits": limits,
         "bft": bft,
+        "walls": (bft["wall_seconds"], reference["process_wall_seconds"]),
     }
 
 
@@ -157,14 +162,15 @@ def main() -> None:
             "bft with no concurrency flag vs a client that sends everything at once; tokens/s over the servers' busy window"
         )
         print(f"{'':3}{'scenario':<12} {'docs':>5} {'bft tok/s':>10} {'all-at-once':>11} {'ratio':>6} {'lost':>5} "
-              f"{'retries':>7}  limit low/high/settled (steered by)")  # fmt: skip
+              f"{'retries':>7} {'wall bft/ref':>13}  limit low/high/settled (steered by)")  # fmt: skip
         for letter, label, script, flags, documents, stages in scenarios:
             if wanted and letter not in wanted:
                 continue
             r = scenario(work, label, script, flags, documents, stages)
             limits = "; ".join(f"{lo}/{hi}/{st} ({by})" for lo, hi, st, by in r["limits"].values())
+            walls = f"{r['walls'][0]:.1f}/{r['walls'][1]:.1f} s"
             print(f"({letter}) {label:<12} {documents:>5} {r['bft_rate']:>10.0f} {r['reference_rate']:>11.0f} "
-                  f"{r['ratio']:>6.3f} {r['lost']:>5} {r['retries']:>7}  {limits}", flush=True)  # fmt: skip
+                  f"{r['ratio']:>6.3f} {r['lost']:>5} {r['retries']:>7} {walls:>13}  {limits}", flush=True)  # fmt: skip
 
         if not wanted or "faults" in wanted:
             fault_mix(work, n // 2)

@@ -68,7 +68,7 @@ def test_the_limit_backs_off_on_429s_and_loses_nothing(tmp_path):
         stats = run(tmp_path, server, 200)
     limit = next(iter(stats["endpoints"].values()))
     assert limit["overloaded_429_503"] > 0 and limit["backoffs"] > 0
-    assert limit["limit_settled"] <= 16  # around the cap it was never told
+    assert limit["limit_settled"] <= 24  # near the cap (12) it was never told, far under where it grows to unrefused
     assert stats["backtranslate"]["kept"] == 200 and stats["backtranslate"]["retries_by_cause"]["overloaded"] > 0
 
 
