@@ -11,9 +11,9 @@ stage's pool takes its slots from:
   read every `LOAD_INTERVAL` seconds while requests are in flight: the limit keeps a small queue
   waiting at the server at all times, so its batch is always full and no more is piled up than that.
   With no queue while bft's slots are all used, the limit doubles (quadruples while nothing waits and
-  the cache is under half used: the batch has room); with more than twice the target (an eighth of
-  what runs, at least 2) waiting, it comes down to what runs plus the target; with the KV cache
-  nearly full, or fewer requests at the server than bft has sent (some still in transit), it does not
+  the cache is under half used: the batch has room); with more than twice the target (a quarter of
+  what runs, at least 4) waiting, it comes down to what runs plus the target; with the KV cache
+  nearly full, or fewer than half of what bft has in flight seen at the server (the rest in transit), it does not
   grow;
 - **from the replies** (hosted APIs, `transformers serve`: no metrics): completion tokens per second
   over windows of about one limit's worth of answers. While throughput keeps rising with the limit, it
@@ -244,9 +244,9 @@ class AdaptiveLimit:
         self.load = load
         if self.fixed is not None:
             return
-        target = max(2.0, load.running / 8)
+        target = max(4.0, load.running / 4)
         full_cache = load.cache_use is not None and load.cache_use > 0.95
-        seen = load.running + load.waiting >= 0.9 * self.in_flight  # the server has what bft sent (not in transit)
+        seen = load.running + load.waiting >= 0.5 * self.in_flight  # the server has what bft sent (not in transit)
         if load.waiting < target and self.in_flight >= self.current * 0.9 and seen and not full_cache:
             self.growths += 1
             roomy = load.waiting == 0 and (load.cache_use is None or load.cache_use < 0.5)

@@ -2,8 +2,8 @@
 
 Each document moves through its stages as one asyncio task; it goes on to the next stage as soon as
 the previous one is done with it. Bounds keep memory flat: at most twice as many document tasks exist
-as the endpoints' limits take at the moment (`max_documents_in_flight` fixes the number), and each
-endpoint has at most its one limit of requests outstanding, over all stages (`endpoints/limiter.py`).
+as the endpoints' limits may reach (`max_documents_in_flight` fixes the number), and each endpoint has at
+most its one limit of requests outstanding, over all stages (`endpoints/limiter.py`).
 
 Faults: 429, 5xx, timeouts, resets, aborted generations and malformed bodies are retried with
 exponential backoff and jitter (longer when the server sends `Retry-After`); a prompt refused as longer
@@ -304,8 +304,9 @@ class Engine:
             journal.open()
         limits = list({id(m.limiter): m.limiter for p in self.pools.values() for m in p.members}.values())
 
-        def bound() -> int:  # documents in flight: twice what the endpoints take now, so memory follows the limits
-            return max_documents_in_flight or max(4, 2 * sum(limit.current for limit in limits))
+        # documents in flight: twice what the endpoints may take at most, so the next documents are read and
+        # prepared before a limit grows to want them, and memory stays bounded whatever the corpus's size
+        in_flight = max_documents_in_flight or max(4, 2 * sum(limit.fixed or limit.ceiling for limit in limits))
 
         self._bars = StageBars(list(self.journals), total, enabled=self.progress)
         for name in self.journals:  # what earlier runs finished
@@ -344,7 +345,7 @@ class Engine:
                     if where is None:  # rejected at an earlier stage: finished
                         continue
                     record = self.journals[where[0]].read_at(where[1])
-                while len(tasks) >= bound():
+                while len(tasks) >= in_flight:
                     room.clear()
                     await room.wait()
                 task = asyncio.create_task(self._process(record, start))
