@@ -1,8 +1,9 @@
 """A simulated vLLM server for the throughput benchmark: no `/info`, an unbounded queue, Prometheus `/metrics`.
 
-Modelled on vLLM's (V1) scheduler, as its source describes it: every engine step schedules the running
-requests first (one decode token each), then admits waiting requests in arrival order while the step's
-token budget (`max_num_batched_tokens`, prefill tokens counted) and the running limit (`max_num_seqs`)
+Modelled on vLLM's (V1) scheduler as its documentation and metrics describe it (its repository is over
+the size this project's source-fetching tool brings, so the code itself was not read): every engine
+step schedules the running requests first (one decode token each), then admits waiting requests in
+arrival order while the step's token budget (`max_num_batched_tokens`, prefill tokens counted) and the running limit (`max_num_seqs`)
 allow and the KV cache has room for their prompts. A running request that needs a KV block the cache
 cannot give preempts the most recently admitted request, which goes back to the front of the queue and
 is recomputed from scratch (vLLM's RECOMPUTE preemption). Nothing is refused: the queue has no bound and

@@ -235,3 +235,26 @@ def test_bft_view_serves_until_stopped(generated):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_built_dataset_is_browsed_too(generated, tmp_path):
+    folder = tmp_path / "ds"
+    assert main(["build", str(generated), "--out", str(folder), "--license", "odc-by"]) == 0
+    built = Folder(folder)
+    parts = {(p["config"], p["split"]): p["rows"] for p in built.summary()["parts"]}
+    assert {"backtranslated", "curated", "rewritten", "sft"} <= {config for config, _ in parts}
+    sft = built.page("sft", "train", Filters(), limit=3)
+    assert sft["total"] == parts[("sft", "train")] and len(sft["rows"]) == 3
+    record = built.record("sft", "train", 0)["record"]
+    assert record["prompt"][0]["role"] == "user" and record["completion"][0]["role"] == "assistant"
+    kept = built.page("backtranslated", "train", Filters(status="kept"))["total"]
+    assert kept == json.loads((folder / "stats.json").read_text())["curate"]["kept"]
+
+
+def test_the_page_fetches_nothing_from_elsewhere():
+    from bft.builders.view_server import STATIC
+
+    for name in ("index.html", "viewer.js", "viewer.css"):
+        text = (STATIC / name).read_text()
+        assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", text) and "@import" not in text, name
+        assert "fetch(`http" not in text and "new WebSocket" not in text, name
