@@ -143,6 +143,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Smaller corpora (a smoke run, not the figures)")
     parser.add_argument("--only", help="Comma-separated scenario letters to run (a-f, faults, cpu)")
+    parser.add_argument(
+        "--distilabel", metavar="PYTHON", help="An interpreter with distilabel[openai]==1.5.3: compare on scenario (a)"
+    )
     args = parser.parse_args()
     n = 400 if args.quick else 1600
     wanted = set(args.only.split(",")) if args.only else None
@@ -163,19 +166,50 @@ def main() -> None:
         )
         print(f"{'':3}{'scenario':<12} {'docs':>5} {'bft tok/s':>10} {'all-at-once':>11} {'ratio':>6} {'lost':>5} "
               f"{'retries':>7} {'wall bft/ref':>13}  limit low/high/settled (steered by)")  # fmt: skip
+        results = {}
         for letter, label, script, flags, documents, stages in scenarios:
             if wanted and letter not in wanted:
                 continue
-            r = scenario(work, label, script, flags, documents, stages)
+            r = results[letter] = scenario(work, label, script, flags, documents, stages)
             limits = "; ".join(f"{lo}/{hi}/{st} ({by})" for lo, hi, st, by in r["limits"].values())
             walls = f"{r['walls'][0]:.1f}/{r['walls'][1]:.1f} s"
             print(f"({letter}) {label:<12} {documents:>5} {r['bft_rate']:>10.0f} {r['reference_rate']:>11.0f} "
                   f"{r['ratio']:>6.3f} {r['lost']:>5} {r['retries']:>7} {walls:>13}  {limits}", flush=True)  # fmt: skip
 
+        if args.distilabel and "a" in results:
+            distilabel_comparison(work, args.distilabel, n, results["a"])
         if not wanted or "faults" in wanted:
             fault_mix(work, n // 2)
         if not wanted or "cpu" in wanted:
             client_cpu(work, 1000 if args.quick else 6400)
+
+
+def distilabel_comparison(work: Path, python: str, documents: int, a: dict) -> None:
+    """distilabel's TextGeneration (`distilabel_run.py`, in `python`) on scenario (a)'s server and prompts."""
+    from bft.generation.config import load_config
+    from bft.generation.records import StageRecord
+    from bft.generation.run.wiring import build_stages
+
+    corpus = work / "vllm.jsonl"
+    stage = build_stages(load_config(None, {"corpus.path": str(corpus), "out": "x", "stages": ["backtranslate"]}))[0]
+    prompts = work / "prompts.jsonl"
+    with open(prompts, "w", encoding="utf-8") as handle:
+        for line in corpus.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            record = StageRecord(id=row["id"], stage="", status="", document=row["text"], position=0, input_location="")
+            handle.write(json.dumps({"instruction": stage.request(record).text}) + "\n")
+    with Servers("simulated_vllm.py") as servers:
+        started = time.monotonic()
+        command = [python, str(HERE / "distilabel_run.py"), str(prompts), "--base-url", servers.urls[0] + "/v1",
+                   "--max-new-tokens", str(stage.config.sampling.max_tokens)]  # fmt: skip
+        result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        process_wall = time.monotonic() - started
+        rate = servers.busy_rate()["rate"]
+    bft_wall, reference_wall = a["walls"]
+    print(f"end to end, {documents} prompts on (a)'s server: bft {bft_wall:.1f} s, all-at-once {reference_wall:.1f} s "
+          f"(bft {bft_wall / reference_wall - 1:+.1%}), distilabel 1.5.3 TextGeneration at batch 128 {process_wall:.1f} s "
+          f"(its pipeline {result['wall_seconds']:.1f} s; {result['generated']} of {result['rows']} generated; "
+          f"{rate / a['reference_rate']:.3f} of all-at-once's tokens/s)", flush=True)  # fmt: skip
 
 
 def fault_mix(work: Path, documents: int) -> None:
