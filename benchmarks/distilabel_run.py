@@ -3,7 +3,7 @@
 Run with an interpreter that has `distilabel[openai]==1.5.3` (a virtual environment of its own: bft does
 not depend on it), against a simulated server's OpenAI-compatible URL:
 
-    python -m venv /tmp/dvenv && /tmp/dvenv/bin/pip install 'distilabel[openai]==1.5.3'
+    python -m venv /tmp/dvenv && /tmp/dvenv/bin/pip install 'distilabel[openai]==1.5.3' requests  # it imports requests
     /tmp/dvenv/bin/python benchmarks/distilabel_run.py PROMPTS.jsonl --base-url http://127.0.0.1:PORT/v1
 
 PROMPTS.jsonl holds one `{"instruction": ...}` per line: bft's own backtranslation prompts for the
