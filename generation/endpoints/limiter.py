@@ -90,6 +90,7 @@ class AdaptiveLimit:
         self.growths = 0
         self.load: ServerLoad | None = None
         self._heap: list[tuple[int, int, Waiter]] = []
+        self._compact_at = 1024
         self._order = itertools.count()
         self._slow_start = True
         self._window_start = time.monotonic()
@@ -127,6 +128,10 @@ class AdaptiveLimit:
         self._sample()
 
     def wait(self, waiter: Waiter) -> None:
+        if len(self._heap) >= self._compact_at:  # waiters served elsewhere are skipped, and dropped now and then
+            self._heap = [entry for entry in self._heap if not entry[2].future.done()]
+            heapq.heapify(self._heap)
+            self._compact_at = max(1024, 2 * len(self._heap))
         heapq.heappush(self._heap, (-waiter.priority, next(self._order), waiter))
 
     def _wake(self) -> None:

@@ -74,7 +74,8 @@ class EndpointPool:
         self.down_timeout = down_timeout
         self.events: Counter = Counter()  # removed / restored, for stats.json
         self.log = log or (lambda message: print(message, file=sys.stderr))
-        self._waiters: deque[asyncio.Future] = deque()  # oldest first
+        self._waiters: deque[asyncio.Future] = deque()  # oldest first; finished ones skipped
+        self._compact_at = 1024
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -95,6 +96,9 @@ class EndpointPool:
         waiter = Waiter(self.priority)
         for member in members:
             member.limiter.wait(waiter)
+        if len(self._waiters) >= self._compact_at:  # finished waiters are skipped, and dropped now and then
+            self._waiters = deque(w for w in self._waiters if not w.done())
+            self._compact_at = max(1024, 2 * len(self._waiters))
         self._waiters.append(waiter.future)
         try:
             done, _ = await asyncio.wait({waiter.future}, timeout=timeout)
@@ -106,8 +110,6 @@ class EndpointPool:
         finally:
             if not waiter.future.done():  # timed out or cancelled before any wakeup
                 waiter.future.cancel()
-            if waiter.future in self._waiters:
-                self._waiters.remove(waiter.future)
 
     async def acquire(self) -> Member:
         """Wait for a slot on a live endpoint and take it."""
