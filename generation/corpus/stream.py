@@ -37,8 +37,14 @@ def document_stream(
 
 def corpus_documents(config: GenerateConfig, fits=None) -> Iterator[Document | Rejected]:
     """The whole configured corpus, read in order, as the document stream."""
+    return document_stream(corpus_records(config), config, fits)
+
+
+def corpus_records(config: GenerateConfig) -> Iterator[Document | Rejected]:
+    """The configured corpus's records as read (ids, duplicates and unreadable lines decided), before
+    segmenting and the prepare rules: what an instruction set is read as, too (`run/rounds.py`)."""
     corpus = config.corpus
-    rows = read_corpus(
+    return read_corpus(
         corpus.path,
         corpus.text_field,
         corpus.id_field,
@@ -50,4 +56,3 @@ def corpus_documents(config: GenerateConfig, fits=None) -> Iterator[Document | R
         max_record_bytes=corpus.max_record_bytes,
         invalid_unicode=corpus.invalid_unicode,
     )
-    return document_stream(rows, config, fits)

@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bft.generation.config import GenerateConfig, load_config
-from bft.generation.corpus.documents import read_corpus
+from bft.generation.corpus.stream import corpus_records
 from bft.generation.errors import ConfigError
 from bft.generation.layout import PREPARE, RUN_CONFIG_FILE, config_file, read_rows
 from bft.generation.records import KEPT, Document, Rejected, StageRecord
@@ -49,19 +49,7 @@ def reads_instruction_set(config: GenerateConfig) -> bool:
 
 def read_instruction_set(config: GenerateConfig) -> Iterator[StageRecord | Rejected]:
     """The instruction set's records, ready for `distill` (module docstring); unusable ones as `Rejected`."""
-    corpus = config.corpus
-    rows = read_corpus(
-        corpus.path,
-        corpus.text_field,
-        corpus.id_field,
-        corpus.split,
-        corpus.revision,
-        corpus.limit,
-        duplicate_ids=corpus.duplicate_ids,
-        invalid_utf8=corpus.invalid_utf8,
-        max_record_bytes=corpus.max_record_bytes,
-        invalid_unicode=corpus.invalid_unicode,
-    )
+    rows = corpus_records(config)
     for item in rows:
         yield _instruction_record(item) if isinstance(item, Document) else item
 
