@@ -41,7 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from engine import write_corpus  # noqa: E402
+from engine import run_generate, write_corpus  # noqa: E402
 
 
 class Servers:
@@ -79,22 +79,8 @@ class Servers:
 
 
 def run_bft(corpus: Path, out: Path, urls: list[str], stages: str) -> dict:
-    command = [sys.executable, "-m", "bft.generation.cli", "generate", str(corpus), "--out", str(out),
-               "--stages", stages, "--no-progress", *(a for url in urls for a in ("--endpoint", url))]  # fmt: skip
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    error = process.stderr.read().decode()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"bft generate failed:\n{error}")
-    stats = json.loads((out / "stats.json").read_text())
-    return {
-        "stats": stats,
-        "wall_seconds": time.monotonic() - started,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
-    }
+    """`bft generate` with no concurrency flag (`engine.run_generate`): stats, wall, CPU and peak RSS."""
+    return run_generate(corpus, out, urls, stages=stages)
 
 
 def run_reference(corpus: Path, urls: list[str], stages: str) -> dict:
@@ -119,7 +105,7 @@ def scenario(work: Path, label: str, script: str, flags: list[str], documents: i
     with Servers(script, *flags) as servers:
         reference = run_reference(corpus, servers.urls, stages)
         theirs = servers.busy_rate()
-    stats = bft["stats"]
+    stats = bft["run_stats"]
     retries = sum(sum(s["retries_by_cause"].values()) for n, s in stats.items() if n in stages.split(","))
     limits = {url: (e["limit_low"], e["limit_high"], e["limit_settled"], e["steered_by"])
               for url, e in stats.get("endpoints", {}).items()}  # fmt: skip
@@ -222,7 +208,7 @@ def fault_mix(work: Path, documents: int) -> None:
         flags = ["--faults", "429:0.05,503:0.03,reset:0.02,garbage:0.01", "--seed", str(seed)]
         with Servers("simulated_tgi.py", *flags) as servers:
             run = run_bft(corpus, work / f"out-faults-{seed}", servers.urls, "backtranslate")
-        stage = run["stats"]["backtranslate"]
+        stage = run["stats"]
         events = dict(stage["endpoint_events"])
         print(f"  seed {seed}: wall {run['wall_seconds']:.1f} s = {run['wall_seconds'] / clean['wall_seconds']:.3f} x "
               f"fault-free; lost {documents - stage['kept']}; retries {sum(stage['retries_by_cause'].values())} "
@@ -238,7 +224,7 @@ def client_cpu(work: Path, documents: int) -> None:
         startup = run_bft(one, work / "out-one", servers.urls, "backtranslate")
     with Servers("simulated_vllm.py", *fast) as servers:
         busy = run_bft(many, work / "out-many", servers.urls, "backtranslate")
-    requests = busy["stats"]["backtranslate"]["requests"]
+    requests = busy["stats"]["requests"]
     per_thousand = (busy["cpu_seconds"] - startup["cpu_seconds"]) / requests * 1000
     print(f"client CPU: {per_thousand:.2f} s per 1,000 requests ({busy['cpu_seconds']:.1f} s for {requests} requests, "
           f"start-up {startup['cpu_seconds']:.1f} s); peak RSS {busy['peak_rss_mib']:.0f} MiB")  # fmt: skip

@@ -139,10 +139,11 @@ class Simulator:
         self.port_file.unlink(missing_ok=True)
 
 
-def run_generate(corpus: Path, out: Path, urls: list[str], *extra: str) -> dict:
-    """Run `bft generate` in a child process; return its stats, CPU seconds and peak RSS."""
+def run_generate(corpus: Path, out: Path, urls: list[str], *extra: str, stages: str = "backtranslate") -> dict:
+    """Run `bft generate` in a child process; return its stats (`stats.json` whole under `run_stats`, the
+    first stage's under `stats`), wall time, CPU seconds and peak RSS."""
     command = [sys.executable, "-m", "bft.generation.cli", "generate", str(corpus), "--out", str(out)]
-    command += [a for url in urls for a in ("--endpoint", url)] + ["--stages", "backtranslate", "--no-progress", *extra]
+    command += [a for url in urls for a in ("--endpoint", url)] + ["--stages", stages, "--no-progress", *extra]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -150,8 +151,10 @@ def run_generate(corpus: Path, out: Path, urls: list[str], *extra: str) -> dict:
     process.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"bft generate failed:\n{error}")
+    run_stats = json.loads((out / "stats.json").read_text())
     return {
-        "stats": json.loads((out / "stats.json").read_text())["backtranslate"],
+        "run_stats": run_stats,
+        "stats": run_stats[stages.split(",")[0]],
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mib": usage.ru_maxrss / 1024,
         "wall_seconds": time.monotonic() - started,

@@ -27,7 +27,7 @@ import yaml
 
 from bft.generation.errors import ConfigError
 from bft.generation.layout import STATS_FILE
-from bft.generation.run.stats import ENDPOINTS_KEY
+from bft.generation.run.stats import ENDPOINTS_KEY, stage_counts
 from bft.generation.text import GROUNDING_NGRAM, WORD_RE, ngrams, words
 
 TEXT_COLUMNS = ("id", "instruction", "response", "document", "reason", "url")  # what full-text search reads
@@ -254,6 +254,17 @@ def grounding_segments(response: str, document: str) -> list[list]:
     return pieces
 
 
+def _brief(part: Part, numbers: list[int]) -> dict:
+    """Rows `numbers` of `part` as the list view shows them: its columns, the row number, instructions cut."""
+    columns = [c for c in LIST_COLUMNS if c in part.columns] or part.columns[:6]
+    rows = part.take(numbers, columns)
+    for number, row in zip(numbers, rows, strict=True):
+        row["_row"] = number
+        if isinstance(row.get("instruction"), str) and len(row["instruction"]) > SNIPPET:
+            row["instruction"] = row["instruction"][:SNIPPET] + "…"
+    return {"rows": rows, "columns": columns}
+
+
 class Folder:
     """A generate output or build folder, its parts opened lazily."""
 
@@ -290,7 +301,7 @@ class Folder:
     def summary(self) -> dict:
         """Rows per config and split (parquet metadata), and the run's counters (`stats.json`)."""
         parts = [{"config": c, "split": s, "rows": self.part(c, s).rows} for c, s in self.layout]
-        stages = {n: c for n, c in self.stats.items() if isinstance(c, dict) and n != ENDPOINTS_KEY}
+        stages = stage_counts(self.stats)
         return {
             "folder": self.path.name,
             "parts": parts,
@@ -302,27 +313,15 @@ class Folder:
         """Rows `offset`..`offset+limit` of those matching, in brief (the list view's columns)."""
         part = self.part(config, split)
         matches = part.matching(filters)
-        limit = max(1, min(limit, 500))
-        numbers = [int(n) for n in matches[offset : offset + limit]]
-        columns = [c for c in LIST_COLUMNS if c in part.columns] or part.columns[:6]
-        rows = part.take(numbers, columns)
-        for number, row in zip(numbers, rows, strict=True):
-            row["_row"] = number
-            if isinstance(row.get("instruction"), str) and len(row["instruction"]) > SNIPPET:
-                row["instruction"] = row["instruction"][:SNIPPET] + "…"
-        return {"total": len(matches), "offset": offset, "rows": rows, "columns": columns}
+        numbers = [int(n) for n in matches[offset : offset + max(1, min(limit, 500))]]
+        return {"total": len(matches), "offset": offset, **_brief(part, numbers)}
 
     def sample(self, config: str, split: str, filters: Filters, size: int = 10, seed: int | None = None) -> dict:
         """`size` rows picked at random among those matching (brief, as a page)."""
-        matches = self.part(config, split).matching(filters)
-        picked = sorted(random.Random(seed).sample(range(len(matches)), min(size, len(matches))))
         part = self.part(config, split)
-        numbers = [int(matches[i]) for i in picked]
-        columns = [c for c in LIST_COLUMNS if c in part.columns] or part.columns[:6]
-        rows = part.take(numbers, columns)
-        for number, row in zip(numbers, rows, strict=True):
-            row["_row"] = number
-        return {"total": len(matches), "offset": 0, "rows": rows, "columns": columns, "sample": True}
+        matches = part.matching(filters)
+        picked = sorted(random.Random(seed).sample(range(len(matches)), min(size, len(matches))))
+        return {"total": len(matches), "offset": 0, **_brief(part, [int(matches[i]) for i in picked]), "sample": True}
 
     def record(self, config: str, split: str, row: int) -> dict:
         """One whole row, with the rewrite's grounding highlight and the curation replies pulled out."""

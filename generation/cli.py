@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.metadata
 import os
 import re
 import sys
 import warnings
 
+from bft.cards.common import bft_version
 from bft.generation.errors import BftError
 
 SUBCOMMANDS = {
@@ -77,13 +77,6 @@ def nested_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPar
     return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
 
 
-def version() -> str:
-    try:
-        return importlib.metadata.version("bft")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def quiet_libraries(verbose: bool) -> None:
     """Unless `--verbose`: no progress bars or warnings from the libraries bft calls (set before they load)."""
     if verbose:
@@ -118,7 +111,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     the command asked for uses.
     """
     parser = HelpfulParser(prog="bft", description="Instruction back-and-forth translation with the HF stack.")
-    parser.add_argument("--version", action="version", version=f"bft {version()}")
+    parser.add_argument("--version", action="version", version=f"bft {bft_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HelpfulParser)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         if command != name:

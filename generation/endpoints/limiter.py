@@ -87,7 +87,6 @@ class AdaptiveLimit:
         self.overloads = 0  # 429 and 503 answers
         self.timeouts = 0
         self.backoffs = 0
-        self.growths = 0
         self.load: ServerLoad | None = None
         self._heap: list[tuple[int, int, Waiter]] = []
         self._compact_at = 1024
@@ -218,7 +217,6 @@ class AdaptiveLimit:
         if rate > self._best_rate * 1.05:
             self._best_rate = rate
             if busy:
-                self.growths += 1
                 grown = self.limit * 2 if self._slow_start else self.limit * 1.1
                 self._set(
                     grown
@@ -253,7 +251,6 @@ class AdaptiveLimit:
         full_cache = load.cache_use is not None and load.cache_use > 0.95
         seen = load.running + load.waiting >= 0.5 * self.in_flight  # the server has what bft sent (not in transit)
         if load.waiting < target and self.in_flight >= self.current * 0.9 and seen and not full_cache:
-            self.growths += 1
             roomy = load.waiting == 0 and (load.cache_use is None or load.cache_use < 0.5)
             self._set(max(self.limit * (4 if roomy else 2), self.limit + target))
         elif load.waiting > 2 * target:

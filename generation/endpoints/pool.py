@@ -40,7 +40,6 @@ class Member:
 
     endpoint: Endpoint
     limiter: AdaptiveLimit
-    outstanding: int = 0  # this stage's requests in flight there
     served: int = 0
     failures_in_a_row: int = 0
     last_success: float = field(default_factory=time.monotonic)
@@ -84,11 +83,6 @@ class EndpointPool:
     def limit_text(self) -> str:
         """The current limit of each endpoint, for the progress bar (`64`, or `64+32` for two)."""
         return "+".join(str(m.limiter.current) for m in self.members)
-
-    @property
-    def capacity(self) -> int:
-        """Requests this pool's endpoints may have in flight at most (their limits' ceilings)."""
-        return sum(m.limiter.fixed or m.limiter.ceiling for m in self.members)
 
     async def _wait(self, members: list[Member], timeout: float | None) -> AdaptiveLimit | None | bool:
         """Wait for a slot on one of `members` (the limit that handed it over), for the pool to change
@@ -141,7 +135,6 @@ class EndpointPool:
                 )
 
     def _took(self, member: Member) -> Member:
-        member.outstanding += 1
         member.served += 1
         return member
 
@@ -179,7 +172,6 @@ class EndpointPool:
             outcome = {"tokens": tokens, "latency": member.last_success - sent}
             return member.endpoint, result
         finally:
-            member.outstanding -= 1
             member.limiter.release(**outcome)
 
     async def _failed(self, member: Member) -> None:

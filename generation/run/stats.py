@@ -145,11 +145,7 @@ class RunStats:
 
     @classmethod
     def from_json(cls, data: dict) -> RunStats:
-        stages = {
-            name: StageStats.from_dict(counts)
-            for name, counts in data.items()
-            if isinstance(counts, dict) and name != ENDPOINTS_KEY
-        }
+        stages = {name: StageStats.from_dict(counts) for name, counts in stage_counts(data).items()}
         return cls(stages, float(data.get("wall_seconds") or 0.0), dict(data.get(ENDPOINTS_KEY) or {}))
 
     def write(self, out: Path) -> None:
@@ -165,9 +161,8 @@ class RunStats:
 
     def merge(self, other: dict[str, dict]) -> None:
         """Add the per-stage counters of another engine (a Ray block's `done.json`); times are not added."""
-        for name, counts in other.items():
-            if isinstance(counts, dict) and name != ENDPOINTS_KEY:
-                self.stages.setdefault(name, StageStats()).add(counts)
+        for name, counts in stage_counts(other).items():
+            self.stages.setdefault(name, StageStats()).add(counts)
 
     def rejects(self) -> list[dict]:
         """Per stage with rejects: its reasons and counts (the cards' rejects table)."""
@@ -204,3 +199,8 @@ class RunStats:
                 }
             )
         return table
+
+
+def stage_counts(data: dict) -> dict[str, dict]:
+    """The per-stage entries of a `stats.json` mapping (not its wall time or its `endpoints`)."""
+    return {name: counts for name, counts in data.items() if isinstance(counts, dict) and name != ENDPOINTS_KEY}

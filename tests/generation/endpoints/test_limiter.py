@@ -10,6 +10,7 @@ import pytest
 
 from bft.generation.cli import main
 from bft.generation.endpoints.limiter import AdaptiveLimit, Waiter, parse_load
+from tests.generation.run.test_engine import slow  # every answer after a fixed delay: more in flight, more tokens/s
 from tests.servers.tgi import Fault, TGITestServer, paper_model
 
 
@@ -27,19 +28,8 @@ def run(tmp_path, server, documents: int, *extra) -> dict:
     return json.loads((out / "stats.json").read_text())
 
 
-def answers_after(seconds: float):
-    """Every answer takes `seconds` however many are in flight: more in flight, more tokens per second."""
-
-    def script(request):
-        reply = paper_model(request)
-        reply.delay = seconds
-        return reply
-
-    return script
-
-
 def test_the_limit_grows_on_a_server_that_rewards_it(tmp_path):
-    with TGITestServer(answers_after(0.05), flavor="vllm") as server:  # no /info, no /metrics: the replies steer
+    with TGITestServer(slow(0.05), flavor="vllm") as server:  # no /info, no /metrics: the replies steer
         stats = run(tmp_path, server, 300)
         peak = server.peak_in_flight
     limit = next(iter(stats["endpoints"].values()))
@@ -73,7 +63,7 @@ def test_the_limit_backs_off_on_429s_and_loses_nothing(tmp_path):
 
 
 def test_a_fixed_limit_holds(tmp_path):
-    with TGITestServer(answers_after(0.02), flavor="vllm") as server:
+    with TGITestServer(slow(0.02), flavor="vllm") as server:
         stats = run(tmp_path, server, 120, "--max-concurrency", "5")
         assert server.peak_in_flight == 5
     limit = next(iter(stats["endpoints"].values()))
