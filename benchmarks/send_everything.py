@@ -8,6 +8,7 @@ soon as its previous answer is back. It parses nothing beyond what the next stag
 server's capacity under a client with no limits, measured in the same run as bft.
 
     python benchmarks/send_everything.py CORPUS --endpoint URL [--endpoint URL ...] [--stages backtranslate]
+        [--model NAME] [--config RUN.yaml]
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from bft.generation.records import StageRecord
 from bft.generation.run.wiring import build_stages
 
 
-async def send_all(corpus: str, urls: list[str], stage_names: list[str]) -> dict:
-    config = load_config(None, {"corpus.path": corpus, "out": "unused", "stages": stage_names})
+async def send_all(
+    corpus: str, urls: list[str], stage_names: list[str], model: str = "bft/simulated", config_path: str | None = None
+) -> dict:
+    """Send every document's requests at once; `model` is the name the server wants, `config_path` a run
+    config whose stage settings (`max_tokens`, sampling) the requests take, as bft's would."""
+    config = load_config(config_path, {"corpus.path": corpus, "out": "unused", "stages": stage_names})
     stages = build_stages(config)
     documents = [json.loads(line) for line in Path(corpus).read_text(encoding="utf-8").splitlines() if line.strip()]
     turn = itertools.cycle(urls)
@@ -37,10 +42,11 @@ async def send_all(corpus: str, urls: list[str], stage_names: list[str]) -> dict
 
         async def ask(url: str, stage, record: StageRecord) -> str:
             payload = {
-                "model": "bft/simulated",
+                "model": model,
                 "messages": [{"role": "user", "content": stage.request(record).text}],
                 "max_tokens": stage.config.sampling.max_tokens,
                 "temperature": stage.config.sampling.temperature,
+                "top_p": stage.config.sampling.top_p,
             }
             while True:
                 counts["requests"] += 1
@@ -76,8 +82,11 @@ def main() -> None:
     parser.add_argument("corpus")
     parser.add_argument("--endpoint", action="append", required=True)
     parser.add_argument("--stages", default="backtranslate")
+    parser.add_argument("--model", default="bft/simulated", help="the model name the server wants")
+    parser.add_argument("--config", help="a bft run config whose stage settings the requests take")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(send_all(args.corpus, args.endpoint, args.stages.split(",")))))
+    counts = asyncio.run(send_all(args.corpus, args.endpoint, args.stages.split(","), args.model, args.config))
+    print(json.dumps(counts))
 
 
 if __name__ == "__main__":

@@ -358,7 +358,21 @@ class GenerateConfig:
         default_factory=list, metadata={"help": "Endpoint URLs; empty starts the embedded SmolLM2 server."}
     )
     token_env: str = field(default="HF_TOKEN", metadata={"help": "Environment variable holding the endpoint token."})
-    request_timeout: float = field(default=300.0, metadata={"help": "Seconds before one request is abandoned."})
+    request_timeout: float = field(
+        default=300.0,
+        metadata={
+            "help": "Seconds of silence before a request is abandoned: nothing heard on it, nor on any other "
+            "request to the same endpoint. A slow reply that streams, or waits its turn on a busy server, is "
+            "never cut for its length."
+        },
+    )
+    stream: bool = field(
+        default=True,
+        metadata={
+            "help": "Stream replies on OpenAI-compatible routes (SSE), so each token is heard as it comes; false "
+            "asks for whole replies (TGI's /generate always does)."
+        },
+    )
     max_retries: int = field(default=5, metadata={"help": "Retries of a failed request (429, 5xx, connection errors)."})
     retry_failed: bool = field(
         default=True,

@@ -1,9 +1,13 @@
 """bft.generation.endpoints: the servers bft talks to.
 
-- `client`: one endpoint: probing, chat and raw requests, errors typed as retryable or final;
+- `client`: one endpoint: probing, chat and raw requests, errors typed as retryable or final, the server's
+  own token count (`/tokenize`) and replies it cut short for room;
+- `streams`: streamed (SSE) replies gathered into the shape of a whole one;
+- `silence`: timing a request out on silence (its own and its endpoint's), never on its length;
 - `limiter`: each endpoint's adaptive limit of requests in flight, shared by the stages (steered by the
   server's /metrics, else by the replies; backs off on 429/503; later stages first);
 - `pool`: the endpoints of a stage: least-loaded choice within their limits, taking dead ones out and back;
 - `asking`: a list of chat requests answered by one endpoint with retries (`bft eval`, the data report);
-- `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given.
+- `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given;
+- `vllm_server`: a real vLLM server as a subprocess (tests and benchmarks start the CPU build with it).
 """

@@ -27,6 +27,7 @@ prompt longer than the context: rejecting or cutting the document is right, retr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -35,15 +36,25 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bft.generation.config import SamplingConfig
 from bft.generation.endpoints.limiter import ServerLoad, parse_load
+from bft.generation.endpoints.silence import Silence
+from bft.generation.endpoints.streams import STREAM_OPTIONS, Gathered, MalformedStream, StreamError
 from bft.generation.errors import EndpointError
 from bft.generation.records import Generation, TokenChoice
 
 FATAL_STATUS = {401, 403, 404, 405}
 # Retry causes that say the endpoint itself is down (not busy): enough in a row take it out of rotation.
-DOWN_CAUSES = {"connection", "timeout", "http_502", "http_503", "http_504"}
+DOWN_CAUSES = {"connection", "timeout", "http_502", "http_503", "http_504", "engine_dead"}
+# vLLM's answer once its engine process has died (`vllm/v1/engine/exceptions.py` EngineDeadError, sent as a
+# 500 or as a stream's error event by `vllm/entrypoints/openai/handlers/vllm_error.py`); the API server
+# then shuts down unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH is set
+ENGINE_DEAD_RE = re.compile(r"EngineCore encountered an issue|EngineDeadError|Engine loop is not running", re.I)
+# Token-count margin for a chat template's own tokens (roles, a default system prompt): below bytes + this,
+# a prompt surely fits and is not counted at the server (every token of a byte-level vocabulary is >= 1 byte)
+TEMPLATE_TOKENS = 256
 OVERLOAD_CAUSES = {"overloaded", "http_503"}  # the server says it has too much: the endpoint's limit backs off
 # How TGI, vLLM and SGLang word "prompt + max tokens exceed the model's limit".
 TOO_LONG_RE = re.compile(
@@ -137,17 +148,25 @@ def _status_error(status: int, body: str, url: str, headers=None) -> Exception:
         return RequestRejected("input_too_long" if too_long else "input_invalid", f"HTTP {status}: {detail}", parameter)
     if status == 429:
         return RetryableError("overloaded", detail, _retry_after(headers))
+    if status == 500 and ENGINE_DEAD_RE.search(detail):
+        return RetryableError("engine_dead", f"{url}: {detail}")
     return RetryableError(f"http_{status}", detail, _retry_after(headers))
 
 
 class Endpoint:
     """A client for one server URL, shared by all requests the stages send there."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 300.0, api: str = "auto"):
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 300.0, api: str = "auto", stream: bool = True
+    ):
         self.url = base_url(url)
         self.name = redact_url(self.url)  # what messages show: never credentials
         self.token = token
-        self.timeout = timeout
+        self.timeout = timeout  # seconds of silence a request bears (`silence.py`), not its length
+        self.silence = Silence(timeout)
+        self.stream = stream  # OpenAI routes stream their replies (SSE), so progress is heard token by token
+        self.tokenize_route = False  # the server counts prompt tokens at /tokenize (vLLM, SGLang)
+        self.version: str | None = None  # the server's own version, where it says (vLLM `/version`)
         self.api = api  # auto | tgi | openai
         self.model_id: str | None = None
         self.model_revision: str | None = None
@@ -180,7 +199,9 @@ class Endpoint:
             await old.close()
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=size, limit_per_host=size, ttl_dns_cache=300)
-            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            # no deadline on a reply's length: its silence is watched instead (`_exchange`); connecting may
+            # take at most the same time (a host that never answers)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
             self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers)
             self._pool_size = size
         return self._http
@@ -229,6 +250,13 @@ class Endpoint:
                 self.server_kind = owner if owner in ("vllm", "sglang") else "openai"
                 limit = models[0].get("max_model_len")  # vLLM, SGLang
                 self.max_total_tokens = limit if isinstance(limit, int) and limit > 0 else None
+            # both count a prompt's tokens for it (vLLM `serve/tokenize/protocol.py`, SGLang `/tokenize`)
+            self.tokenize_route = self.server_kind in ("vllm", "sglang")
+            if self.server_kind == "vllm":  # `{"version": "0.32.0"}` (vLLM `serve/instrumentator/basic.py`)
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # a fact for provenance, not a need
+                    response = await self._get("/version", 10)
+                    if response.status_code == 200:
+                        self.version = _json_or_empty(response).get("version")
         except (aiohttp.ClientError, TimeoutError) as error:
             raise EndpointError(f"endpoint {self.name} is unreachable: {error or type(error).__name__}") from None
 
@@ -254,31 +282,81 @@ class Endpoint:
             return None
         return parse_load(response.text, time.monotonic())
 
+    async def count_tokens(self, text: str, mode: str, model: str | None) -> int | None:
+        """The prompt's tokens as the server counts them (`POST /tokenize`: vLLM, SGLang), the chat template
+        included for a chat turn; None where the server cannot say (then it is not asked again)."""
+        if not self.tokenize_route:
+            return None
+        payload: dict[str, Any] = {"model": model or self.model_id}
+        if mode == "chat":
+            payload |= {"messages": [{"role": "user", "content": text}], "add_generation_prompt": True}
+        else:
+            payload |= {"prompt": text, "add_special_tokens": True}
+        try:
+            body = await self._post("/tokenize", payload, generation=False)
+        except (RequestRejected, EndpointError):  # no such route here, or it refuses the form: not asked again
+            self.tokenize_route = False
+            return None
+        except RetryableError:  # a busy or failing server: the request itself will meet it
+            return None
+        count = body.get("count")
+        return count if isinstance(count, int) else None
+
+    def surely_fits(self, text: str, budget: int) -> bool:
+        """Whether a prompt fits `budget` tokens whatever the tokenizer: no token is shorter than a byte."""
+        return len(text.encode("utf-8")) + TEMPLATE_TOKENS <= budget
+
     async def healthy(self) -> bool:
-        """Whether the server answers its health route now (TGI `/health`, else `/v1/models`)."""
-        route = "/health" if self.api == "tgi" else "/v1/models"
+        """Whether the server answers its health route now (`/health` on TGI, vLLM and SGLang, which answer
+        503 once their engine has died; else `/v1/models`)."""
+        route = "/health" if self.api == "tgi" or self.server_kind in ("vllm", "sglang") else "/v1/models"
         try:
             response = await self._get(route, min(10.0, self.timeout))
+            if response.status_code == 404 and route == "/health":  # behind a gateway that forwards /v1 only
+                response = await self._get("/v1/models", min(10.0, self.timeout))
         except (aiohttp.ClientError, TimeoutError):
             return False
         return response.status_code == 200
 
-    async def _post(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body, _ = await self._exchange(route, payload)
+    async def _post(self, route: str, payload: dict[str, Any], generation: bool = True) -> dict[str, Any]:
+        body, _ = await self._exchange(route, payload, generation)
         return body
 
-    async def _exchange(self, route: str, payload: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """POST `payload` to `route`: the JSON object answered and the response headers, or bft's error kind."""
+    async def _exchange(
+        self, route: str, payload: dict[str, Any], generation: bool = True
+    ) -> tuple[dict[str, Any], Any]:
+        """POST `payload` to `route`: the JSON object answered (a streamed reply gathered into the same
+        shape, `streams.py`) and the response headers, or bft's error kind.
+
+        The request is abandoned (`RetryableError("timeout")`) only after `timeout` seconds in which neither
+        it nor any other request to this endpoint heard anything (`silence.py`); what a request that is not a
+        `generation` hears does not count for the others."""
         session = await self.http()
         try:
-            async with session.post(self.url + route, json=payload) as response:
-                status, raw, headers = response.status, await response.read(), response.headers
-        except TimeoutError:
-            raise RetryableError("timeout", self.name) from None
+            async with (
+                self.silence.watch(shared=generation) as watch,
+                session.post(self.url + route, json=payload) as response,
+            ):
+                status, headers = response.status, response.headers
+                if status != 200:
+                    raw = await response.read()
+                    raise _status_error(status, raw.decode("utf-8", "replace"), self.name + route, headers)
+                if payload.get("stream") and response.content_type == "text/event-stream":
+                    gathered = Gathered(chat=route == "/v1/chat/completions")
+                    async for line in response.content:  # to the end of the body, so the connection is reused
+                        watch.heard()
+                        gathered.add_line(line)
+                    return gathered.body(), headers
+                raw = await response.read()  # a whole body (TGI /generate, or a server that does not stream)
+                watch.heard()
+        except TimeoutError as error:
+            raise RetryableError("timeout", f"{self.name}: {error}") from None
+        except StreamError as error:
+            raise _status_error(error.status, error.body, self.name + route) from None
+        except (MalformedStream, HttpProcessingError, ValueError) as error:  # a line past aiohttp's limit
+            raise RetryableError("malformed_response", f"{self.name}{route}: {error!r}") from None
         except aiohttp.ClientError as error:  # refused, reset, closed mid-reply
             raise RetryableError("connection", str(error) or type(error).__name__) from None
-        if status != 200:
-            raise _status_error(status, raw.decode("utf-8", "replace"), self.name + route, headers)
         try:
             body = json.loads(raw)
         except ValueError as error:
@@ -286,6 +364,10 @@ class Endpoint:
         if not isinstance(body, dict):
             raise RetryableError("malformed_response", f"a JSON {type(body).__name__}, not an object")
         return body, headers
+
+    def _streaming(self) -> dict[str, Any]:
+        """The fields that ask an OpenAI route to stream its reply with the token counts at the end."""
+        return {"stream": True, "stream_options": dict(STREAM_OPTIONS)} if self.stream else {}
 
     async def chat(
         self,
@@ -306,7 +388,7 @@ class Endpoint:
         }
         if top_n:
             payload["logprobs"], payload["top_logprobs"] = True, top_n
-        body = await self._post("/v1/chat/completions", payload)
+        body = await self._post("/v1/chat/completions", payload | self._streaming())
         try:
             choice = body["choices"][0]
             message_out = choice.get("message") or {}
@@ -320,7 +402,7 @@ class Endpoint:
                 ]
             reasoning = message_out.get("reasoning") or message_out.get("reasoning_content")
             return self._generation(
-                message_out.get("content") or "", choice.get("finish_reason"), usage, body, choices, reasoning
+                message_out.get("content") or "", choice.get("finish_reason"), usage, body, choices, reasoning, sampling
             )
         except (KeyError, IndexError, TypeError, AttributeError) as error:
             raise RetryableError("malformed_response", repr(error)) from None
@@ -338,12 +420,18 @@ class Endpoint:
         }
         if top_n:
             payload["logprobs"] = top_n
-        body = await self._post("/v1/completions", payload)
+        body = await self._post("/v1/completions", payload | self._streaming())
         try:
             choice = body["choices"][0]
             choices = _completion_choices(choice.get("logprobs")) if top_n else None
             return self._generation(
-                choice.get("text") or "", choice.get("finish_reason"), body.get("usage") or {}, body, choices, None
+                choice.get("text") or "",
+                choice.get("finish_reason"),
+                body.get("usage") or {},
+                body,
+                choices,
+                None,
+                sampling,
             )
         except (KeyError, IndexError, TypeError, AttributeError) as error:
             raise RetryableError("malformed_response", repr(error)) from None
@@ -383,9 +471,10 @@ class Endpoint:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise RetryableError("malformed_response", repr(error)) from None
 
-    def _generation(self, text: str, finish, usage: dict, body: dict, choices, reasoning) -> Generation:
+    def _generation(self, text: str, finish, usage: dict, body: dict, choices, reasoning, sampling=None) -> Generation:
         if finish in FAILED_FINISH:
             raise RetryableError(f"finish_{finish}", f"{self.name} ended the generation with finish_reason {finish!r}")
+        self._check_room(finish, usage, sampling)
         details = usage.get("completion_tokens_details") or {}
         return Generation(
             text=text,
@@ -396,6 +485,34 @@ class Endpoint:
             token_choices=choices,
             reasoning=reasoning,
             reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+        )
+
+    def _check_room(self, finish, usage: dict, sampling: SamplingConfig | None) -> None:
+        """Refuse a reply the server cut short for lack of room, as if it had refused the prompt.
+
+        vLLM serves a prompt that fits its context but leaves less than `max_tokens` with `max_tokens`
+        lowered to what is left (`vllm/entrypoints/serve/utils/api_utils.py`, `get_max_tokens`), and says
+        only `finish_reason: length`. Such a reply is not the model's own rambling: it is a prompt too long
+        for the stage's settings. Told by the server's own usage: fewer tokens than asked, and prompt plus
+        completion filling the context it declared."""
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        context = self.max_total_tokens
+        if (
+            sampling is None
+            or normalize_finish_reason(finish) != "length"
+            or not isinstance(prompt_tokens, int)
+            or not isinstance(completion_tokens, int)
+            or context is None
+            or completion_tokens >= sampling.max_tokens
+            or prompt_tokens + completion_tokens < context
+        ):
+            return
+        raise RequestRejected(
+            "input_too_long",
+            f"the prompt has {prompt_tokens} tokens and {self.name} leaves {context - sampling.max_tokens} after "
+            f"{sampling.max_tokens} max_tokens: it served {completion_tokens} tokens and stopped at its context "
+            f"of {context} (finish_reason length; the server lowered max_tokens without a word)",
+            "max_tokens",
         )
 
 

@@ -163,7 +163,7 @@ class EndpointPool:
                 "timed_out": cause == "timeout",
             }
             if cause in DOWN_CAUSES:
-                await self._failed(member)
+                await self._failed(member, str(error) or cause)
             raise
         else:
             member.failures_in_a_row = 0
@@ -174,13 +174,14 @@ class EndpointPool:
         finally:
             member.limiter.release(**outcome)
 
-    async def _failed(self, member: Member) -> None:
+    async def _failed(self, member: Member, why: str = "") -> None:
         member.failures_in_a_row += 1
         if member.alive and member.failures_in_a_row >= self.dead_after and self._may_leave(member):
             member.alive = False
             self.events["removed"] += 1
+            last = f" (last: {why[:200]})" if why else ""
             self.log(
-                f"bft: {self.stage}: {member.endpoint.name} failed {member.failures_in_a_row} times in a row; "
+                f"bft: {self.stage}: {member.endpoint.name} failed {member.failures_in_a_row} times in a row{last}; "
                 f"out of rotation, probing every {self.probe_interval:g} s"
             )
             member.probe = asyncio.create_task(self._probe(member))

@@ -8,7 +8,15 @@ maximum context length is 4096 tokens. However, you requested 5120 tokens (4096 
 the completion)"); SGLang with 400 ("The input (5000 tokens) is longer than the model's context length
 (4096 tokens)." or "Requested token count exceeds the model's maximum context length of 4096 tokens.
 You requested a total of 5100 tokens: 4076 tokens from the input messages and 1024 tokens for the
-completion. ..."). The engine then cuts the document once, keeping its beginning, and retries.
+completion. ..."). vLLM 0.32 words it "This model's maximum context length is 4096 tokens. However, your
+prompt contains at least 4097 input tokens, which exceeds this limit even without any output tokens."
+(`param: input_tokens`; it counts no further than one past the limit) or, before tokenizing, "... your
+prompt contains 90000 characters (more than 81920 characters, ...)" (`param: input_text`), both in
+`vllm/renderers/params.py`. A prompt that fits but leaves less room than `max_tokens` is not refused by
+vLLM at all: it lowers `max_tokens` (`vllm/entrypoints/serve/utils/api_utils.py`, `get_max_tokens`), so bft
+counts such prompts first (the server's `/tokenize`) and reads a reply cut short that way as too long (its
+wording: "the prompt has N tokens and URL leaves M after K max_tokens"). The engine then cuts the document
+once, keeping its beginning, and retries.
 
 How much to cut, best source first:
 
@@ -64,6 +72,24 @@ _PATTERNS = [
         ),
         "limit_new_given",
     ),
+    # vLLM 0.32 (renderers/params.py, the token check): maximum context length is 4096 tokens. However, your
+    # prompt contains at least 4097 input tokens, which exceeds this limit even without any output tokens.
+    # ("at least": it stopped counting one past the limit, so the prompt's size is not known)
+    (
+        re.compile(
+            r"maximum context length is (\d+) tokens\. However, your prompt contains (at least )?(\d+) input", re.I
+        ),
+        "vllm_prompt",
+    ),
+    # vLLM 0.32 (renderers/params.py, the character check before tokenizing): ... your prompt contains 90000
+    # characters (more than 81920 characters, which is the upper bound for 4096 input tokens).
+    (
+        re.compile(r"maximum context length is (\d+) tokens\. However, your prompt contains \d+ characters", re.I),
+        "limit_only",
+    ),
+    # bft's own, before sending (the server's /tokenize or the stage's tokenizer counted) or after a reply the
+    # server cut short for room (vLLM lowers max_tokens quietly): the prompt has 5000 tokens and URL leaves 3072
+    (re.compile(r"the prompt has (\d+) tokens and .{0,300}? leaves (\d+) after", re.I | re.S), "bft"),
     # SGLang: Requested token count exceeds the model's maximum context length of 4096 tokens. You requested a
     # total of 5100 tokens: 4076 tokens from the input messages and 1024 tokens for the completion.
     (
@@ -96,7 +122,7 @@ def parse_context_error(detail: str, max_new_tokens: int) -> ContextLimit:
         match = pattern.search(detail)
         if match is None:
             continue
-        numbers = [int(n) for n in match.groups()]
+        numbers = [int(n) for n in match.groups() if n is not None and n.strip().isdigit()]
         if kind == "total":
             limit, given, new = numbers
             return ContextLimit(limit - new, given)
@@ -109,6 +135,14 @@ def parse_context_error(detail: str, max_new_tokens: int) -> ContextLimit:
         if kind == "limit_new_given":
             limit, new, given = numbers
             return ContextLimit(limit - new, given)
+        if kind == "vllm_prompt":
+            limit, at_least, given = match.group(1), match.group(2), match.group(3)
+            return ContextLimit(int(limit) - max_new_tokens, None if at_least else int(given))
+        if kind == "limit_only":
+            return ContextLimit(numbers[0] - max_new_tokens, None)
+        if kind == "bft":
+            given, allowed = numbers
+            return ContextLimit(allowed, given)
         if kind == "sglang":
             given, limit = numbers
             return ContextLimit(limit - max_new_tokens, given)

@@ -5,6 +5,10 @@ the previous one is done with it. Bounds keep memory flat: at most twice as many
 as the endpoints' limits may reach (`max_documents_in_flight` fixes the number), and each endpoint has at
 most its one limit of requests outstanding, over all stages (`endpoints/limiter.py`).
 
+A request has no deadline on its length: its endpoint abandons it after `request_timeout` seconds of
+silence (`endpoints/silence.py`). Before a request is sent, a prompt that may not fit the server's context
+is counted (the stage's tokenizer, else the server's `/tokenize`) and its document cut once to fit.
+
 Faults: 429, 5xx, timeouts, resets, aborted generations and malformed bodies are retried with
 exponential backoff and jitter (longer when the server sends `Retry-After`); a prompt refused as longer
 than the context is cut to fit once (`method/fitting.py`) and retried; other refusals reject the
@@ -147,14 +151,13 @@ class Engine:
             if self._fatal is not None:  # another request found the endpoint unusable: send nothing more
                 raise asyncio.CancelledError
             endpoint = ep
-            if not fitted:
-                self._check_budget(stage, request, ep)
+            await self._check_budget(stage, request, ep)
             stats.requests += 1
             send = ep.chat if request.mode == "chat" else ep.complete
             sent = time.monotonic()
-            answer = await asyncio.wait_for(
-                send(request.text, config.model, stage.sampling, top_n=request.top_n), self.request_timeout + 5
-            )
+            # no deadline on the reply's length: the endpoint abandons it only after `request_timeout`
+            # seconds of silence (`endpoints/silence.py`)
+            answer = await send(request.text, config.model, stage.sampling, top_n=request.top_n)
             stats.answered_in(time.monotonic() - sent)
             return answer
 
@@ -190,6 +193,21 @@ class Engine:
                     )
                     raise self._fatal from None
                 cause = getattr(error, "cause", "timeout")
+                if (
+                    cause == "engine_dead"
+                    and stage.sampling.seed is not None
+                    and getattr(endpoint, "server_kind", None) == "vllm"
+                ):
+                    # the same seeded requests would kill every other replica of the build in turn: stop now
+                    self._fatal = self._fatal or EndpointError(
+                        f"the vLLM engine at {endpoint.name} died while stage {stage.name} sent seeded requests "
+                        f"(sampling.seed {stage.sampling.seed}). If its log says 'RuntimeError: CPU Generator does "
+                        "not use offset', it is vLLM's CPU build, which crashes on a seeded request whose prompt "
+                        "is prefilled in chunks (vllm/v1/worker/gpu_model_runner.py _bookkeeping_sync): restart "
+                        f"the server and run without {stage.name}.sampling.seed (a new --out), or serve on a GPU. "
+                        "Otherwise see its log for the cause, restart it and rerun the same command to resume"
+                    )
+                    raise self._fatal from None
                 last_cause = str(error) or cause
                 if retries >= self.max_retries:
                     return stage.failure(record, "request_failed", last_cause, attempt, endpoint)
@@ -212,16 +230,23 @@ class Engine:
                 raise error
             return stage.outcome(record, generation, attempt, endpoint)
 
-    def _check_budget(self, stage: Stage, request: Request, endpoint: Endpoint) -> None:
+    async def _check_budget(self, stage: Stage, request: Request, endpoint: Endpoint) -> None:
         """Refuse, before sending, a prompt that cannot fit the context the server declared (TGI `/info`,
-        vLLM and SGLang `max_model_len`) with the stage's `max_tokens`: exact with a stage tokenizer, so the
-        document is cut once to the right size without a round trip. Without one the server's own refusal
-        says the sizes (a character estimate would cut documents that fit)."""
+        vLLM and SGLang `max_model_len`) with the stage's `max_tokens`, so the document is cut once to the
+        right size. Counted by the stage's tokenizer, else by the server itself (`/tokenize`: vLLM, SGLang)
+        when the prompt is long enough to matter. This matters most on vLLM, which does not refuse a prompt
+        that leaves less than `max_tokens`: it serves a shorter reply. Where neither can count, the server's
+        own refusal says the sizes (a character estimate would cut documents that fit)."""
         budget = info_limit(endpoint.max_input_tokens, endpoint.max_total_tokens, stage.config.sampling.max_tokens)
-        if budget is None or not stage.config.tokenizer:
+        if budget is None:
             return
-        tokens = len(stage.tokenizer(request.text, add_special_tokens=False)["input_ids"])
-        if tokens > budget:
+        if stage.config.tokenizer:
+            tokens = len(stage.tokenizer(request.text, add_special_tokens=False)["input_ids"])
+        elif endpoint.surely_fits(request.text, budget):
+            return
+        else:
+            tokens = await endpoint.count_tokens(request.text, request.mode, stage.config.model)
+        if tokens is not None and tokens > budget:
             raise RequestRejected(
                 "input_too_long",
                 f"the prompt has {tokens} tokens and {endpoint.name} leaves {budget} after "

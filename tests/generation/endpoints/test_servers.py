@@ -59,11 +59,47 @@ def test_a_prompt_over_the_context_is_cut_once_in_each_servers_wording(tmp_path,
     c = config(tmp_path / "c.yaml", {"backtranslate": {"mode": mode}, "stages": ["backtranslate"]})
     with TGITestServer(flavor=flavor) as server:
         server.max_total_tokens, server.max_input_tokens = 2048, 2047
+        server.tokenize_route = False  # the server's refusal is all bft learns the sizes from
         assert generate(corpus, "--out", tmp_path / "o", "--endpoint", server.url, "--config", c) == 0
         sent = len(server.requests)
     s = stats(tmp_path / "o")["backtranslate"]
     # each document refused once, then cut once to the right size from the numbers in the refusal
     assert s["kept"] == 3 and s["truncated_to_fit"] == 3 and sent == 6
+
+
+@pytest.mark.parametrize("mode", ["chat", "raw"])
+@pytest.mark.parametrize("flavor", ["vllm", "sglang"])
+def test_a_prompt_over_the_context_is_counted_at_the_server_and_cut_before_sending(tmp_path, flavor, mode):
+    """vLLM and SGLang count a prompt's tokens at `/tokenize`: a long document is cut before its one request.
+    On vLLM this is what keeps a prompt that leaves less than max_tokens from a reply cut short."""
+    corpus = tmp_path / "long.jsonl"
+    words = " ".join(f"word{n}" for n in range(3000))
+    corpus.write_text("".join(json.dumps({"id": f"long-{i}", "text": f"Doc {i}. {words}"}) + "\n" for i in range(3)))
+    c = config(tmp_path / "c.yaml", {"backtranslate": {"mode": mode}, "stages": ["backtranslate"]})
+    with TGITestServer(flavor=flavor) as server:
+        server.max_total_tokens = 2048
+        assert generate(corpus, "--out", tmp_path / "o", "--endpoint", server.url, "--config", c) == 0
+        sent, counted = len(server.requests), len(server.tokenized)
+        longest = max(len(r.prompt.split()) for r in server.requests)
+    s = stats(tmp_path / "o")["backtranslate"]
+    assert s["kept"] == 3 and s["truncated_to_fit"] == 3 and sent == 3 and counted >= 6
+    assert longest + 256 <= 2048  # the cut prompt leaves the stage's max_tokens
+
+
+def test_a_reply_vllm_cut_short_for_room_is_not_taken_for_the_models_own(tmp_path):
+    """vLLM serves a prompt that leaves less than max_tokens with max_tokens lowered (finish_reason length);
+    where bft could not count first, that reply is read as a prompt too long, and the document is cut."""
+    corpus = tmp_path / "long.jsonl"
+    words = " ".join(f"word{n}" for n in range(1900))
+    corpus.write_text(json.dumps({"id": "long", "text": f"Doc. {words}"}) + "\n")
+    c = config(tmp_path / "c.yaml", {"backtranslate": {"mode": "raw"}, "stages": ["backtranslate"]})
+    long_reply = Reply(" ".join(["More"] * 400))  # the model would go on past the room left
+    with TGITestServer(lambda r: long_reply, flavor="vllm") as server:
+        server.max_total_tokens, server.tokenize_route = 2048, False
+        assert generate(corpus, "--out", tmp_path / "o", "--endpoint", server.url, "--config", c) == 0
+        served = [len(r.prompt.split()) for r in server.requests]
+    s = stats(tmp_path / "o")["backtranslate"]
+    assert s["truncated_to_fit"] == 1 and len(served) == 2 and served[1] + 256 <= 2048
 
 
 @pytest.mark.parametrize("route", ["chat", "raw"])

@@ -1,0 +1,133 @@
+"""Streamed OpenAI replies (server-sent events) gathered into the body the same request would get whole.
+
+bft streams `/v1/chat/completions` and `/v1/completions` so that a reply's progress is heard token by token
+(`silence.py`): a slow reply is told from a dead server. The chunks are then folded into the non-streamed
+shape (`choices[0].message` or `choices[0].text`, `logprobs`, `finish_reason`, `usage`, `model`), so one
+parser reads both. The chunk shapes are the OpenAI protocol's as vLLM implements it
+(`vllm/entrypoints/openai/chat_completion/protocol.py` ChatCompletionStreamResponse, DeltaMessage;
+`vllm/entrypoints/openai/completion/protocol.py` CompletionStreamResponse); SGLang and TGI send the same.
+
+- `stream_options: {"include_usage": true}` asks for the token counts in a last chunk with no choices;
+  a server that sends none leaves `usage` without them, and the chunks that carried text are counted
+  instead (`streamed_chunks`): an estimate, about a token a chunk (vLLM holds back incomplete characters
+  and stop strings; `transformers serve` sends whole words).
+- An error event (`data: {"error": ...}`, vLLM's and SGLang's way to fail a stream already begun) becomes
+  the error its status would have been.
+- The stream must end with `data: [DONE]` or a finish reason; a connection that closes before either is a
+  dropped reply (retried), never a short answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+STREAM_OPTIONS = {"include_usage": True}
+
+
+class StreamError(Exception):
+    """The server failed the stream after it began: `status` is the code its error event gives."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(body)
+        self.status = status
+        self.body = body
+
+
+class MalformedStream(Exception):
+    """A stream bft cannot read as the protocol's (not SSE, not JSON, cut short)."""
+
+
+class Gathered:
+    """The chunks of one streamed reply, folded as they come (`add`), then the whole body (`body`)."""
+
+    def __init__(self, chat: bool):
+        self.chat = chat
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.logprob_content: list[dict] = []  # chat: logprobs.content items
+        self.tokens: list[str] = []  # completions: logprobs.tokens / top_logprobs
+        self.top_logprobs: list[Any] = []
+        self.has_logprobs = False
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.model: str | None = None
+        self.streamed_chunks = 0
+        self.done = False
+
+    def add_line(self, line: bytes) -> None:
+        """One line of the event stream (`data: ...`, a comment, a blank line between events)."""
+        text = line.decode("utf-8", "replace").strip()
+        if not text or text.startswith(":"):
+            return  # event separator or keep-alive comment
+        field, _, value = text.partition(":")
+        if field != "data":
+            return  # `event:`, `id:`, `retry:`: not used by these servers' replies
+        value = value.strip()
+        if value == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(value)
+        except ValueError:
+            raise MalformedStream(f"an event that is not JSON: {value[:120]!r}") from None
+        if not isinstance(chunk, dict):
+            raise MalformedStream(f"an event that is a JSON {type(chunk).__name__}, not an object")
+        self.add(chunk)
+
+    def add(self, chunk: dict) -> None:
+        error = chunk.get("error")
+        if error is not None:
+            code = error.get("code") if isinstance(error, dict) else None
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            raise StreamError(status, json.dumps(chunk))
+        if chunk.get("object") == "error":  # SGLang's error body, sent as an event
+            code = chunk.get("code")
+            raise StreamError(code if isinstance(code, int) and 400 <= code < 600 else 500, json.dumps(chunk))
+        self.model = chunk.get("model") or self.model
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            if choice.get("finish_reason") is not None:
+                self.finish_reason = choice["finish_reason"]
+            logprobs = choice.get("logprobs")
+            if self.chat:
+                delta = choice.get("delta") or {}
+                piece = delta.get("content")
+                thought = delta.get("reasoning") or delta.get("reasoning_content")
+                if thought:
+                    self.reasoning.append(thought)
+                if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                    self.has_logprobs = True
+                    self.logprob_content.extend(logprobs["content"])
+            else:
+                piece, thought = choice.get("text"), None
+                if isinstance(logprobs, dict) and isinstance(logprobs.get("tokens"), list):
+                    self.has_logprobs = True
+                    self.tokens.extend(logprobs["tokens"])
+                    self.top_logprobs.extend(logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"]))
+            if piece:
+                self.text.append(piece)
+            if piece or thought:
+                self.streamed_chunks += 1
+
+    def body(self) -> dict[str, Any]:
+        """The reply as the server would have sent it whole."""
+        if not self.done and self.finish_reason is None:
+            raise MalformedStream("the stream ended before a finish reason or [DONE]")
+        usage = dict(self.usage)
+        if usage.get("completion_tokens") is None:  # no usage chunk: the text chunks, a token each
+            usage["completion_tokens"] = self.streamed_chunks
+        text = "".join(self.text)
+        if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.reasoning:
+                message["reasoning"] = "".join(self.reasoning)
+            logprobs = {"content": self.logprob_content} if self.has_logprobs else None
+            choice = {"index": 0, "message": message, "finish_reason": self.finish_reason, "logprobs": logprobs}
+        else:
+            logprobs = {"tokens": self.tokens, "top_logprobs": self.top_logprobs} if self.has_logprobs else None
+            choice = {"index": 0, "text": text, "finish_reason": self.finish_reason, "logprobs": logprobs}
+        return {"model": self.model, "choices": [choice], "usage": usage}

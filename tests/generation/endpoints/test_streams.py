@@ -1,0 +1,85 @@
+"""Streamed replies folded into a whole one (`endpoints/streams.py`), on the chunk shapes vLLM 0.32 sends
+(`vllm/entrypoints/openai/chat_completion/serving.py`, `completion/serving.py`; seen on the real server:
+the finish reason rides on the last token's chunk, usage comes in a chunk with no choices)."""
+
+import json
+
+import pytest
+
+from bft.generation.endpoints.streams import Gathered, MalformedStream, StreamError
+
+
+def feed(chat: bool, *events) -> Gathered:
+    gathered = Gathered(chat)
+    for event in events:
+        line = event if isinstance(event, str) else "data: " + json.dumps(event)
+        gathered.add_line(line.encode() + b"\n")
+    return gathered
+
+
+def chat_chunk(content=None, finish=None, **delta):
+    if content is not None:
+        delta["content"] = content
+    return {"model": "m", "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def test_chat_chunks_keep_alives_and_usage_make_the_whole_reply():
+    gathered = feed(
+        True,
+        ": keep-alive",
+        "",
+        chat_chunk("", role="assistant"),
+        chat_chunk("Hello"),
+        chat_chunk(" there", finish="length"),  # the finish reason on the last token's chunk
+        {"model": "m", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}},
+        "data: [DONE]",
+    )
+    body = gathered.body()
+    assert body["choices"][0]["message"]["content"] == "Hello there"
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 2
+    assert body["model"] == "m" and body["choices"][0]["logprobs"] is None
+
+
+def test_reasoning_and_logprobs_are_gathered_apart_from_the_answer():
+    item = {"token": "5", "logprob": -0.1, "top_logprobs": [{"token": "5", "logprob": -0.1}]}
+    think = chat_chunk(reasoning="Let me see.")
+    answer = chat_chunk("5", finish="stop")
+    answer["choices"][0]["logprobs"] = {"content": [item]}
+    body = feed(True, think, answer, "data: [DONE]").body()
+    message = body["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "5", "reasoning": "Let me see."}
+    assert body["choices"][0]["logprobs"] == {"content": [item]}
+
+
+def test_completion_chunks_keep_their_token_alternatives_and_count_without_usage():
+    def chunk(text, top, finish=None):
+        logprobs = {"tokens": [text], "top_logprobs": [top], "token_logprobs": [-0.1], "text_offset": [0]}
+        return {"choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
+
+    body = feed(False, chunk(" Paris", {" Paris": -0.2}), chunk(".", {".": -0.3}, "stop"), "data: [DONE]").body()
+    choice = body["choices"][0]
+    assert choice["text"] == " Paris." and choice["logprobs"]["tokens"] == [" Paris", "."]
+    assert choice["logprobs"]["top_logprobs"] == [{" Paris": -0.2}, {".": -0.3}]
+    assert body["usage"] == {"completion_tokens": 2}  # no usage chunk: the chunks that carried text
+
+
+@pytest.mark.parametrize(
+    "event, status",
+    [
+        ({"error": {"message": "Internal server error", "type": "InternalServerError", "code": 500}}, 500),
+        ({"error": {"message": "bad", "code": 400}}, 400),
+        ({"object": "error", "message": "bad input", "code": 400}, 400),  # SGLang's flat body
+        ({"error": "no code at all"}, 500),
+    ],
+)
+def test_an_error_event_is_the_error_its_status_says(event, status):
+    with pytest.raises(StreamError) as failed:
+        feed(True, chat_chunk("Hel"), event)
+    assert failed.value.status == status
+
+
+def test_a_stream_without_its_end_or_with_garbage_is_malformed():
+    with pytest.raises(MalformedStream):
+        feed(True, chat_chunk("Hel")).body()  # no finish reason, no [DONE]: cut short
+    with pytest.raises(MalformedStream):
+        feed(True, "data: {not json")
