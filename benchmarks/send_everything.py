@@ -41,24 +41,26 @@ async def send_all(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=3600)) as session:
 
         async def ask(url: str, stage, record: StageRecord) -> str:
-            payload = {
-                "model": model,
-                "messages": [{"role": "user", "content": stage.request(record).text}],
-                "max_tokens": stage.config.sampling.max_tokens,
-                "temperature": stage.config.sampling.temperature,
-                "top_p": stage.config.sampling.top_p,
-            }
+            request = stage.request(record)  # a chat turn, or a raw prompt (`mode: raw`) sent as bft sends it
+            sampling = stage.config.sampling
+            payload = {"model": model, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+            payload |= {"top_p": sampling.top_p} | ({"stop": sampling.stop} if sampling.stop else {})
+            if request.mode == "chat":
+                route, payload["messages"] = "/v1/chat/completions", [{"role": "user", "content": request.text}]
+            else:
+                route, payload["prompt"] = "/v1/completions", request.text
             while True:
                 counts["requests"] += 1
                 try:
-                    async with session.post(url + "/v1/chat/completions", json=payload) as response:
+                    async with session.post(url + route, json=payload) as response:
                         if response.status in (429, 503):
                             counts["retries"] += 1
                             await asyncio.sleep(float(response.headers.get("Retry-After", 0.2)))
                             continue
                         body = await response.json(content_type=None)
                         counts["completion_tokens"] += body["usage"]["completion_tokens"]
-                        return body["choices"][0]["message"]["content"]
+                        choice = body["choices"][0]
+                        return choice["message"]["content"] if request.mode == "chat" else choice["text"]
                 except (aiohttp.ClientError, json.JSONDecodeError, KeyError, TypeError):
                     counts["retries"] += 1
 

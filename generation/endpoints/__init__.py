@@ -8,6 +8,8 @@
   server's /metrics, else by the replies; backs off on 429/503; later stages first);
 - `pool`: the endpoints of a stage: least-loaded choice within their limits, taking dead ones out and back;
 - `asking`: a list of chat requests answered by one endpoint with retries (`bft eval`, the data report);
+- `processes`: a model server as bft's subprocess (its own process group, readiness, exit, stop), and
+  which servers this process started (`server_exit`);
 - `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given;
 - `vllm_server`: a real vLLM server as a subprocess (tests and benchmarks start the CPU build with it).
 """

@@ -12,6 +12,14 @@ connection per request, which cost about 2 ms a request at 128 connections (meas
   revision it serves (for provenance) and its context length where it says it (TGI `/info`
   `max_total_tokens`; vLLM and SGLang `/v1/models` `max_model_len`).
 
+The OpenAI routes stream their replies (`stream: true` with `stream_options.include_usage`) and
+`streams.py` gathers the chunks into the reply the server would have sent whole, so a reply's progress is
+heard token by token: a request is abandoned only after `timeout` seconds in which neither it nor any
+other generation request to the endpoint heard anything (`silence.py`), never for its length. vLLM and
+SGLang count a prompt's tokens at `/tokenize` (`count_tokens`), so a long prompt is budgeted before it is
+sent; a reply vLLM ended early because it lowered `max_tokens` to the room the prompt left is refused as
+too long, not kept (`_check_room`).
+
 A base URL may be written with or without `/v1` and a trailing slash (`http://host:8000/v1`, as vLLM and
 the OpenAI SDK write it). Replies are normalized into `Generation`: reasoning models' reasoning
 (`reasoning` / `reasoning_content` fields) is kept apart from the
@@ -19,8 +27,8 @@ answer (the stages also take inline `<think>...</think>` apart, `method/stages.p
 parsed; `abort` / `error` finish reasons are failures, never complete replies.
 
 Failures are sorted into three kinds the engine acts on:
-`RetryableError` (429, 5xx, timeouts, dropped connections, aborted generations; with the server's
-`Retry-After` when it sends one), `RequestRejected` (the server refused this particular input, e.g. a
+`RetryableError` (429, 5xx, timeouts, dropped connections, streams cut short, aborted generations, a vLLM
+engine that died (`engine_dead`); with the server's `Retry-After` when it sends one), `RequestRejected` (the server refused this particular input, e.g. a
 prompt longer than the context: rejecting or cutting the document is right, retrying is not) and
 `EndpointError` (401/403/404: no request to this endpoint can succeed).
 """

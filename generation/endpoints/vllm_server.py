@@ -12,25 +12,20 @@ the process that started it (`PR_SET_PDEATHSIG`); the other two, seen here, kept
 after their API server was gone. So the server runs under a small `sh` that holds the process group: when
 the API server exits, or the process that started it dies however it dies (the death signal reaches the
 `sh` as SIGTERM), it ends the whole group. `stop` and `kill` end the group too, and the exit is reported
-to the engine (`embedded.server_exit`), so a run whose server died says so.
+to the engine (`processes.server_exit`), so a run whose server died says so.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bft.generation.endpoints.embedded import PR_SET_PDEATHSIG, RUNNING, free_port
+from bft.generation.endpoints.processes import ServerProcess, free_port
 from bft.generation.errors import EndpointError
 
 API_SERVER = "vllm.entrypoints.openai.api_server"
@@ -40,7 +35,7 @@ GROUP_KEEPER = 'trap \'trap "" TERM; kill 0; exit 143\' TERM; "$@" & wait $!; co
 
 
 @dataclass
-class VLLMServer:
+class VLLMServer(ServerProcess):
     """`python -m vllm.entrypoints.openai.api_server` serving `model_dir` on 127.0.0.1:`port`."""
 
     python: Path
@@ -53,9 +48,11 @@ class VLLMServer:
     log_path: Path | None = None
     startup_timeout: float = 900.0
 
+    what = "vLLM"
+
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
-        self.process: subprocess.Popen | None = None
+        self.process = None
         self.started_in: float | None = None  # seconds from start to ready, of the last start
 
     @property
@@ -101,40 +98,11 @@ class VLLMServer:
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
         }
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         began = time.monotonic()
-        self.process = subprocess.Popen(
-            ["sh", "-c", GROUP_KEEPER, "vllm-group", *self.command()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_term_with_parent,
-        )
-        if log is not subprocess.DEVNULL:
-            log.close()
-        RUNNING[self.url] = self
-        self._wait_ready()
+        command = ["sh", "-c", GROUP_KEEPER, "vllm-group", *self.command()]
+        self.launch(command, env, self.log_path, signal_number=signal.SIGTERM)  # the keeper ends the group
+        self.wait_ready(self.startup_timeout, self.log_path, self._answers)
         self.started_in = time.monotonic() - began
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EndpointError(
-                    f"vLLM exited with code {self.process.returncode} before it was ready"
-                    + (f"; see {self.log_path}" if self.log_path else "")
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
-                    if response.status == 200 and self._answers():
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                last_error = str(error)
-            time.sleep(1.0)
-        self.stop()
-        raise EndpointError(f"vLLM did not become ready in {self.startup_timeout:.0f} s: {last_error}")
 
     def _answers(self) -> bool:
         body = json.dumps({"model": self.served_name, "prompt": "Hello", "max_tokens": 1}).encode()
@@ -144,39 +112,5 @@ class VLLMServer:
         with urllib.request.urlopen(request, timeout=300) as response:
             return response.status == 200
 
-    def exit_description(self) -> str | None:
-        """None while the server runs; else how it ended."""
-        code = self.process.poll() if self.process is not None else None
-        if code is None:
-            return None
-        if code < 0:  # the group keeper itself
-            return f"killed by {signal.Signals(-code).name}"
-        if code > 128 and code - 128 in signal.Signals._value2member_map_:  # the API server, as `sh` reports it
-            return f"killed by {signal.Signals(code - 128).name}"
-        return f"exit code {code}"
-
-    def kill(self) -> None:
-        """SIGKILL the whole server (API server, engine core, worker), as a crash would end it."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        RUNNING.pop(self.url, None)
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            self.kill()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def _term_with_parent() -> None:
-    """In the `sh` that keeps the group, before it starts: SIGTERM when the starting process dies (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    def stop(self, grace: float = 30.0) -> None:
+        super().stop(grace)

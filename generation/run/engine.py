@@ -29,8 +29,8 @@ from dataclasses import replace
 
 from bft.generation.config import GenerateConfig
 from bft.generation.endpoints.client import Endpoint, RequestRejected, RetryableError
-from bft.generation.endpoints.embedded import server_exit
 from bft.generation.endpoints.pool import EndpointPool
+from bft.generation.endpoints.processes import server_exit
 from bft.generation.errors import EndpointError
 from bft.generation.layout import PREPARE
 from bft.generation.method.fitting import fit_document, info_limit, parse_context_error

@@ -165,33 +165,31 @@ def test_the_demo_settings_run_on_vllm_raw_with_the_chat_template_prefills_and_e
     assert any(score != round(score) for score in curated["score"])  # sum p(k) * k, not a parsed digit
 
 
+def refusal(url: str, prompt: str, max_tokens: int) -> RequestRejected:
+    """What bft's client raises for `prompt` as a raw completion asking `max_tokens`."""
+    sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=max_tokens)
+
+    async def refused(endpoint):
+        with pytest.raises(RequestRejected) as raised:
+            await endpoint.complete(prompt, None, sampling)
+        return raised.value
+
+    return ask(refused, url)
+
+
 def test_a_prompt_over_the_context_is_refused_in_vllm_0_32s_words(vllm):
-    sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=8)
-
-    async def too_long(endpoint):
-        with pytest.raises(RequestRejected) as refused:
-            await endpoint.complete("word " * 5000, None, sampling)
-        return refused.value
-
-    refusal = ask(too_long, vllm.url)
-    assert refusal.reason == "input_too_long" and refusal.parameter == "input_tokens"
-    assert "However, your prompt contains at least 4097 input tokens" in refusal.detail
-    limit = parse_context_error(refusal.detail, 8)
+    refused = refusal(vllm.url, "word " * 5000, 8)
+    assert refused.reason == "input_too_long" and refused.parameter == "input_tokens"
+    assert "However, your prompt contains at least 4097 input tokens" in refused.detail
+    limit = parse_context_error(refused.detail, 8)
     assert limit.allowed_input == 4096 - 8 and limit.given_input is None  # "at least": the size is not known
 
 
 def test_a_reply_vllm_cuts_short_for_room_is_refused_not_kept(vllm):
     """A prompt that fits but leaves less than max_tokens: vLLM lowers max_tokens without a word."""
-    sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=200)
-
-    async def clamped(endpoint):
-        with pytest.raises(RequestRejected) as refused:
-            await endpoint.complete("word " * 4000, None, sampling)
-        return refused.value
-
-    refusal = ask(clamped, vllm.url)
-    assert refusal.reason == "input_too_long" and refusal.parameter == "max_tokens"
-    limit = parse_context_error(refusal.detail, 200)
+    refused = refusal(vllm.url, "word " * 4000, 200)
+    assert refused.reason == "input_too_long" and refused.parameter == "max_tokens"
+    limit = parse_context_error(refused.detail, 200)
     assert limit.allowed_input == 4096 - 200 and limit.given_input == 4001
 
 

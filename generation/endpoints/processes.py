@@ -1,0 +1,131 @@
+"""A model server as bft's subprocess: started in a process group of its own, waited for, watched, stopped.
+
+The embedded `transformers serve` (`embedded.py`) and the real vLLM (`vllm_server.py`) share this. Each
+server started here is registered by URL, so the engine can tell a request that failed because the server
+bft started has exited (`server_exit`) from one a live server refused: the run then stops naming the exit,
+instead of rejecting documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from bft.generation.errors import EndpointError
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+RUNNING: dict[str, ServerProcess] = {}  # the servers this process started, by URL
+
+
+def server_exit(url: str) -> str | None:
+    """How the server bft started at `url` ended, or None (still running, or not one bft started)."""
+    server = RUNNING.get(url)
+    return server.exit_description() if server is not None else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def die_with_parent(signal_number: int = signal.SIGKILL) -> Callable[[], None]:
+    """A `preexec_fn`: in the child, before it starts, ask Linux to send it `signal_number` when the process
+    that started it dies, however it ends (SIGKILL included). Elsewhere a no-op."""
+
+    def ask() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal_number)
+
+    return ask
+
+
+class ServerProcess:
+    """What a server subprocess shares: `launch`, `wait_ready`, `exit_description`, `stop`, `kill`.
+
+    A subclass gives `url` and `what` (its name in messages)."""
+
+    what = "the server"
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def launch(self, command: list[str], env: dict, log_path: Path | None, signal_number=signal.SIGKILL) -> None:
+        """Start `command` in a new session (its own process group), output to `log_path` or nowhere."""
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal_number),
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        RUNNING[self.url] = self
+
+    def wait_ready(self, timeout: float, log_path: Path | None, answers: Callable[[], bool] = lambda: True) -> None:
+        """Wait until `/health` says 200 and `answers()` is true; stop it and raise past `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EndpointError(
+                    f"{self.what} exited with code {self.process.returncode} before it was ready"
+                    + (f"; see {log_path}" if log_path else "")
+                )
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                    if response.status == 200 and answers():
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                last_error = str(error)
+            time.sleep(0.5)
+        self.stop()
+        raise EndpointError(f"{self.what} did not become ready in {timeout:.0f} s: {last_error}")
+
+    def exit_description(self) -> str | None:
+        """None while the server runs; else how it ended (`killed by SIGKILL (out of memory?)`, `exit code 1`)."""
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return None
+        if code < 0 or (code > 128 and code - 128 in signal.Signals._value2member_map_):  # `sh` says 128 + N
+            name = signal.Signals(-code if code < 0 else code - 128).name
+            return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        return f"exit code {code}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM to the whole process group; SIGKILL if it has not ended in `grace` seconds."""
+        RUNNING.pop(self.url, None)
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would end it."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
