@@ -8,7 +8,7 @@ soon as its previous answer is back. It parses nothing beyond what the next stag
 server's capacity under a client with no limits, measured in the same run as bft.
 
     python benchmarks/send_everything.py CORPUS --endpoint URL [--endpoint URL ...] [--stages backtranslate]
-        [--model NAME] [--config RUN.yaml]
+        [--model NAME] [--config RUN.yaml] [--follow BFT_OUTPUT]
 """
 
 from __future__ import annotations
@@ -28,10 +28,18 @@ from bft.generation.run.wiring import build_stages
 
 
 async def send_all(
-    corpus: str, urls: list[str], stage_names: list[str], model: str = "bft/simulated", config_path: str | None = None
+    corpus: str,
+    urls: list[str],
+    stage_names: list[str],
+    model: str = "bft/simulated",
+    config_path: str | None = None,
+    follow: Path | None = None,
 ) -> dict:
     """Send every document's requests at once; `model` is the name the server wants, `config_path` a run
-    config whose stage settings (`max_tokens`, sampling) the requests take, as bft's would."""
+    config whose stage settings (`max_tokens`, sampling) the requests take, as bft's would. `follow`, a bft
+    output folder of the same run: each later stage is asked only for the documents that bft's run kept at
+    the stage before, with bft's record of it (the same prompts, so the same work)."""
+    kept = _kept_records(follow, stage_names) if follow else None
     config = load_config(config_path, {"corpus.path": corpus, "out": "unused", "stages": stage_names})
     stages = build_stages(config)
     documents = [json.loads(line) for line in Path(corpus).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -68,7 +76,11 @@ async def send_all(
             url = next(turn)
             record = StageRecord(id=row["id"], stage="", status="", document=row["text"], position=number,
                                  input_location="", instruction="")  # fmt: skip
-            for stage in stages:
+            for number_in_run, stage in enumerate(stages):
+                if kept is not None and number_in_run > 0:
+                    record = kept[stages[number_in_run - 1].name].get(row["id"])
+                    if record is None:  # bft's run rejected it at the stage before
+                        return
                 reply = await ask(url, stage, record)
                 if stage.name == "backtranslate":
                     record.instruction = reply
@@ -79,6 +91,16 @@ async def send_all(
     return counts
 
 
+def _kept_records(out: Path, stage_names: list[str]) -> dict[str, dict[str, StageRecord]]:
+    """Per stage, the records bft's run in `out` kept there, by document id (its journals)."""
+    kept = {}
+    for name in stage_names:
+        journal = out / ".bft" / "journal" / f"{name}.jsonl"
+        entries = (json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines() if line.strip())
+        kept[name] = {e["id"]: StageRecord.from_dict(e) for e in entries if e.get("status") == "kept"}
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("corpus")
@@ -86,8 +108,10 @@ def main() -> None:
     parser.add_argument("--stages", default="backtranslate")
     parser.add_argument("--model", default="bft/simulated", help="the model name the server wants")
     parser.add_argument("--config", help="a bft run config whose stage settings the requests take")
+    parser.add_argument("--follow", type=Path, help="a bft output folder: later stages only for what it kept")
     args = parser.parse_args()
-    counts = asyncio.run(send_all(args.corpus, args.endpoint, args.stages.split(","), args.model, args.config))
+    stage_names = args.stages.split(",")
+    counts = asyncio.run(send_all(args.corpus, args.endpoint, stage_names, args.model, args.config, args.follow))
     print(json.dumps(counts))
 
 
