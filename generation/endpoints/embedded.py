@@ -127,13 +127,6 @@ class EmbeddedServer(ServerProcess):
         """`transformers serve` wants requests to name the model by the path it loaded."""
         return str(self.model_dir)
 
-    def __enter__(self) -> EmbeddedServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def start(self) -> None:
         executable = Path(sys.executable).parent / "transformers"
         if not executable.exists():

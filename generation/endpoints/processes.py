@@ -51,9 +51,8 @@ def die_with_parent(signal_number: int = signal.SIGKILL) -> Callable[[], None]:
 
 
 class ServerProcess:
-    """What a server subprocess shares: `launch`, `wait_ready`, `exit_description`, `stop`, `kill`.
-
-    A subclass gives `url` and `what` (its name in messages)."""
+    """What a server subprocess shares: `launch`, `wait_ready`, `exit_description`, `stop`, `kill`, and use as
+    a context manager. A subclass gives `url`, `start` and `what` (its name in messages)."""
 
     what = "the server"
     process: subprocess.Popen | None = None
@@ -61,6 +60,17 @@ class ServerProcess:
     @property
     def url(self) -> str:
         raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        """Start the server and wait until it is ready; on leaving, stop its whole process group."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def launch(self, command: list[str], env: dict, log_path: Path | None, signal_number=signal.SIGKILL) -> None:
         """Start `command` in a new session (its own process group), output to `log_path` or nowhere."""

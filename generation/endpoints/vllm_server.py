@@ -79,13 +79,6 @@ class VLLMServer(ServerProcess):
             *self.extra_args,
         ]
 
-    def __enter__(self) -> VLLMServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start the server and wait until it answers a completion (not only `/health`)."""
         if not Path(self.python).exists():
