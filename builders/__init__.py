@@ -17,6 +17,7 @@ Below them:
 - `instructions`: instruction sets (bft's own evaluation set, a file, a Hub dataset);
 - `sources`: the one loader of a dataset given by a path or a Hub id;
 - `view_data`: a folder's records read from parquet on demand, filtered, paged, sampled (`bft view`);
+- `view_charts`: what the viewer draws (funnel, reasons, scores, lengths), as small bins and counts;
 - `view_server`: the viewer's page and JSON API on 127.0.0.1 (the page itself is in `viewer/`);
 - `versions`: repo ids and semantic versions of releases.
 """

@@ -7,15 +7,25 @@ also runs the pre-release checks (`builders/checks.py`) and records the facts th
 (`builders/facts.py`), so that `bft release` can add its changelog entry.
 
 `build` reads top to bottom: check the inputs, build every config, gather the facts (stages, rejects,
-parse rates, scores, lengths, plots, the data report), write the card.
+parse rates, scores, lengths, plots, the data report), write the card. It writes into a new folder beside
+DATASETDIR and moves it into place only when everything is written (`staged`): a build that fails leaves
+no half-written folder, and an earlier build at DATASETDIR stays as it was.
+
+Every config the run's stages make is either written or named as empty with why (`curated: curate kept
+none of 26 (score_below_threshold: 26)`), on the card, in `bft_build.json` and in what `bft build` prints.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import shutil
 import tempfile
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +43,11 @@ from bft.builders.report import PAIR_CONFIGS, data_report, length_counter
 from bft.cards.common import model_terms
 from bft.cards.dataset_card import ABOUT, example_json
 from bft.cards.plots import bar_chart, histogram, score_counts
-from bft.generation.errors import ConfigError
-from bft.generation.layout import RUN_CONFIG_FILE, STATS_FILE, config_file, main_config
+from bft.generation.errors import BftError, ConfigError
+from bft.generation.layout import OUTPUT_CONFIG_NAMES, RUN_CONFIG_FILE, STATS_FILE, config_file, main_config
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
+from bft.generation.run.wiring import why_empty
 from bft.generation.text import file_sha256
 
 REPORT_FILE = "report.json"  # the data report (builders/report.py), also shown on the card
@@ -63,7 +74,7 @@ class BuiltConfigs:
     config_rows: list[dict] = field(default_factory=list)
     examples: list[dict] = field(default_factory=list)
     train: dict[str, datasets.Dataset] = field(default_factory=dict)
-    empty: dict[str, str] = field(default_factory=dict)  # "CONFIG/SPLIT" -> why
+    empty: dict[str, str] = field(default_factory=dict)  # "CONFIG" or "CONFIG/SPLIT" -> why
 
 
 def build(
@@ -87,53 +98,58 @@ def build(
     stats = check_output(output)
     unit, count = length_counter(tokenizer)
     check_options(test_fraction, seed_file)
+    importlib.import_module("matplotlib")  # the card's plots (the `build` extra): stop here, before any work
     names = configs_to_build(output, seed_file, sft_source)
-    fresh_folder(folder)
-    findings = Findings(redacted=redact, license=license or guess_license(output) or "unknown")
-    built = build_configs(output, folder, names, findings, seed_file, sft_source, test_fraction, tag_placement)
-    stats_json = json.loads((output / STATS_FILE).read_text(encoding="utf-8"))
-    if ENDPOINTS_KEY in stats_json:  # keyed by endpoint URL: private hosts masked, as everywhere
-        stats_json[ENDPOINTS_KEY] = {public_url(url): limit for url, limit in stats_json[ENDPOINTS_KEY].items()}
-    (folder / STATS_FILE).write_text(json.dumps(stats_json, indent=2) + "\n", encoding="utf-8")
-    settings = public_value(yaml.safe_load((output / RUN_CONFIG_FILE).read_text(encoding="utf-8")) or {})
-    run_config = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
-    (folder / RUN_CONFIG_FILE).write_text(run_config, encoding="utf-8")  # local paths and private hosts masked
-    train = built.train
-    scores = score_counts(list(train["backtranslated"]["score"])) if "backtranslated" in train else {}
-    facts = BuildFacts(
-        pretty_name=pretty_name or f"bft data: {output.resolve().name}",
-        license=findings.license,
-        source_datasets=list(source_datasets or []),
-        corpus=str(settings.get("corpus", {}).get("path", "unknown")),  # public form (public_value above)
-        configs=built.configs,
-        config_rows=built.config_rows,
-        main_config=main_config({c["config_name"]: 1 for c in built.configs}),
-        load_path=folder.name,  # a release writes the Hub repo here; no local path in a released file
-        revision=None,
-        stages=stats.stage_table(kept_provenance(train)),
-        stages_with_rejects=stats.rejects(),
-        parse_rates=parse_rates(stats),
-        scores=scores,
-        lengths=mean_lengths(train, count),
-        length_unit=unit,
-        plots=plots(folder, stats, train, scores, count, unit),
-        examples=built.examples,
-        note=str(settings.get("note") or ""),
-        run_config=run_config.strip(),
-        tag_placement="a system message" if tag_placement == "system" else "the end of the user turn",
-        seed_tag=SEED_TAG,
-        web_tag=WEB_TAG,
-        pii={k: dict(v) for k, v in findings.pii.items()},
-        pii_redacted=redact,
-        changelog=["unreleased: built by `bft build`"],
-        empty_configs=[f"{where}: {why}" for where, why in built.empty.items()],
-        license_name=license_name or "",
-        license_link=license_link or "",
-    )
-    facts.model_terms = model_terms([stage["model"] for stage in facts.stages])
-    facts.report = report(train, count, unit, eval_set, analyses)
-    (folder / REPORT_FILE).write_text(json.dumps(facts.report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    facts.write(folder, findings)
+    check_out_folder(folder)
+    with staged(folder) as stage:  # written beside `folder`, moved into its place when complete
+        findings = Findings(redacted=redact, license=license or guess_license(output) or "unknown")
+        built = build_configs(output, stage, names, findings, seed_file, sft_source, test_fraction, tag_placement)
+        built.empty = {**unmade_configs(output, stats, seed_file, sft_source), **built.empty}
+        stats_json = json.loads((output / STATS_FILE).read_text(encoding="utf-8"))
+        if ENDPOINTS_KEY in stats_json:  # keyed by endpoint URL: private hosts masked, as everywhere
+            stats_json[ENDPOINTS_KEY] = {public_url(url): limit for url, limit in stats_json[ENDPOINTS_KEY].items()}
+        (stage / STATS_FILE).write_text(json.dumps(stats_json, indent=2) + "\n", encoding="utf-8")
+        settings = public_value(yaml.safe_load((output / RUN_CONFIG_FILE).read_text(encoding="utf-8")) or {})
+        run_config = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
+        (stage / RUN_CONFIG_FILE).write_text(run_config, encoding="utf-8")  # local paths and private hosts masked
+        train = built.train
+        scores = score_counts(list(train["backtranslated"]["score"])) if "backtranslated" in train else {}
+        facts = BuildFacts(
+            pretty_name=pretty_name or f"bft data: {output.resolve().name}",
+            license=findings.license,
+            source_datasets=list(source_datasets or []),
+            corpus=str(settings.get("corpus", {}).get("path", "unknown")),  # public form (public_value above)
+            configs=built.configs,
+            config_rows=built.config_rows,
+            main_config=main_config({c["config_name"]: 1 for c in built.configs}),
+            load_path=folder.name,  # a release writes the Hub repo here; no local path in a released file
+            revision=None,
+            stages=stats.stage_table(kept_provenance(train)),
+            stages_with_rejects=stats.rejects(),
+            parse_rates=parse_rates(stats),
+            scores=scores,
+            lengths=mean_lengths(train, count),
+            length_unit=unit,
+            plots=plots(stage, stats, train, scores, count, unit),
+            examples=built.examples,
+            note=str(settings.get("note") or ""),
+            run_config=run_config.strip(),
+            tag_placement="a system message" if tag_placement == "system" else "the end of the user turn",
+            seed_tag=SEED_TAG,
+            web_tag=WEB_TAG,
+            pii={k: dict(v) for k, v in findings.pii.items()},
+            pii_redacted=redact,
+            changelog=["unreleased: built by `bft build`"],
+            empty_configs=[f"{where}: {why}" for where, why in built.empty.items()],
+            license_name=license_name or "",
+            license_link=license_link or "",
+        )
+        facts.model_terms = model_terms([entry["model"] for entry in facts.stages])
+        facts.report = report(train, count, unit, eval_set, analyses)
+        (stage / REPORT_FILE).write_text(
+            json.dumps(facts.report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        facts.write(stage, findings)
     return facts
 
 
@@ -164,19 +180,64 @@ def check_options(test_fraction: float, seed_file: str | None) -> None:
 
 
 def configs_to_build(output: Path, seed_file: str | None, sft_source: str) -> list[str]:
-    names = [n for n in available_configs(output, seed_file) if n != "sft" or config_file(output, sft_source)]
+    """The configs with input: the output's, the seed, and `sft` when the seed or `sft_source` has rows."""
+    names = [
+        n for n in available_configs(output, seed_file) if n != "sft" or seed_file or config_file(output, sft_source)
+    ]
     if not names:
         raise ConfigError(f"{output} holds no kept records to build from")
     return names
 
 
-def fresh_folder(folder: Path) -> None:
-    """An empty `folder`: a new one, or an earlier build's emptied (nothing else is ever deleted)."""
+def unmade_configs(output: Path, stats: RunStats, seed_file: str | None, sft_source: str) -> dict[str, str]:
+    """The configs of the run's stages that the output has no rows of, each with why (from the stage's counts),
+    and `sft`'s web rows when `sft_source` is one of them: `sft` then holds the seed alone (or nothing)."""
+    empty = {
+        name: why_empty(name, stats)
+        for stage, name in OUTPUT_CONFIG_NAMES.items()
+        if stage in stats.stages and config_file(output, name) is None
+    }
+    if config_file(output, sft_source) is None:
+        stage = next(s for s, name in OUTPUT_CONFIG_NAMES.items() if name == sft_source)
+        why = empty.get(sft_source, f"the run had no {stage} stage")
+        what = "S_w rows of sft" if seed_file else "sft"
+        empty[what] = f"--sft-from {sft_source} has no rows ({why}){'' if seed_file else ' and no --seed was given'}"
+    return empty
+
+
+def check_out_folder(folder: Path) -> None:
+    """`folder` may be new or an earlier build (which a build replaces); anything else there is never touched."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} is a file; choose a new folder")
+    if folder.is_dir() and not (folder / FACTS_FILE).is_file() and any(folder.iterdir()):
+        raise ConfigError(f"--out {folder} exists and is not a bft dataset folder; choose a new folder")
+
+
+@contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A new folder beside `folder` to build in, put in `folder`'s place once the build is written, removed if
+    it fails: a failed build leaves no half-written folder (which `bft view` and `load_dataset` would refuse),
+    and an earlier build at `folder` stays whole until the new one is complete."""
+    folder = Path(os.path.abspath(folder))  # `.` and `..` have a name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = folder.with_name(f".{folder.name}.building-{uuid.uuid4().hex[:8]}")
+    stage.mkdir()
+    try:
+        yield stage
+    except BftError as error:  # its message names the folder the user asked for, not the one removed now
+        shutil.rmtree(stage, ignore_errors=True)
+        error.args = tuple(a.replace(str(stage), str(folder)) if isinstance(a, str) else a for a in error.args)
+        raise
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     if folder.exists():
-        if not (folder / FACTS_FILE).is_file() and any(folder.iterdir()):
-            raise ConfigError(f"--out {folder} exists and is not a bft dataset folder; choose a new folder")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+        earlier = stage.with_name(f"{stage.name}.replaced")
+        os.replace(folder, earlier)
+        os.replace(stage, folder)
+        shutil.rmtree(earlier)
+    else:
+        os.replace(stage, folder)
 
 
 def guess_license(output: Path) -> str | None:
@@ -216,7 +277,11 @@ def build_configs(
             )
             builder.download_and_prepare()
             files = []
-            for split, info in builder.info.splits.items():
+            splits = builder.info.splits
+            if not sum(info.num_examples for info in splits.values()):
+                built.empty[name] = "the --seed file holds no pairs" if name == "seed" else "its inputs have no rows"
+                continue
+            for split, info in splits.items():
                 if not info.num_examples:
                     built.empty[f"{name}/{split}"] = (
                         f"no document fell in the {split} split (--test-fraction {test_fraction})"

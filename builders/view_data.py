@@ -25,8 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from bft.builders.facts import FACTS_FILE
 from bft.generation.errors import ConfigError
 from bft.generation.layout import STATS_FILE
+from bft.generation.records import REJECTED
 from bft.generation.run.stats import ENDPOINTS_KEY, stage_counts
 from bft.generation.text import GROUNDING_NGRAM, WORD_RE, ngrams, words
 
@@ -100,6 +102,12 @@ class Part:
         self._starts = np.array([start for _, _, start in self.groups], dtype=np.int64)
         self._cache: OrderedDict[tuple, pa.Table] = OrderedDict()
         self._matches: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def scan(self, columns: list[str]):
+        """Every row group in order, with `columns` only (those this part has): for whole-part summaries."""
+        wanted = [c for c in columns if c in self.columns] or self.columns[:1]
+        for file, group, _ in self.groups:
+            yield self._readers[file].read_row_group(group, columns=wanted)
 
     def _group(self, index: int, columns: tuple[str, ...]) -> pa.Table:
         key = (index, columns)
@@ -288,6 +296,7 @@ class Folder:
         self._parts: dict[tuple[str, str], Part] = {}
         stats = path / STATS_FILE
         self.stats = json.loads(stats.read_text(encoding="utf-8")) if stats.is_file() else {}
+        self.is_build = (path / FACTS_FILE).is_file()  # a `bft build` folder, not a generate output
 
     def part(self, config: str, split: str = "train") -> Part:
         key = (config, split)
@@ -327,8 +336,19 @@ class Folder:
         """One whole row, with the rewrite's grounding highlight and the curation replies pulled out."""
         record = self.part(config, split).take([row])[0]
         view: dict = {"config": config, "split": split, "row": row, "record": record}
+        view["rejected_by"] = self.rejected_by(config, record)
         if isinstance(record.get("response"), str) and isinstance(record.get("document"), str) and record["document"]:
             view["response_segments"] = grounding_segments(record["response"], record["document"])
         provenance = record.get("provenance") or []
         view["curation"] = [p for p in provenance if isinstance(p, dict) and p.get("stage") == "curate"]
         return view
+
+    def rejected_by(self, config: str, record: dict) -> str | None:
+        """The stage that rejected `record` (None when it was not rejected), as the records say: its `stage`,
+        except in a build's `backtranslated` config, whose `status` and `reason` are the curation outcome
+        joined onto the backtranslated pair (`builders/bft_dataset.py`)."""
+        if record.get("status") != REJECTED:
+            return None
+        if self.is_build and config == "backtranslated":
+            return "curate"
+        return record.get("stage")

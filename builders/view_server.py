@@ -4,6 +4,8 @@ Routes (all GET):
 
     /                     the page (`builders/viewer/index.html`), its script and style under /static/
     /api/summary          rows per config and split, the run's counters (stats.json)
+    /api/charts           what the summary draws: the stage funnel, reject reasons, score and length
+                          histograms, as bins and counts (`builders/view_charts.py`; computed once)
     /api/facets           a part's distinct statuses, stages, reasons, flag kinds and scores, with counts
     /api/rows             a page of matching rows: config, split, offset, limit and the filters
                           (status, stage, reason, flag, min_score, max_score, q)
@@ -24,11 +26,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bft.builders.view_charts import chart_data
 from bft.builders.view_data import Filters, Folder
 from bft.generation.errors import ConfigError
 
 STATIC = Path(__file__).parent / "viewer"
-STATIC_FILES = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
+STATIC_FILES = {"viewer.js": "text/javascript", "charts.js": "text/javascript", "viewer.css": "text/css"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -81,6 +84,15 @@ def make_app(folder: Folder) -> web.Application:
     async def in_thread(function, *args):  # parquet scans run beside the loop, which keeps answering
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
+    charts: dict = {}
+    charts_lock = asyncio.Lock()
+
+    async def chart_summary(request):  # read every row group once, then answered from memory
+        async with charts_lock:
+            if "data" not in charts:
+                charts["data"] = await in_thread(chart_data, folder)
+        return web.json_response(charts["data"])
+
     async def facets(request):
         config, split = part_args(request)
         return web.json_response(await in_thread(lambda: folder.part(config, split).facets()))
@@ -108,6 +120,7 @@ def make_app(folder: Folder) -> web.Application:
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/api/summary", summary)
+    app.router.add_get("/api/charts", chart_summary)
     app.router.add_get("/api/facets", facets)
     app.router.add_get("/api/rows", rows)
     app.router.add_get("/api/sample", sample)

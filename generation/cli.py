@@ -11,7 +11,9 @@
 
 Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. User errors
 (`BftError`) print as one line and exit 2; so does the Hub refusing a token (401/403, with what to
-check). Mistyped commands and flags get the closest known one ("did you mean"). Output is quiet by
+check), and a package of an optional extra that is not installed ("bft build needs matplotlib: pip install
+'bft[build]'"): every command's `--help` works with the base install. Mistyped commands and flags get the
+closest known one ("did you mean"); a flag's prefix is not taken for the flag. Output is quiet by
 default: the libraries' own progress bars (`datasets`, `huggingface_hub`, `transformers`) and warnings
 show with `--verbose`; bft's own progress bars and messages always do.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import importlib.metadata
+import importlib.util
 import os
 import re
 import sys
@@ -42,7 +46,12 @@ SUBCOMMANDS = {
 
 
 class HelpfulParser(argparse.ArgumentParser):
-    """argparse, with the closest known command or flag suggested for a mistyped one."""
+    """argparse, with the closest known command or flag suggested for a mistyped one, and no flag taken from
+    its prefix (`--stage` is not `--stages`: a typo must not quietly become another setting)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         hint = self.suggestion(message)
@@ -85,6 +94,9 @@ def quiet_libraries(verbose: bool) -> None:
         os.environ.setdefault(name, "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # the Hub client's and `datasets`' logged warnings: their retry lines ("Retrying in 1s [Retry 1/5].") among them
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
     if not any(f[0] == "ignore" and f[2] is Warning and f[1] is None for f in warnings.filters):
         warnings.filterwarnings("ignore")  # the libraries' deprecation and user warnings; bft's errors are not warnings
 
@@ -102,6 +114,38 @@ def hub_refusal(error: BaseException) -> str | None:
                 "and that it may read (or, to release and push, write) the repository"
             )
     return None
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The bft extra (setup.cfg's, read from bft's installed metadata) that installs the package `error` did not
+    find, e.g. `build` for matplotlib; None when no extra names it (then it is a bug, not a missing option)."""
+    package = (error.name or "").partition(".")[0]
+    if package and importlib.util.find_spec(package) is not None:  # installed: a module inside it moved (a bug)
+        return None
+    try:
+        requirements = importlib.metadata.requires("bft") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return None
+    if not package:
+        return None
+    known = {package, *importlib.metadata.packages_distributions().get(package, [])}  # mauve -> mauve-text
+    wanted = {re.sub(r"[-_.]+", "-", name).lower() for name in known}
+    for requirement in requirements:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]*", requirement).group()).lower()
+        extra = re.search(r"extra == \"([^\"]+)\"", requirement)
+        if extra and extra.group(1) not in ("all", "test") and (name in wanted or name.startswith(f"{package}-")):
+            return extra.group(1)
+    return None
+
+
+def missing_package(command: str, error: ModuleNotFoundError) -> int:
+    """One line for an optional package that is not installed (`bft build needs matplotlib: pip install
+    'bft[build]'`), exit status 2; any other missing module is a bug, raised as it is."""
+    extra = missing_extra(error)
+    if extra is None:
+        raise error
+    print(f"bft {command} needs {error.name.partition('.')[0]}: pip install 'bft[{extra}]'", file=sys.stderr)
+    return 2
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -132,9 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     quiet_libraries("--verbose" in argv)  # before the command's module imports the libraries
-    args = build_parser(command).parse_args(argv)
+    try:
+        parser = build_parser(command)
+    except ModuleNotFoundError as error:  # only `command`'s module is imported
+        return missing_package(command, error)
+    args = parser.parse_args(argv)
     try:
         return args._module.run(args)
+    except ModuleNotFoundError as error:
+        return missing_package(args.command, error)
     except BftError as error:
         refusal = hub_refusal(error)  # a Hub refusal bft turned into its own error
         print(f"bft {args.command}: error: {error}" + (f"; {refusal}" if refusal else ""), file=sys.stderr)

@@ -223,6 +223,14 @@ class CorpusConfig:
             "(undecodable bytes become U+FFFD, flag invalid_utf8_replaced) or error (stop)."
         },
     )
+    malformed_lines: Literal["reject", "error"] = field(
+        default="reject",
+        metadata={
+            "help": "A JSON line that does not parse, or is JSON but not an object: reject (a rejected record "
+            "under its location id FILE:LINE, reason malformed_json or not_a_json_object; the run reads on) or "
+            "error (stop, naming the file and line). A file that is a JSON array is always an error."
+        },
+    )
     invalid_unicode: str = field(
         default="reject",
         metadata={
@@ -489,6 +497,7 @@ class GenerateConfig:
         for where, value, allowed in (
             ("corpus.duplicate_ids", self.corpus.duplicate_ids, ("error", "rename")),
             ("corpus.invalid_utf8", self.corpus.invalid_utf8, ("reject", "replace", "error")),
+            ("corpus.malformed_lines", self.corpus.malformed_lines, ("reject", "error")),
             ("corpus.invalid_unicode", self.corpus.invalid_unicode, ("reject", "replace")),
             ("prepare.context_overflow", self.prepare.context_overflow, ("reject", "cut")),
             ("prepare.control_characters", self.prepare.control_characters, ("strip", "reject")),

@@ -19,7 +19,8 @@ Examples:
     # what would it send and cost? Nothing is sent (or, with --probe 20, 20 documents are, to measure)
     bft generate dolma/ --out out/ --dry-run [--probe 20 --endpoint http://gpu:8080] [--throughput 2500]
 
-Rerunning the same command resumes: finished documents are not requested again.
+Rerunning the same command resumes: finished documents are not requested again, and a finished run prints
+its summary without starting a server.
 """
 
 from __future__ import annotations
@@ -31,23 +32,28 @@ from pathlib import Path
 
 import yaml
 
-from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config
-from bft.generation.corpus.documents import corpus_rows
-from bft.generation.endpoints.client import redact_url
+from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config, shipped_configs
+from bft.generation.corpus.diagnosis import likely_cause, nothing_enters
+from bft.generation.corpus.files import COMPRESSIONS, PAGE_SUFFIXES, PARQUET_SUFFIXES
+from bft.generation.endpoints.client import base_url, redact_url
 from bft.generation.endpoints.embedded import EmbeddedServer, converted_checkpoint
-from bft.generation.errors import BftError, ConfigError
-from bft.generation.layout import RUN_CONFIG_FILE
+from bft.generation.errors import ConfigError
+from bft.generation.layout import PREPARE, RUN_CONFIG_FILE
 from bft.generation.run.dry_run import add_probe, format_plan, plan_run
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
 from bft.generation.run.rounds import scoring_rule_of_the_pool
-from bft.generation.run.wiring import RunSummary, check_resumable, use_embedded
+from bft.generation.run.wiring import RunSummary, check_resumable, finished_run, use_embedded, use_served_tokenizers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("corpus", help="Local .jsonl/.jsonl.gz/.parquet file or folder, or a Hub dataset id")
+    parser.add_argument("corpus", help=corpus_help())
     parser.add_argument("--out", required=True, help="Output folder (rerun with the same folder to resume)")
-    parser.add_argument("--config", help="YAML run config (see generation/demo/demo.yaml)")
+    parser.add_argument(
+        "--config",
+        help=f"YAML run config file, or a shipped one by name: {', '.join(shipped_configs())} "
+        "(the demo's: generation/demo/demo.yaml)",
+    )
     parser.add_argument(
         "--endpoint",
         action="append",
@@ -110,6 +116,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def corpus_help() -> str:
+    """What CORPUS may be, from the suffixes the readers take (`corpus/files.py`)."""
+    compressed = "/".join(c for c in COMPRESSIONS if c)
+    return (
+        f"A JSON-lines file (.jsonl or .json, as Dolma names them; plain or {compressed}-compressed: .jsonl.gz, "
+        f".json.gz, ...), a {'/'.join(PARQUET_SUFFIXES)} file, web pages for header segments "
+        f"(HTML or WARC: {', '.join(PAGE_SUFFIXES)}), a folder of them, or a Hub dataset id (ORG/NAME, streamed)"
+    )
+
+
 def overrides_from(args: argparse.Namespace) -> dict:
     overrides = {"corpus.path": args.corpus, "out": args.out}
     if args.endpoint:  # the command line wins over the config: every stage goes to these endpoints
@@ -150,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if config.stages[0] == "curate" and not args.config:
         config = scoring_rule_of_the_pool(config, overrides)
+    note_routes(config)
+    use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr))
     if args.dry_run or args.probe is not None:
         return dry_run(config, args)
     out = Path(config.out)
@@ -159,7 +177,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     progress = not args.no_progress
-    if config.endpoints or all(config.stage(s).endpoints for s in config.stages):
+    summary = finished_run(config)  # a rerun of a finished run: its summary, without a server or a request
+    if summary is not None:
+        print(f"bft generate: {out} is finished: every record has its outcome; nothing to send", file=sys.stderr)
+    elif config.endpoints or all(config.stage(s).endpoints for s in config.stages):
         summary = execute(config, progress)
     else:
         print("bft generate: no --endpoint given: starting the embedded SmolLM2-135M-Instruct server", file=sys.stderr)
@@ -177,6 +198,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def note_routes(config: GenerateConfig) -> None:
+    """Say once for each endpoint URL given with a route (`.../v1/chat/completions`) that its server's base URL
+    is used: bft adds the routes itself (`endpoints/client.base_url`)."""
+    urls = [*config.endpoints, *(url for name in ALL_STAGES for url in config.stage(name).endpoints)]
+    for url in dict.fromkeys(urls):
+        root = base_url(url)
+        if url.rstrip("/") not in (root, root + "/v1"):
+            print(
+                f"bft generate: endpoint {redact_url(url)} names a route; using its server's base URL "
+                f"{redact_url(root)} (bft adds the routes itself)",
+                file=sys.stderr,
+            )
+
+
 def dry_run(config: GenerateConfig, args: argparse.Namespace) -> int:
     """`--dry-run` (`run/dry_run.py`): the plan printed; with `--probe N`, measured on N documents."""
     if not args.dry_run:
@@ -191,47 +226,26 @@ def dry_run(config: GenerateConfig, args: argparse.Namespace) -> int:
             raise ConfigError("--probe sends real requests: give --endpoint (or the stages' endpoints)")
         add_probe(plan, config, args.probe, lambda probe: execute(probe, progress=False))
     print(format_plan(plan))
+    if plan.nothing_enters:  # as a run that admits nothing: an error naming the reasons (`all_rejected...`)
+        print(f"bft generate: error: {plan.nothing_enters}", file=sys.stderr)
+        return 1
     return 0
 
 
-# A stage that rejects every document for one of these reasons points at the input or a setting, not at
-# the documents: the run says so and exits non-zero instead of "succeeding" with nothing.
-INPUT_REASONS = {
-    "missing_text": "no record has the text field {text_field!r}; is --text-field right? (the first record's "
-    "fields: {fields})",
-    "text_not_a_string": "the field {text_field!r} holds no text in any record; is --text-field right? "
-    "(the first record's fields: {fields})",
-    "empty_text": "the field {text_field!r} is empty in every record; is --text-field right? (the first "
-    "record's fields: {fields})",
-    "invalid_utf8": "no line of the corpus is UTF-8 (corpus.invalid_utf8 can replace undecodable bytes)",
-    "invalid_unicode": "every record holds text that cannot be UTF-8 (corpus.invalid_unicode: replace)",
-    "record_too_large": "every record is over corpus.max_record_bytes",
-    "exceeds_context": "every document is over prepare.context_tokens in some stage (its flag names which); "
-    "prepare.context_overflow: cut keeps their beginnings",
-    "input_invalid": "the server refused every request of the stage as invalid; check its settings "
-    "(sampling parameters, model, mode)",
-}
-
-
 def all_rejected_for_one_reason(config: GenerateConfig, summary: RunSummary) -> str | None:
-    """The likely cause when a stage rejected every document that entered it for one input reason."""
+    """The likely cause when no document entered the first stage, or a later stage rejected every document
+    for one reason that points at the input or a setting (`corpus/diagnosis.py`): the run says so and
+    exits non-zero instead of "succeeding" with nothing."""
+    prepare = summary.stats.stages.get(PREPARE)
+    if prepare is not None and not prepare.kept:
+        return nothing_enters(config, prepare.entered, prepare.rejected_by_reason)
     for name, stage in summary.stats.stages.items():
         reasons = {reason for reason, count in stage.rejected_by_reason.items() if count}
-        if stage.entered and not stage.kept and len(reasons) == 1 and (reason := reasons.pop()) in INPUT_REASONS:
-            fields = first_record_fields(config)
-            cause = INPUT_REASONS[reason].format(text_field=config.corpus.text_field, fields=fields)
-            return f"{name}: all {stage.entered} documents rejected as {reason}: {cause}"
+        if stage.entered and not stage.kept and len(reasons) == 1:
+            reason = reasons.pop()
+            if cause := likely_cause(reason, config):
+                return f"{name}: all {stage.entered} documents rejected as {reason}: {cause}"
     return None
-
-
-def first_record_fields(config: GenerateConfig) -> str:
-    try:
-        for _, row in corpus_rows(config.corpus.path, config.corpus.split, config.corpus.revision, "replace"):
-            if isinstance(row, dict):
-                return ", ".join(sorted(k for k in row if not k.startswith("__"))) or "none"
-    except BftError:
-        pass
-    return "unknown"
 
 
 def execute(config: GenerateConfig, progress: bool) -> RunSummary:

@@ -7,26 +7,26 @@ push). Command-line flags (`--learning_rate 2e-5`) override the recipe. Each fie
 documentation: `bft train --help` prints them all.
 
 The data schema is TRL's `DatasetMixtureConfig` (`datasets:` a list of `path`, `name`, `data_dir`,
-`data_files`, `split`, `columns`, `fraction`), with three bft fields per source: `revision` (pin a Hub
-release tag), `tag` (S_a / S_w for instruction/response rows) and `reverse` (the backward model's rows).
+`data_files`, `split`, `columns`, `fraction`; `streaming`, `test_split_size`), with three bft fields per
+source: `revision` (pin a Hub release tag), `tag` (S_a / S_w for instruction/response rows) and `reverse`
+(the backward model's rows). The schema is written out here rather than inherited from TRL's classes, so
+that this module, and `bft train --help`, load without TRL (the `train` extra); a test checks that every
+field of TRL's two classes is here with its default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
-
-from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 
 from bft.generation.errors import ConfigError
 
 TAG_NAMES = ("S_a", "S_w")
-SOURCE_KEYS = ("path", "name", "revision", "data_dir", "data_files", "split", "columns", "fraction", "tag", "reverse")
 
 
 @dataclass
-class DataSource(DatasetConfig):
-    """One dataset of a training mixture: TRL's `DatasetConfig` plus bft's `revision`, `tag` and `reverse`.
+class DataSource:
+    """One dataset of a training mixture: TRL's `DatasetConfig` fields plus bft's `revision`, `tag` and `reverse`.
 
     `path` is a Hub dataset id (`ORG/NAME`, with `name` the config, e.g. `sft` or `seed` of a bft release),
     a dataset folder written by `bft build`, or a local JSON-lines / Parquet file. Relative paths are
@@ -43,6 +43,13 @@ class DataSource(DatasetConfig):
       `bft generate` sends a backward model) as the user turn, the instruction as the completion.
     """
 
+    path: str
+    name: str | None = None  # the config (`sft`, `seed`, ... of a bft build)
+    data_dir: str | None = None
+    data_files: str | list[str] | dict[str, str] | None = None
+    split: str = "train"
+    columns: list[str] | None = None  # keep only these columns
+    fraction: float | None = None  # share of the mixture (see `DataArguments`)
     revision: str | None = None
     tag: str | None = None
     reverse: bool = False
@@ -61,8 +68,11 @@ class DataSource(DatasetConfig):
         return self.path + (f"[{self.name}]" if self.name else "") + (f"@{self.revision}" if self.revision else "")
 
 
+SOURCE_KEYS = tuple(f.name for f in fields(DataSource))  # the keys a mixture's source takes
+
+
 @dataclass
-class DataArguments(DatasetMixtureConfig):
+class DataArguments:
     """What to train on: TRL's dataset-mixture schema, or one dataset through the `dataset_*` shortcut.
 
     With `fraction` on every source, the mixture follows TRL's rule: fractions are normalised and each
@@ -70,6 +80,14 @@ class DataArguments(DatasetMixtureConfig):
     Without fractions the sources are concatenated. Rows are shuffled by the trainer (`seed`).
     """
 
+    datasets: list[DataSource] = field(
+        default_factory=list,
+        metadata={"help": "The sources of the mixture: path, name, revision, split, fraction, tag, reverse, ..."},
+    )
+    streaming: bool = field(default=False, metadata={"help": "Not supported by bft train (rows are checked first)."})
+    test_split_size: float | None = field(
+        default=None, metadata={"help": "Share of the mixed rows held out as the eval split (e.g. 0.05)."}
+    )
     dataset_name: str | None = field(
         default=None,
         metadata={"help": "Shortcut for a one-dataset mixture: Hub id (ORG/NAME), bft build folder or local file."},

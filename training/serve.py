@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from bft.generation.endpoints.embedded import EmbeddedServer
+from bft.generation.endpoints.processes import PortInUseError
 from bft.generation.errors import ConfigError
 
 
@@ -67,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with server:
+    try:
+        server.start()
+    except PortInUseError as error:
+        raise ConfigError(f"{error} with --port N (--port 0 picks a free one)") from None
+    try:
         print(f"bft serve: {folder} at {server.url} (model name: {server.model_name})", flush=True)
         print(
             f"  e.g. bft generate OUT --out NEXT --stages curate --endpoint {server.url} --model {server.model_name}",
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         died = server.process.poll()
+    finally:
+        server.stop()
     if died not in (None, 0) and not stop.is_set():
         print(f"bft serve: the server exited with code {died}" + (f"; see {args.log}" if args.log else ""))
         return 1

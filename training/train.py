@@ -95,18 +95,40 @@ def read_recipe(path: Path) -> dict:
 
 
 def parse(recipe_path: Path, overrides: list[str], cuda: bool) -> tuple:
-    """TRL's parser over the recipe and the overrides; without CUDA, bf16 and gradient checkpointing go off."""
+    """TRL's parser over the recipe and the overrides; without CUDA, bf16 and gradient checkpointing go off.
+
+    A flag is taken only whole (`--learning_rat` is not `--learning_rate`), and one the parser does not know
+    is named with its closest match.
+    """
     from trl import TrlParser
 
     read_recipe(recipe_path)
     forced = [] if cuda else ["--bf16", "false", "--fp16", "false", "--activation_checkpointing", "false"]
-    parser = TrlParser(parser_types(), prog=f"bft train {recipe_path}")
+    parser = TrlParser(parser_types(), prog=f"bft train {recipe_path}", allow_abbrev=False)
     try:
-        return parser.parse_args_and_config(["--config", str(recipe_path), *overrides, *forced])
+        *parsed, unknown = parser.parse_args_and_config(
+            ["--config", str(recipe_path), *overrides, *forced], return_remaining_strings=True
+        )
     except ConfigError:
         raise
     except (ValueError, TypeError) as error:
         raise ConfigError(f"recipe {recipe_path}: {error}") from None
+    if unknown:
+        raise ConfigError(unknown_flag(unknown, list(parser._option_string_actions), recipe_path))
+    return tuple(parsed)
+
+
+def unknown_flag(unknown: list[str], known: list[str], recipe_path: Path) -> str:
+    """What is wrong with the first argument the parser did not take: a flag it does not know (with the closest
+    one it does), or a value no flag asked for."""
+    word = next((w for w in unknown if w.startswith("-")), unknown[0])
+    listing = f"`bft train {recipe_path} --help` lists the fields"
+    if not word.startswith("-"):
+        return f"unexpected argument {word!r}: overrides are --field value pairs ({listing})"
+    flag = word.split("=")[0]
+    close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown flag {flag!r}{hint} ({listing})"
 
 
 def batch_plan(examples: int, bft_args, sft_args) -> dict:

@@ -6,6 +6,7 @@ const PAGE = 50;
 const SHOWN_ELSEWHERE = new Set(["document", "instruction", "response", "provenance", "flags"]);
 const FILTERS = ["status", "stage", "reason", "flag", "min_score", "max_score", "q"];
 let summary = null;
+let charts = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -76,7 +77,7 @@ function defaultPart() {
 
 // -- summary --------------------------------------------------------------------------------------
 
-function renderSummary() {
+async function renderSummary() {
   show("summary");
   const stages = $("stages").tBodies[0];
   const reasons = $("reasons").tBodies[0];
@@ -90,11 +91,14 @@ function renderSummary() {
       row([name, s.entered, s.kept, s.rejected, s.requests, retries, s.completion_tokens], { "data-stage": name })
     );
     for (const [reason, count] of Object.entries(s.rejected_by_reason || {})) {
-      const link = el("a", reason, { href: "#" });
-      link.addEventListener("click", (event) => {
-        event.preventDefault();
-        go("records", { part: "rejected/train", stage: name, reason });
-      });
+      const where = rejectedRecords(name, reason);
+      const link = where ? el("a", reason, { href: "#" }) : reason;
+      if (where) {
+        link.addEventListener("click", (event) => {
+          event.preventDefault();
+          go("records", where);
+        });
+      }
       reasons.appendChild(row([name, link, count], { "data-stage": name, "data-reason": reason }));
     }
   }
@@ -103,6 +107,19 @@ function renderSummary() {
     const link = el("a", p.config, { href: `#records?part=${encodeURIComponent(p.config + "/" + p.split)}` });
     parts.appendChild(row([link, p.split, p.rows], { "data-config": p.config }));
   }
+  if (!charts) charts = await api("charts"); // computed once by the server, over every row group
+  Charts.draw(charts);
+  $("charts").setAttribute("aria-busy", "false");
+  $("charts-status").hidden = true;
+}
+
+// Where the records a stage rejected for a reason are listed: a generate output's `rejected` config;
+// in a built dataset, the candidates curation rejected (`backtranslated`, status rejected).
+function rejectedRecords(stage, reason) {
+  const has = (config) => summary.parts.some((p) => p.config === config && p.split === "train");
+  if (has("rejected")) return { part: "rejected/train", stage, reason };
+  if (stage === "curate" && has("backtranslated")) return { part: "backtranslated/train", status: "rejected", reason };
+  return null;
 }
 
 // -- the list -------------------------------------------------------------------------------------
@@ -192,17 +209,22 @@ async function renderRecord(params) {
     record.grounding !== null && record.grounding !== undefined
       ? `grounding ${record.grounding} (highlighted: words in a trigram the document also has)`
       : view.response_segments ? "(highlighted: words in a trigram the document also has)" : "";
+  const outcome = $("outcome"); // headed by the stage that rejected the record, as the record says
+  outcome.hidden = !view.rejected_by;
+  outcome.textContent = view.rejected_by ? `Rejected at ${view.rejected_by}${record.reason ? ": " + record.reason : ""}` : "";
+  outcome.dataset.stage = view.rejected_by || "";
   const score = [];
   if (record.score !== null && record.score !== undefined) score.push(`score ${record.score}`);
   if (record.expected_score !== null && record.expected_score !== undefined) score.push(`expected ${record.expected_score}`);
-  if (record.status) score.push(record.status + (record.reason ? `: ${record.reason}` : ""));
+  const scored = score.length > 0;
+  if (scored && record.status && !view.rejected_by) score.push(record.status);
   $("score").textContent = score.join(" · ");
   const curation = $("curation");
   curation.replaceChildren();
   for (const reply of view.curation) {
     curation.appendChild(el("pre", reply.raw_output || "", { class: "text reply" }));
   }
-  $("curation-block").hidden = !view.curation.length && !score.length;
+  $("curation-block").hidden = !view.curation.length && !scored;
   const flags = $("flags");
   flags.replaceChildren();
   for (const flag of record.flags || []) flags.appendChild(el("li", flag));
@@ -230,7 +252,7 @@ async function render(sample) {
     const { view, params } = route();
     if (view === "records") await renderRecords(params, sample);
     else if (view === "record") await renderRecord(params);
-    else renderSummary();
+    else await renderSummary();
   } catch (error) {
     showError(error);
   }

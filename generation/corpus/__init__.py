@@ -6,5 +6,6 @@
 - `segments`: Humpback's header segments of HTML pages, with every drop counted;
 - `prepare`: the prepare rules (control characters, HTML, size, exact duplicates, context length);
 - `blocks`: the corpus in blocks, and the corpus-wide decisions made before any block runs (Ray);
-- `stream`: the one document stream both executors read (rows -> segments -> prepare).
+- `stream`: the one document stream both executors read (rows -> segments -> prepare);
+- `diagnosis`: why no document got through, and what to check (a text field, the file format, a setting).
 """

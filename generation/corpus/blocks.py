@@ -45,11 +45,13 @@ class RawBlock:
     rows: list[tuple[str, dict | Unreadable]]
 
 
-def read_blocks(file: str, file_index: int, block_size: int, invalid_utf8: str, max_bytes: int) -> Iterator[RawBlock]:
+def read_blocks(
+    file: str, file_index: int, block_size: int, invalid_utf8: str, max_bytes: int, malformed_lines: str = "error"
+) -> Iterator[RawBlock]:
     """One corpus file, cut into blocks of `block_size` records (the last one shorter)."""
     rows: list = []
     number = first = 0
-    for item in rows_of_file(file, invalid_utf8, max_bytes):
+    for item in rows_of_file(file, invalid_utf8, max_bytes, malformed_lines):
         rows.append(item)
         if len(rows) == block_size:
             yield RawBlock(block_key(file_index, number), file_index, first, rows)

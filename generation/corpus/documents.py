@@ -6,10 +6,12 @@ the corpus (only a 64-bit hash of each id seen, to catch duplicates).
 
 Two kinds of trouble, handled differently:
 
-- a file that is broken (missing, malformed JSON line, invalid UTF-8, unknown Hub id) raises
-  `CorpusError` naming the file and line: the user must fix the input;
-- a well-formed record that cannot be used (no text, empty text, text that is not a string) is
-  yielded as a `Rejected` record with a reason, so it is counted and written, never lost.
+- a corpus that cannot be read (missing, not JSON lines, unknown Hub id) raises `CorpusError` naming
+  the file: the user must fix the input;
+- a line that cannot become a row (malformed JSON, not an object, invalid UTF-8, too large) and a
+  record that cannot be used (no text, empty text, text that is not a string) are yielded as
+  `Rejected` records with a reason, so they are counted and written, never lost; the corpus settings
+  (`malformed_lines`, `invalid_utf8`: `error`) make the broken lines fatal instead.
 
 `row_id`, `DuplicateIds` and `row_item` are the pieces `read_corpus` is made of; the Ray executor's
 block plan (`corpus/blocks.py`) uses the same pieces so both executors decide alike.
@@ -50,11 +52,16 @@ def corpus_rows(
     revision: str | None = None,
     invalid_utf8: str = "error",
     max_record_bytes: int = 64 << 20,
+    malformed_lines: str = "error",
 ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
     """(location, row) for every record of a local file or folder, or of a Hub dataset id, streamed."""
     local = Path(path)
     if local.exists():
-        return (row for file in corpus_files(local) for row in rows_of_file(file, invalid_utf8, max_record_bytes))
+        return (
+            row
+            for file in corpus_files(local)
+            for row in rows_of_file(file, invalid_utf8, max_record_bytes, malformed_lines)
+        )
     if HUB_ID_RE.match(path) and not has_suffix(path, JSONL_SUFFIXES + PARQUET_SUFFIXES):
         return iter_hub_rows(path, split, revision)
     raise CorpusError(f"corpus {path!r}: no such file or folder (and not a Hub dataset id of the form org/name)")
@@ -71,15 +78,16 @@ def read_corpus(
     invalid_utf8: str = "error",
     max_record_bytes: int = 64 << 20,
     invalid_unicode: str = "reject",
+    malformed_lines: str = "error",
 ) -> Iterator[Document | Rejected]:
     """Stream documents from a local path or a Hub dataset id.
 
     Raises `CorpusError` for unreadable input and for a document id seen twice (two records must never
     merge silently) unless `duplicate_ids` is "rename": the later record becomes `ID#2`, `ID#3`, ...
     and is flagged `duplicate_id`. Yields `Rejected` for records without usable text, and for lines that
-    are too large or not UTF-8 (see `iter_jsonl_rows`).
+    are too large, not UTF-8 or not a JSON object, as the settings say (see `iter_jsonl_rows`).
     """
-    rows = corpus_rows(path, split, revision, invalid_utf8, max_record_bytes)
+    rows = corpus_rows(path, split, revision, invalid_utf8, max_record_bytes, malformed_lines)
     ids = DuplicateIds(duplicate_ids)
     for position, (location, row) in enumerate(rows):
         if limit is not None and position >= limit:

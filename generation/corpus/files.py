@@ -4,7 +4,10 @@ A corpus is a file, a folder of files (read in a stable, sorted order), an fsspe
 `hf://`, `memory://`, ...) or a Hub dataset id (`ORG/NAME`). Files are JSON lines (plain, or compressed
 with gzip as Dolma ships them, zstd or bzip2), Parquet, or web pages (HTML, WARC) for Humpback's header
 segments. Suffixes match in any case (`DATA.JSONL`). A folder's other files are listed in a warning,
-never skipped silently.
+never skipped silently. Hidden files and folders (a name starting with a dot) are never corpus data:
+a `bft generate` output folder keeps its journals under `.bft/`, and tools and file systems leave
+their own (`.git/`, `._page.jsonl`); nor is an output folder's `stats.json` (beside its
+`run_config.yaml`). They are named in the warning and not read.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import gzip
 import io
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from bft.generation.errors import CorpusError
+from bft.generation.layout import RUN_CONFIG_FILE, STATS_FILE
 
 COMPRESSIONS = ("", ".gz", ".zst", ".bz2")
 # JSON lines; Dolma ships them as .json.gz, so .json is read as JSON lines too
@@ -32,22 +37,54 @@ def has_suffix(name: str, suffixes: tuple[str, ...]) -> bool:
     return name.lower().endswith(suffixes)
 
 
+def is_hidden(parts: Iterable[str]) -> bool:
+    """Whether a path inside a corpus folder (given as its parts) is hidden: a part starts with a dot."""
+    return any(part.startswith(".") and part not in (".", "..") for part in parts)
+
+
+def is_run_state(file: Path) -> bool:
+    """Whether a file is a `bft generate` output folder's own state: its `stats.json`, beside `run_config.yaml`."""
+    return file.name == STATS_FILE and (file.parent / RUN_CONFIG_FILE).is_file()
+
+
 def corpus_files(path: Path) -> list[Path]:
-    """The data files of a local corpus path, in a stable order; a folder's other files are warned about."""
+    """The data files of a local corpus path, in a stable order; a folder's other files are warned about,
+    and its hidden files and folders and a generate output's own state (`.bft/`, `stats.json`) are
+    named, never read."""
     if path.is_file():
         if not has_suffix(path.name, ALL_SUFFIXES):
             raise CorpusError(f"{path}: unsupported file type; expected one of {', '.join(ALL_SUFFIXES)}")
         return [path]
     every = sorted(p for p in path.rglob("*") if p.is_file())
-    files = [p for p in every if has_suffix(p.name, ALL_SUFFIXES)]
+    kept_out = {p for p in every if is_hidden(p.relative_to(path).parts) or is_run_state(p)}
+    visible = [p for p in every if p not in kept_out]
+    files = [p for p in visible if has_suffix(p.name, ALL_SUFFIXES)]
+    skipped = [p for p in visible if not has_suffix(p.name, ALL_SUFFIXES)]
     if not files:
-        raise CorpusError(f"{path}: folder holds no {', '.join(ALL_SUFFIXES)} files")
-    skipped = [p for p in every if p not in set(files)]
-    if skipped and path not in _WARNED:
+        where = f" besides hidden ones and bft's run state ({kept_out_names(path, kept_out)})" if kept_out else ""
+        raise CorpusError(f"{path}: folder holds no {', '.join(ALL_SUFFIXES)} files{where}")
+    if (skipped or kept_out) and path not in _WARNED:
         _WARNED.add(path)
-        names = ", ".join(str(p.relative_to(path)) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        print(f"bft: corpus {path}: {len(skipped)} file(s) not read (not a corpus file type): {names}", file=sys.stderr)
+        if skipped:
+            names = ", ".join(str(p.relative_to(path)) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+            print(
+                f"bft: corpus {path}: {len(skipped)} file(s) not read (not a corpus file type): {names}",
+                file=sys.stderr,
+            )
+        if kept_out:
+            names = kept_out_names(path, kept_out)
+            print(f"bft: corpus {path}: not read, being hidden or a bft run's own state: {names}", file=sys.stderr)
     return files
+
+
+def kept_out_names(path: Path, files: set[Path]) -> str:
+    """Files not read, as the user sees them: the first hidden name on each path (`.bft/` for a folder)."""
+    names: dict[str, None] = {}  # in order, once each
+    for file in sorted(files):
+        parts = file.relative_to(path).parts
+        first = next((i for i, part in enumerate(parts) if part.startswith(".")), len(parts) - 1)
+        names["/".join(parts[: first + 1]) + ("/" if first + 1 < len(parts) else "")] = None
+    return ", ".join(list(names)[:10]) + (" ..." if len(names) > 10 else "")
 
 
 def is_url(path: str) -> bool:
@@ -97,6 +134,7 @@ def corpus_file_list(path: str, split: str = "train", revision: str | None = Non
             found = sorted(fs.find(root)) if fs.isdir(root) else [root] if fs.exists(root) else []
         except Exception as error:  # fsspec backends raise their own types
             raise CorpusError(f"corpus {path!r}: cannot list: {error}") from None
+        found = [f for f in found if not is_hidden(f.removeprefix(root).split("/"))]
         files = [f"{protocol}://{f}" for f in found if has_suffix(f, JSONL_SUFFIXES + PARQUET_SUFFIXES)]
         if not files:
             raise CorpusError(f"corpus {path!r}: no {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)} files there")

@@ -5,7 +5,9 @@ which one is set in `PrepareConfig` (`prepare:` in a run config). In order:
 
 1. control characters (NUL, other C0/C1 controls except tab and newlines): `strip` (flag
    `control_characters_removed`) or `reject` (`control_characters`);
-2. HTML left in the text (several tags such as `<p>`, `<div>`, `<br>`): `strip` to its text, dropping
+2. HTML left in the text (`looks_like_html`: one active-content tag such as `<script>`, `<style>` or
+   `<iframe>`, one element opened and closed, one tag with an attribute, a doctype, or three tags;
+   a stray `<`, a `<3` or code's `a<b && c>d` are not HTML): `strip` to its text, dropping
    `<script>`/`<style>` bodies (flag `html_stripped`), `keep`, or `reject` (`html`);
 3. size: over `max_document_chars`, `truncate` at a word boundary (flag `truncated:N->M_chars`) or
    `reject` (`document_too_large`); under `min_document_chars` after cleaning, `document_too_short`;
@@ -30,21 +32,70 @@ from bft.generation.records import Document, Rejected
 from bft.generation.text import stable_hash64
 
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-HTML_TAG_RE = re.compile(
-    r"</?(?:html|head|body|p|div|span|br|a|ul|ol|li|table|tr|td|th|h[1-6]|script|style|img|meta|link|"
-    r"strong|em|b|i|nav|footer|header|section|article|form|input|button)\b[^>]{0,500}>",
-    re.IGNORECASE,
+# Active content: one of these tags is HTML enough, wherever it stands.
+ACTIVE_TAGS = "script|style|iframe|frame|frameset|object|embed|applet|noscript"
+ACTIVE = frozenset(ACTIVE_TAGS.split("|"))
+# The tags of page structure that count. Words a web tutorial writes in angle brackets as placeholders or
+# names (`<title>`, `<code>`, `<pre>`, `<label>`, `<option>`, `<template>`...) do not: such a text is prose
+# about HTML, and stripping it would lose them.
+HTML_TAGS = (
+    f"{ACTIVE_TAGS}|html|head|body|meta|link|p|div|span|br|hr|a|ul|ol|li|table|tr|td|th|h[1-6]|img|strong|em|"
+    "b|i|nav|footer|header|section|article|form|input|button"
 )
-HTML_MIN_TAGS = 3
-
-
-def html_to_text(text: str) -> str:
-    """The text of an HTML page: headers and paragraphs as paragraphs, scripts and styles dropped."""
-    return "\n\n".join(block.text for block in page_blocks(text) if block.text)
+# A tag: its name, then nothing, blanks and attributes, or a self-closing slash: `<p>`, `<br/>`, `<a href="x">`,
+# never `<3`, `a < b` or `<bold>`.
+OPEN_TAG_RE = re.compile(rf"<({HTML_TAGS})(\s[^<>]{{0,500}})?/?>", re.IGNORECASE)
+CLOSE_TAG_RE = re.compile(rf"</({HTML_TAGS})\s*>", re.IGNORECASE)
+ATTRIBUTE_RE = re.compile(r"""\s[a-z][\w:-]*\s*=\s*(?:"[^"]*"|'[^']*')""", re.IGNORECASE)  # name="value"
+DOCTYPE_RE = re.compile(r"<!doctype\s+html", re.IGNORECASE)
+HTML_MIN_TAGS = 3  # bare tags (no attribute, none closed) that make a text HTML
+HTML_SCAN_CHARS = 200_000
+UNCLOSED_SKIPPED_RE = re.compile(r"<(script|style)\b", re.IGNORECASE)
 
 
 def looks_like_html(text: str) -> bool:
-    return len(HTML_TAG_RE.findall(text, 0, 200_000)) >= HTML_MIN_TAGS
+    """Whether the text holds HTML markup, not prose or code that happens to use `<` and `>`.
+
+    HTML is: a doctype; one active-content tag (`<script>`, `<style>`, `<iframe>`, ...); one element
+    opened and closed (`<b>...</b>`); one tag with an attribute (`<a href="...">`) or a self-closing one
+    (`<br/>`); or `HTML_MIN_TAGS` bare tags. A `<3`, `a < b`, `List<String>` or `a<b && c>d` is not.
+    """
+    head = text[:HTML_SCAN_CHARS]
+    if DOCTYPE_RE.search(head):
+        return True
+    opened: set[str] = set()
+    tags = 0
+    for match in OPEN_TAG_RE.finditer(head):
+        name, rest = match.group(1).lower(), match.group(2) or ""
+        if name in ACTIVE or ATTRIBUTE_RE.search(rest) or match.group(0).endswith("/>"):
+            return True
+        opened.add(name)
+        tags += 1
+    for match in CLOSE_TAG_RE.finditer(head):
+        if match.group(1).lower() in opened:
+            return True
+        tags += 1
+    return tags >= HTML_MIN_TAGS
+
+
+def html_to_text(text: str) -> str:
+    """The text of an HTML page: headers and paragraphs as paragraphs, scripts and styles dropped.
+
+    A `<script>` or `<style>` that is never closed is kept as text: an HTML parser would take everything
+    after it for its body, and prose that names the tag ("put it in a <script> tag") would lose the rest.
+    """
+    return "\n\n".join(block.text for block in page_blocks(_unclosed_as_text(text)) if block.text)
+
+
+def _unclosed_as_text(text: str) -> str:
+    """`text` with the `<` of each `<script`/`<style` that has no closing tag after it written as `&lt;`."""
+    parts, start = [], 0
+    lowered = text.lower()
+    for match in UNCLOSED_SKIPPED_RE.finditer(text):
+        if lowered.find(f"</{match.group(1).lower()}", match.end()) < 0:
+            parts += [text[start : match.start()], "&lt;"]
+            start = match.start() + 1
+    return "".join(parts) + text[start:] if parts else text
 
 
 class Preparer:

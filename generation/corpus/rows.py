@@ -1,9 +1,12 @@
 """The rows of one corpus file, streamed: `(location, row)` pairs, one record at a time.
 
-A line that breaks the file (malformed JSON, invalid UTF-8 by default) raises `CorpusError` naming
-the file and line. A line that cannot become a row but leaves the file readable (too large, invalid
-UTF-8 under `invalid_utf8: reject`) is yielded as `Unreadable`, so it becomes a rejected record and is
-never dropped silently. Memory holds one record at a time, however large the file.
+Web corpora have broken lines. A line that cannot become a row (malformed JSON, JSON that is not an
+object, invalid UTF-8, a line too large) is yielded as `Unreadable` under its location, so it becomes a
+rejected record with its reason and the run goes on; it is never dropped silently. Set to `error`
+(`corpus.malformed_lines`, `corpus.invalid_utf8`), such a line raises `CorpusError` naming the file and
+line instead. A file that is not JSON lines at all (a JSON array) always raises. A UTF-8 byte-order
+mark at the start of a line (a file saved by a Windows editor, or files concatenated) is read past.
+Memory holds one record at a time, however large the file.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from bft.generation.corpus.files import PAGE_SUFFIXES, PARQUET_SUFFIXES, has_suf
 from bft.generation.errors import CorpusError
 
 JSON_ARRAY_HINT = "; the file looks like a JSON array: bft reads JSON lines, one object per line"
+MALFORMED_HINT = " (corpus.malformed_lines: reject makes such a line a rejected record and reads on)"
+BOM = "\ufeff"  # a UTF-8 byte-order mark, as decoded
 
 
 @dataclass
@@ -53,13 +58,15 @@ def _read_line(handle, max_bytes: int, chunk: int = 1 << 20) -> bytearray | obje
 
 
 def iter_jsonl_rows(
-    path: Path | str, invalid_utf8: str = "error", max_bytes: int = 64 << 20
+    path: Path | str, invalid_utf8: str = "error", max_bytes: int = 64 << 20, malformed_lines: str = "error"
 ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
-    """Yield (location, row) for each non-blank line; broken lines raise `CorpusError`.
+    """Yield (location, row) for each non-blank line.
 
-    Lines over `max_bytes`, and lines that are not UTF-8 when `invalid_utf8` is "reject", are yielded
-    as `Unreadable` (rejected records, never silently dropped); "replace" decodes them with U+FFFD and
-    flags the row. A large record is held once at a time, not once per step of reading it.
+    Lines over `max_bytes`, lines that are not UTF-8 when `invalid_utf8` is "reject", and lines that
+    are not a JSON object when `malformed_lines` is "reject" (`malformed_json`, `not_a_json_object`)
+    are yielded as `Unreadable` (rejected records, never silently dropped); "replace" decodes invalid
+    UTF-8 with U+FFFD and flags the row; "error" raises `CorpusError` naming the file and line. A large
+    record is held once at a time, not once per step of reading it.
     """
     try:
         with open_binary(path) as handle:
@@ -82,19 +89,32 @@ def iter_jsonl_rows(
                         continue
                     flags = ["invalid_utf8_replaced"]
                 del raw
+                line = line.removeprefix(BOM)
                 if not line or line.isspace():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
-                    hint = JSON_ARRAY_HINT if number == 1 and line.lstrip().startswith("[") else ""
-                    raise CorpusError(
-                        f"{location}: malformed JSON ({error.msg} at column {error.colno}){hint}"
-                    ) from None
-                del line
+                    if number == 1 and line.lstrip().startswith("["):
+                        raise CorpusError(
+                            f"{location}: malformed JSON ({error.msg} at column {error.colno}){JSON_ARRAY_HINT}"
+                        ) from None
+                    if malformed_lines == "error":
+                        raise CorpusError(
+                            f"{location}: malformed JSON ({error.msg} at column {error.colno}){MALFORMED_HINT}"
+                        ) from None
+                    yield location, Unreadable("malformed_json", line.rstrip("\r\n")[:10_000])
+                    continue
                 if not isinstance(row, dict):
-                    hint = JSON_ARRAY_HINT if isinstance(row, list) else ""
-                    raise CorpusError(f"{location}: expected a JSON object, got {type(row).__name__}{hint}")
+                    if number == 1 and isinstance(row, list):
+                        raise CorpusError(f"{location}: expected a JSON object, got list{JSON_ARRAY_HINT}")
+                    if malformed_lines == "error":
+                        raise CorpusError(
+                            f"{location}: expected a JSON object, got {type(row).__name__}{MALFORMED_HINT}"
+                        )
+                    yield location, Unreadable("not_a_json_object", line.rstrip("\r\n")[:10_000])
+                    continue
+                del line
                 if flags:
                     row["__flags__"] = flags
                 yield location, row
@@ -142,7 +162,7 @@ def iter_hub_rows(dataset_id: str, split: str, revision: str | None) -> Iterator
 def iter_page_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """An HTML file as one row, or each HTML response of a WARC file (read with `warcio`)."""
     if has_suffix(path.name, (".html", ".htm")):
-        yield str(path), {"id": str(path), "text": path.read_bytes().decode("utf-8", "replace")}
+        yield str(path), {"id": str(path), "text": path.read_bytes().decode("utf-8", "replace").removeprefix(BOM)}
         return
     try:
         from warcio.archiveiterator import ArchiveIterator
@@ -165,7 +185,7 @@ def iter_page_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def rows_of_file(
-    file: Path | str, invalid_utf8: str = "error", max_bytes: int = 64 << 20
+    file: Path | str, invalid_utf8: str = "error", max_bytes: int = 64 << 20, malformed_lines: str = "error"
 ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
     """(location, row) for each record of one corpus file: a local path or an fsspec URL (s3://, hf://, ...)."""
     if isinstance(file, str) and not is_url(file):
@@ -177,4 +197,4 @@ def rows_of_file(
         if not isinstance(file, Path):
             raise CorpusError(f"{file}: HTML and WARC corpora are read from local files only")
         return iter_page_rows(file)
-    return iter_jsonl_rows(file, invalid_utf8, max_bytes)
+    return iter_jsonl_rows(file, invalid_utf8, max_bytes, malformed_lines)

@@ -55,4 +55,5 @@ def corpus_records(config: GenerateConfig) -> Iterator[Document | Rejected]:
         invalid_utf8=corpus.invalid_utf8,
         max_record_bytes=corpus.max_record_bytes,
         invalid_unicode=corpus.invalid_unicode,
+        malformed_lines=corpus.malformed_lines,
     )

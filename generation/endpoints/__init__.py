@@ -11,5 +11,6 @@
 - `processes`: a model server as bft's subprocess (its own process group, readiness, exit, stop), and
   which servers this process started (`server_exit`);
 - `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given;
+- `served_tokenizer`: the tokenizer of the model an endpoint serves, for the chat template applied by bft;
 - `vllm_server`: a real vLLM server as a subprocess (tests and benchmarks start the CPU build with it).
 """

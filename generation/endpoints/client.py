@@ -21,10 +21,11 @@ sent; a reply vLLM ended early because it lowered `max_tokens` to the room the p
 too long, not kept (`_check_room`).
 
 A base URL may be written with or without `/v1` and a trailing slash (`http://host:8000/v1`, as vLLM and
-the OpenAI SDK write it). Replies are normalized into `Generation`: reasoning models' reasoning
-(`reasoning` / `reasoning_content` fields) is kept apart from the
-answer (the stages also take inline `<think>...</think>` apart, `method/stages.py`), so it is never
-parsed; `abort` / `error` finish reasons are failures, never complete replies.
+the OpenAI SDK write it), or with a route bft adds itself (`.../v1/chat/completions`, `.../generate`).
+Replies are normalized into `Generation`: reasoning models' reasoning (`reasoning` / `reasoning_content`
+fields) is kept apart from the answer (the stages also take inline `<think>...</think>` apart,
+`method/stages.py`), so it is never parsed; `abort` / `error` finish reasons are failures, never complete
+replies.
 
 Failures are sorted into three kinds the engine acts on:
 `RetryableError` (429, 5xx, timeouts, dropped connections, streams cut short, aborted generations, a vLLM
@@ -115,10 +116,15 @@ def normalize_finish_reason(reason: str | None) -> str | None:
 FAILED_FINISH = {"abort", "error"}  # vLLM / SGLang: the generation was cut off by the server
 
 
+# Routes bft adds itself: a URL given with one (`http://host:8000/v1/chat/completions`) means its server.
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1", "/generate_stream", "/generate", "/info")
+
+
 def base_url(url: str) -> str:
-    """The server's root: `url` without a trailing slash or a trailing `/v1` (bft adds the routes)."""
+    """The server's root: `url` without a trailing slash or a trailing route of `ROUTES` (bft adds the routes)."""
     url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
+    route = next((route for route in ROUTES if url.endswith(route)), "")
+    return url[: len(url) - len(route)]
 
 
 def _error_message(body: str) -> tuple[str, str | None]:

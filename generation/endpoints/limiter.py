@@ -8,13 +8,15 @@ stage's pool takes its slots from:
 - **fixed** (`--max-concurrency N`, `max_concurrency: N`): N, and nothing else;
 - **from the server's own load**, where it publishes Prometheus `/metrics` (vLLM: requests running and
   waiting, KV-cache use; SGLang: running and queued requests, token use; TGI: queue size, batch size),
-  read every `LOAD_INTERVAL` seconds while requests are in flight: the limit keeps a small queue
-  waiting at the server at all times, so its batch is always full and no more is piled up than that.
-  With no queue while bft's slots are all used, the limit doubles (quadruples while nothing waits and
-  the cache is under half used: the batch has room); with more than twice the target (a quarter of
-  what runs, at least 4) waiting, it comes down to what runs plus the target; with the KV cache
-  nearly full, or fewer than half of what bft has in flight seen at the server (the rest in transit), it does not
-  grow;
+  read while requests are in flight, every `LOAD_INTERVAL` seconds, or less often where a read costs the
+  server more (the cheapest of the last reads at most `LOAD_COST_SHARE` of the time: vLLM's CPU build
+  spends 14 ms of a core on each, which ten reads a second would take from a 2-core machine's engine):
+  the limit keeps a small queue waiting at the server at all times, so its batch is always full and no
+  more is piled up than that. With no queue while bft's slots are all used, the limit doubles
+  (quadruples while nothing waits and the cache is under half used: the batch has room); with more than
+  twice the target (a quarter of what runs, at least 4) waiting, it comes down to what runs plus the
+  target; with the KV cache nearly full, or fewer than half of what bft has in flight seen at the server
+  (the rest in transit), it does not grow;
 - **from the replies** (hosted APIs, `transformers serve`: no metrics): completion tokens per second
   over windows of about one limit's worth of answers. While throughput keeps rising with the limit, it
   doubles (slow start), then grows by a tenth per window; a window whose throughput falls well below the
@@ -47,8 +49,11 @@ from dataclasses import dataclass
 
 START = 8
 CEILING = 1024
-LOAD_INTERVAL = 0.1  # seconds between /metrics reads while busy
-LOAD_FRESH = 1.0  # a load older than this is not steered by
+LOAD_INTERVAL = 0.1  # seconds between /metrics reads while busy, at the most often
+LOAD_INTERVAL_MAX = 2.0  # ... and at the least often
+LOAD_COST_SHARE = 0.02  # reads take at most this share of the time: the interval is 50x the last read's
+READS_REMEMBERED = 8  # the interval follows the cheapest of the last reads
+LOAD_FRESH = 1.0  # a load older than this (or three intervals) is not steered by
 BACKOFF = 0.7  # after a 503 or a timeout: a server in trouble
 RATE_LIMIT_BACKOFF = 0.85  # after a 429: a cap reached, not a server in trouble
 SAMPLES = 12  # (time, in flight, limit) samples kept for stats.json, spread over the run
@@ -88,6 +93,8 @@ class AdaptiveLimit:
         self.timeouts = 0
         self.backoffs = 0
         self.load: ServerLoad | None = None
+        self.load_interval = LOAD_INTERVAL
+        self._read_times: list[float] = []
         self._heap: list[tuple[int, int, Waiter]] = []
         self._compact_at = 1024
         self._order = itertools.count()
@@ -240,7 +247,8 @@ class AdaptiveLimit:
     # -- the server's own load --------------------------------------------------------------------------
 
     def _steered_by_load(self) -> bool:
-        return self.load is not None and time.monotonic() - self.load.at < LOAD_FRESH
+        fresh = max(LOAD_FRESH, 3 * self.load_interval)
+        return self.load is not None and time.monotonic() - self.load.at < fresh
 
     def observe(self, load: ServerLoad) -> None:
         """Steer by the server's load (module docstring): keep a small queue waiting there."""
@@ -261,15 +269,20 @@ class AdaptiveLimit:
 
     def watch(self, read_load) -> None:
         """Read the server's load with `read_load()` (an async function returning a `ServerLoad` or None)
-        every `LOAD_INTERVAL` seconds while requests are in flight, and steer by it."""
+        while requests are in flight, every `load_interval` seconds (module docstring), and steer by it."""
         self._watcher = asyncio.get_running_loop().create_task(self._watch(read_load))
 
     async def _watch(self, read_load) -> None:
         while True:
-            await asyncio.sleep(LOAD_INTERVAL)
+            await asyncio.sleep(self.load_interval)
             if self.in_flight == 0:
                 continue
+            began = time.monotonic()
             load = await read_load()
+            # the cheapest of the last reads: one slowed by this process's own lag says nothing of the server
+            self._read_times = [*self._read_times[-(READS_REMEMBERED - 1) :], time.monotonic() - began]
+            spent = min(self._read_times)
+            self.load_interval = min(LOAD_INTERVAL_MAX, max(LOAD_INTERVAL, spent / LOAD_COST_SHARE))
             if load is not None:
                 self.observe(load)
 

@@ -4,12 +4,18 @@ The embedded `transformers serve` (`embedded.py`) and the real vLLM (`vllm_serve
 server started here is registered by URL, so the engine can tell a request that failed because the server
 bft started has exited (`server_exit`) from one a live server refused: the run then stops naming the exit,
 instead of rejecting documents.
+
+A server never starts on a port another process listens on, and is never taken as ready because another
+process answered there: the port is tried before the start (`port_taken`), the process that listens on it
+is checked to be the server's own once `/health` answers (`listens_elsewhere`, from `/proc` on Linux), and
+a server that exits before it was ready while its port is taken says so (`PortInUseError`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
@@ -39,6 +45,71 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class PortInUseError(EndpointError):
+    """Another process listens on the port a server was to listen on."""
+
+    def __init__(self, what: str, host: str, port: int, detail: str = ""):
+        super().__init__(
+            f"{what} cannot listen on {host}:{port}{detail}: port {port} is already in use by another process; "
+            "choose another port"
+        )
+        self.host, self.port = host, port
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether another process listens on `host:port`: binding it as servers do (SO_REUSEADDR, so that a port
+    a stopped server left in TIME_WAIT counts as free) fails with EADDRINUSE. Any other failure (an address
+    not on this machine) is left for the server to report."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def listening_sockets(port: int) -> set[str] | None:
+    """The inodes of the sockets listening on TCP `port` (any address), from `/proc/net/tcp` and `tcp6`; None
+    where there is no such table (not Linux)."""
+    found, read = set(), False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        read = True
+        for line in lines:  # sl local_address rem_address st ... inode: `0100007F:1F90 ... 0A ... 123456`
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found if read else None
+
+
+def sockets_of_group(group: int) -> set[str]:
+    """The inodes of the sockets the processes of process group `group` hold open."""
+    inodes = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            for descriptor in (entry / "fd").iterdir():
+                target = os.readlink(descriptor)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return inodes
+
+
 def die_with_parent(signal_number: int = signal.SIGKILL) -> Callable[[], None]:
     """A `preexec_fn`: in the child, before it starts, ask Linux to send it `signal_number` when the process
     that started it dies, however it ends (SIGKILL included). Elsewhere a no-op."""
@@ -56,6 +127,8 @@ class ServerProcess:
 
     what = "the server"
     process: subprocess.Popen | None = None
+    host = "127.0.0.1"  # the address it listens on; a subclass gives `port`
+    port = 0
 
     @property
     def url(self) -> str:
@@ -73,7 +146,10 @@ class ServerProcess:
         self.stop()
 
     def launch(self, command: list[str], env: dict, log_path: Path | None, signal_number=signal.SIGKILL) -> None:
-        """Start `command` in a new session (its own process group), output to `log_path` or nowhere."""
+        """Start `command` in a new session (its own process group), output to `log_path` or nowhere; refuse
+        if another process already listens on the server's port."""
+        if port_taken(self.host, self.port):
+            raise PortInUseError(self.what, self.host, self.port)
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         try:
             self.process = subprocess.Popen(
@@ -90,24 +166,35 @@ class ServerProcess:
         RUNNING[self.url] = self
 
     def wait_ready(self, timeout: float, log_path: Path | None, answers: Callable[[], bool] = lambda: True) -> None:
-        """Wait until `/health` says 200 and `answers()` is true; stop it and raise past `timeout` seconds."""
+        """Wait until `/health` says 200 from the server's own process and `answers()` is true; stop it and raise
+        past `timeout` seconds, or when another process holds its port."""
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
+        see = f"; see {log_path}" if log_path else ""
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise EndpointError(
-                    f"{self.what} exited with code {self.process.returncode} before it was ready"
-                    + (f"; see {log_path}" if log_path else "")
-                )
+                exited = f" (it exited with code {self.process.returncode} before it was ready{see})"
+                if port_taken(self.host, self.port):
+                    raise PortInUseError(self.what, self.host, self.port, exited)
+                raise EndpointError(f"{self.what} exited with code {self.process.returncode} before it was ready{see}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
-                    if response.status == 200 and answers():
+                    if response.status == 200 and self.listens_elsewhere():
+                        self.stop()
+                        raise PortInUseError(self.what, self.host, self.port, " (another process answered there)")
+                    if response.status == 200 and self.alive() and answers():
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
                 last_error = str(error)
             time.sleep(0.5)
         self.stop()
         raise EndpointError(f"{self.what} did not become ready in {timeout:.0f} s: {last_error}")
+
+    def listens_elsewhere(self) -> bool:
+        """Whether the socket listening on the server's port belongs to no process of its group (another
+        process answers there). False where `/proc` cannot tell (not Linux)."""
+        listening = listening_sockets(self.port)
+        return bool(listening) and not listening & sockets_of_group(self.process.pid)
 
     def exit_description(self) -> str | None:
         """None while the server runs; else how it ended (`killed by SIGKILL (out of memory?)`, `exit code 1`)."""

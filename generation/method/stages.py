@@ -102,7 +102,10 @@ class Stage:
         from transformers import AutoTokenizer
 
         if not self.config.tokenizer:
-            raise ConfigError(f"{self.name}.raw_format is chat_template but {self.name}.tokenizer is not set")
+            raise ConfigError(
+                f"{self.name}.raw_format is chat_template but {self.name}.tokenizer is not set: give the served "
+                "model's tokenizer, a local folder holding tokenizer_config.json or a Hub id"
+            )
         return AutoTokenizer.from_pretrained(self.config.tokenizer)
 
     top_n: int | None = None

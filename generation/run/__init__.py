@@ -9,5 +9,6 @@
   (Humpback's iteration, re-scored) or any instruction set (distill);
 - `dry_run`: `--dry-run`: what a run would send and cost, before anything is sent;
 - `wiring`: what every executor does around the engine (stages, pools, resume rule, finishing);
+- `finished`: whether a run is finished, so that a rerun prints its summary with no server or request;
 - `local`: the local executor; `ray_executor`: the Ray executor.
 """

@@ -14,9 +14,14 @@ check), and nothing is written to the output folder. Per stage it says:
 - **time**: from a throughput you give (`--throughput`, completion tokens per second), or measured by
   `--probe N`, which runs the first N documents through the stages for real, in a temporary folder, and
   reads their tokens per second and keep rates (a probe of N requests batches less than a full run, so
-  its rate is a floor); else unknown;
+  its rate is a floor); a stage no probed document reached takes the `--throughput` given, else its
+  time is unknown and the plan says why (the stage before kept none of them); else unknown;
 - **dropped for length**: the documents prepare would drop (or cut) for `prepare.context_tokens`,
   named, before any request is paid for.
+
+When no document would enter the first stage, there is nothing to estimate: the plan says so, and
+`nothing_enters` holds the reasons counted and what to check (`corpus/diagnosis.py`), which
+`bft generate` prints as its error, as a run that admitted nothing does.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bft.generation.config import GenerateConfig
+from bft.generation.corpus.diagnosis import nothing_enters
 from bft.generation.corpus.stream import corpus_documents
+from bft.generation.layout import PREPARE
 from bft.generation.method.stages import Stage
 from bft.generation.records import Document, Rejected, StageRecord
 from bft.generation.run.stats import RunStats
@@ -51,6 +58,7 @@ class StagePlan:
     expected_documents: int | None = None  # from a probe's keep rates
     tokens_per_second: float | None = None  # measured (probe) or given (--throughput)
     seconds: float | None = None
+    measured: bool = False  # its rate and time come from the probe, not from --throughput
 
 
 @dataclass
@@ -66,6 +74,9 @@ class Plan:
     chars_per_token: float = 4.0
     probe: int | None = None
     throughput: float | None = None
+    first_stage: str = "backtranslate"
+    nothing_enters: str | None = None  # why no document would enter the first stage, when none would
+    probe_gaps: dict[str, list[str]] = field(default_factory=dict)  # why -> stages whose time the probe left unknown
 
 
 def prompt_tokens(stage: Stage, document: str, instruction: str, chars_per_token: float) -> tuple[int, bool]:
@@ -81,7 +92,7 @@ def prompt_tokens(stage: Stage, document: str, instruction: str, chars_per_token
 def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:
     """Read and prepare the corpus; estimate each stage (module docstring). Sends nothing."""
     stages = build_stages(config)
-    plan = Plan(chars_per_token=config.chars_per_token, throughput=throughput)
+    plan = Plan(chars_per_token=config.chars_per_token, throughput=throughput, first_stage=config.stages[0])
     room = "x" * min(config.backtranslate.max_instruction_chars, 4 * config.backtranslate.sampling.max_tokens)
     totals = {stage.name: [0, True] for stage in stages}
     for item in corpus_documents(config, context_check(config, stages)):
@@ -115,12 +126,20 @@ def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:
                 seconds=requests * stage.config.sampling.max_tokens / throughput if throughput else None,
             )
         )
+    if not plan.entering:
+        plan.nothing_enters = nothing_enters(config, plan.read, plan.rejected, would=True)
     return plan
 
 
 def add_probe(plan: Plan, config: GenerateConfig, documents: int, execute) -> Plan:
     """Run the first `documents` documents through the stages for real (`execute(config)`, in a temporary
-    folder), and turn their measured tokens per second and keep rates into the plan's estimates."""
+    folder), and turn their measured tokens per second and keep rates into the plan's estimates.
+
+    Every stage the probe sent requests to gets its measured figures. A stage no probed document reached
+    (the stage before kept none of them) keeps the `--throughput` estimate when one was given, else its
+    time is unknown, and `plan.probe_gaps` says why. With no document to enter, nothing is probed."""
+    if not plan.entering:
+        return plan
     with tempfile.TemporaryDirectory(prefix="bft-probe-") as folder:
         probe = dataclasses.replace(config, out=str(Path(folder) / "out"))
         probe.corpus = dataclasses.replace(config.corpus, limit=documents)
@@ -128,18 +147,38 @@ def add_probe(plan: Plan, config: GenerateConfig, documents: int, execute) -> Pl
         stats: RunStats = summary.stats
     plan.probe = documents
     expected = float(plan.entering)
+    before, unreached = PREPARE, None
     for stage in plan.stages:
         counts = stats.stages.get(stage.name)
-        if counts is None or not counts.requests:
-            continue
-        per_request = counts.completion_tokens / counts.requests
-        rate = counts.completion_tokens / counts.seconds if counts.seconds else None
         stage.expected_documents = round(expected)
-        stage.tokens_per_second = rate
+        if counts is None or not counts.entered:
+            if unreached is None:
+                previous = stats.stages.get(before)
+                entered = previous.entered if previous is not None else 0
+                unreached = f"no probed document got that far: {before} kept none of the {entered} it was given"
+            _unmeasured(plan, stage, unreached)
+            expected = 0.0
+            continue
+        rate = counts.completion_tokens / counts.seconds if counts.requests and counts.seconds else None
         if rate:
+            per_request = counts.completion_tokens / counts.requests
+            stage.tokens_per_second, stage.measured = rate, True
             stage.seconds = stage.expected_documents * (stage.requests / max(stage.documents, 1)) * per_request / rate
-        expected *= counts.kept / counts.entered if counts.entered else 0.0
+        elif counts.requests:
+            _unmeasured(plan, stage, f"its {counts.requests} probed requests gave no completion tokens")
+        else:
+            _unmeasured(plan, stage, f"its {counts.entered} probed documents were rejected before any request")
+        expected *= counts.kept / counts.entered
+        before = stage.name
     return plan
+
+
+def _unmeasured(plan: Plan, stage: StagePlan, why: str) -> None:
+    """A stage the probe could not time: the --throughput given stands for it, else its time is unknown."""
+    if plan.throughput:
+        return  # the estimate plan_run made from --throughput stays
+    stage.tokens_per_second = stage.seconds = None
+    plan.probe_gaps.setdefault(why, []).append(stage.name)
 
 
 def _duration(seconds: float | None) -> str:
@@ -148,6 +187,29 @@ def _duration(seconds: float | None) -> str:
     minutes, rest = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def _time_lines(plan: Plan) -> list[str]:
+    """The whole run's time, where it comes from, and why a stage's is unknown after a probe."""
+    known = [s for s in plan.stages if s.seconds is not None]
+    measured = [s.name for s in known if s.measured]
+    given = [s.name for s in known if not s.measured]
+    sources = []
+    if measured:
+        sources.append(f"measured on {plan.probe} documents" + ("" if not given else f": {', '.join(measured)}"))
+    if given:
+        sources.append(f"at {plan.throughput:g} tokens/s given" + ("" if not measured else f": {', '.join(given)}"))
+    source = "; ".join(sources)
+    if plan.stages and len(known) == len(plan.stages):
+        return [f"  time, all stages in turn: {_duration(sum(s.seconds for s in known))} ({source})"]
+    if not plan.probe:
+        return ["  time: unknown (give --throughput TOKENS_PER_S, or --probe N to measure the server)"]
+    lines = [f"  time unknown for {', '.join(names)}: {why}" for why, names in plan.probe_gaps.items()]
+    lines.append("  (a larger --probe N, or --throughput TOKENS_PER_S, times them)")
+    if known:
+        names = ", ".join(s.name for s in known)
+        lines.append(f"  time of the stages timed ({names}): {_duration(sum(s.seconds for s in known))} ({source})")
+    return lines
 
 
 def format_plan(plan: Plan) -> str:
@@ -159,6 +221,9 @@ def format_plan(plan: Plan) -> str:
         f"  corpus: {plan.read} records read; {plan.entering} would enter the first stage"
         + (f"; {sum(plan.rejected.values())} rejected by prepare ({rejected})" if rejected else "")
     )
+    if plan.nothing_enters:
+        lines.append(f"  no document would enter {plan.first_stage}: nothing to send, nothing to estimate")
+        return "\n".join(lines)
     lines.append(
         f"  {'stage':<14} {'documents':>14} {'prompt tokens':>16} {'requests':>9} {'completion tokens':>18}"
         f" {'tokens/s':>9}  time"
@@ -178,12 +243,7 @@ def format_plan(plan: Plan) -> str:
             f"  ~: prompt tokens estimated at {plan.chars_per_token:g} characters a token (set the stage's `tokenizer` "
             "for exact counts); prompts with an instruction counted with room for the longest one kept"
         )
-    total = [s.seconds for s in plan.stages]
-    if all(t is not None for t in total) and total:
-        source = f"measured on {plan.probe} documents" if plan.probe else f"at {plan.throughput:g} tokens/s given"
-        lines.append(f"  time, all stages in turn: {_duration(sum(total))} ({source})")
-    else:
-        lines.append("  time: unknown (give --throughput TOKENS_PER_S, or --probe N to measure the server)")
+    lines += _time_lines(plan)
     if plan.dropped_for_length:
         shown = ", ".join(plan.dropped_for_length[:SHOWN_DROPPED])
         more = (

@@ -12,17 +12,16 @@ from pathlib import Path
 
 from bft.generation.config import GenerateConfig
 from bft.generation.corpus.files import count_documents
-from bft.generation.corpus.stream import corpus_documents
 from bft.generation.layout import journal_dir
 from bft.generation.run.engine import Engine
-from bft.generation.run.rounds import pool_size, read_instruction_set, read_pool, reads_instruction_set
+from bft.generation.run.rounds import pool_size, reads_instruction_set
 from bft.generation.run.wiring import (
     RunSummary,
     add_pool_events,
     build_stages,
     close_pools,
-    context_check,
     finish_run,
+    input_items,
     open_pools,
 )
 
@@ -38,15 +37,11 @@ async def _generate(config: GenerateConfig, progress: bool) -> RunSummary:
     try:
         engine = Engine.for_run(config, stages, pools, journal_dir(Path(config.out)), progress)
         corpus, first = config.corpus, config.stages[0]
-        if reads_instruction_set(config):  # distill over any instruction set (`run/rounds.py`)
-            total = lambda: count_documents(corpus.path, corpus.limit)  # noqa: E731
-            await engine.run(read_instruction_set(config), count_total=total)
-        elif first in ("curate", "distill"):  # an earlier output's pool: re-scored, or its pairs distilled
-            pool = Path(corpus.path)
-            await engine.run(read_pool(pool, corpus.limit, first), total=pool_size(pool, corpus.limit, first))
-        else:
-            documents = corpus_documents(config, context_check(config, stages))
-            await engine.run(documents, count_total=lambda: count_documents(corpus.path, corpus.limit))
+        items = input_items(config, stages)
+        if first in ("curate", "distill") and not reads_instruction_set(config):  # an earlier output's pool
+            await engine.run(items, total=pool_size(Path(corpus.path), corpus.limit, first))
+        else:  # the corpus, or an instruction set
+            await engine.run(items, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:
         await close_pools(endpoints, pools)
     stats = engine.run_stats()

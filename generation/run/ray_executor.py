@@ -72,7 +72,9 @@ def corpus_dataset(config: GenerateConfig, files: list[str], work: dict[str, Blo
     corpus, block_size = config.corpus, config.ray.block_size
 
     def read_file(file_index: int, file: str):
-        for block in read_blocks(file, file_index, block_size, corpus.invalid_utf8, corpus.max_record_bytes):
+        for block in read_blocks(
+            file, file_index, block_size, corpus.invalid_utf8, corpus.max_record_bytes, corpus.malformed_lines
+        ):
             if work is not None and block.key not in work:
                 continue
             yield pa.table(
@@ -131,8 +133,9 @@ class BlockRunner:
         self.out = Path(self.config.out)
         self.stages = build_stages(self.config)
         self.fits = context_check(self.config, self.stages)
-        self.pools = None
+        self.endpoints, self.pools = {}, None
         self.opening: asyncio.Lock | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where the pools' HTTP sessions live
 
     async def _pools(self):
         """Probe the endpoints once, in the actor's own event loop (the first block waits for it)."""
@@ -140,8 +143,33 @@ class BlockRunner:
         async with self.opening:
             if self.pools is None:
                 log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+                self.loop = asyncio.get_running_loop()
                 self.endpoints, self.pools = await open_pools(self.config, self.stages, self.share, log=log)
         return self.pools
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close the endpoints' HTTP sessions in the loop that opened them (aiohttp warns of "Unclosed client
+        session" for any left open), once; the actor's blocks are all done when this is called."""
+        pools, loop = getattr(self, "pools", None), getattr(self, "loop", None)  # (None if __init__ failed)
+        self.pools = None
+        if pools is None or loop is None or loop.is_closed():
+            return
+        try:
+            inside = asyncio.get_running_loop() is loop
+        except RuntimeError:  # no loop runs in this thread
+            inside = False
+        closing = close_pools(self.endpoints, pools)
+        if inside:  # called from within the loop: it closes them next (held, so it is not collected first)
+            self._closing = loop.create_task(closing)
+        elif loop.is_running():  # Ray Data runs an async actor's loop in a thread of its own
+            asyncio.run_coroutine_threadsafe(closing, loop).result(timeout)
+        else:
+            loop.run_until_complete(closing)
+
+    def __del__(self) -> None:
+        # Ray Data drops the instance when the dataset is done, so that it can clean up (`__ray_shutdown__` of
+        # its MapWorker); an actor killed outright ends with its process, sessions and all.
+        self.close()
 
     async def __call__(self, batch):
         import pyarrow as pa

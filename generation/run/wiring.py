@@ -1,10 +1,12 @@
 """What every executor does around the stage engine, written once.
 
 Before the engine: the stages built from the run config (`build_stages`), the context check that
-prepare applies (`context_check`), the endpoints probed and put in pools (`open_pools`), the embedded
-server's address filled in when no endpoint was given (`use_embedded`), and the rule that decides
-whether an output folder may be resumed with a config (`check_resumable`). After it: stats, parquet
-configs and the generation card written from the journals (`finish_run`).
+prepare applies (`context_check`), what the first stage reads (`input_items`), the endpoints probed and
+put in pools (`open_pools`), the embedded server's address filled in when no endpoint was given
+(`use_embedded`), the rule that decides whether an output folder may be resumed with a config
+(`check_resumable`), and a finished run's summary, which needs no server (`finished_run`). After it:
+stats, parquet configs and the generation card written from the journals, then the record that they
+are (`finish_run`).
 
 The local executor (`run/local.py`) and the Ray executor (`run/ray_executor.py`) are both made of
 these pieces; neither borrows from the other, nor from the `bft generate` command.
@@ -20,9 +22,11 @@ from tqdm.auto import tqdm
 
 from bft.cards.generation_card import render_generation_card
 from bft.generation.config import ALL_STAGES, GenerateConfig, load_config
+from bft.generation.corpus.stream import corpus_documents
 from bft.generation.endpoints.client import Endpoint
 from bft.generation.endpoints.limiter import AdaptiveLimit
 from bft.generation.endpoints.pool import EndpointPool
+from bft.generation.endpoints.served_tokenizer import tokenizer_of_endpoint
 from bft.generation.errors import ConfigError
 from bft.generation.layout import (
     OUTPUT_CONFIG_NAMES,
@@ -36,7 +40,9 @@ from bft.generation.method.escaping import Escaper
 from bft.generation.method.fitting import cut_at_whitespace
 from bft.generation.method.stages import Stage, build_stage
 from bft.generation.records import StageRecord
+from bft.generation.run.finished import finished_outputs, record_finished
 from bft.generation.run.output import write_outputs
+from bft.generation.run.rounds import read_instruction_set, read_pool, reads_instruction_set
 from bft.generation.run.stats import RunStats
 
 TGI_MAX_TOP_N_TOKENS = 5  # TGI's launcher default for --max-top-n-tokens (not in /info)
@@ -145,6 +151,24 @@ def check_resumable(out: Path, config: GenerateConfig) -> None:
         )
 
 
+def input_items(config: GenerateConfig, stages: list[Stage] | None = None):
+    """What the run's first stage reads, in order: an instruction set (`distill`), an earlier output's pool
+    (`curate`, `distill`), or the corpus through the prepare rules (with the context check of `stages`)."""
+    corpus, first = config.corpus, config.stages[0]
+    if reads_instruction_set(config):  # distill over any instruction set (`run/rounds.py`)
+        return read_instruction_set(config)
+    if first in ("curate", "distill"):  # an earlier output's pool: re-scored, or its pairs distilled
+        return read_pool(Path(corpus.path), corpus.limit, first)
+    return corpus_documents(config, context_check(config, stages) if stages is not None else None)
+
+
+def finished_run(config: GenerateConfig) -> RunSummary | None:
+    """The summary of the run in `config.out` when it is finished (`run/finished.py`): every item it reads has
+    its outcome in the journals and the outputs were written from them. Nothing is started or asked."""
+    finished = finished_outputs(config, input_items(config))
+    return RunSummary(RunStats.read(Path(config.out)), *finished) if finished is not None else None
+
+
 def use_embedded(config: GenerateConfig, server) -> None:
     """Point every stage without endpoints at the embedded server, with its model (and tokenizer)."""
     config.endpoints = [server.url]
@@ -153,6 +177,19 @@ def use_embedded(config: GenerateConfig, server) -> None:
         stage_config.model = stage_config.model or server.model_name
         if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
             stage_config.tokenizer = str(server.model_dir)
+
+
+def use_served_tokenizers(config: GenerateConfig, log=print) -> None:
+    """Give each stage that applies the chat template itself (`raw_format: chat_template`) and names no
+    tokenizer the tokenizer of the model its endpoint serves (`endpoints/served_tokenizer.py`), saying so."""
+    token = os.environ.get(config.token_env) or None
+    for name in config.stages:
+        stage_config = config.stage(name)
+        urls = stage_config.endpoints or config.endpoints
+        applies_template = stage_config.mode == "raw" and stage_config.raw_format == "chat_template"
+        if applies_template and not stage_config.tokenizer and urls:
+            stage_config.tokenizer = tokenizer_of_endpoint(urls[0], name, token)
+            log(f"bft generate: {name}.tokenizer: {stage_config.tokenizer} (the model its endpoint serves)")
 
 
 def build_stages(config: GenerateConfig) -> list[Stage]:
@@ -353,4 +390,5 @@ def finish_run(
         corpus=config.corpus.path,
         note=config.note,
     )
+    record_finished(out, config.stages, summary.counts, summary.empty)
     return summary

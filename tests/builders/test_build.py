@@ -8,11 +8,14 @@ import pytest
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
+from bft.builders.assemble import staged
 from bft.cards.dataset_card import check_card
 from bft.generation.cli import main
+from bft.generation.errors import BftError
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from tests.paths import DEMO_CORPUS
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.without_packages import optional_packages, run_without
 
 SEED = [
     {"instruction": "Give me a tip for keeping basil alive.", "response": "Water it when the top soil is dry."},
@@ -252,3 +255,88 @@ def test_a_rebuilt_folder_loads_its_new_rows_not_cached_ones(tmp_path, generated
     assert build(generated, "--out", folder, "--license", "mit", "--test-fraction", 0.5) == 0
     assert len(rows(folder, "curated")) + len(rows(folder, "curated", "test")) == everything
     assert len(rows(folder, "curated")) < everything
+
+
+def scores_everything_low(request):
+    """Curation keeps nothing, so `curated` and `rewritten` stay empty."""
+    if prompt_kind(request.prompt) == "curate":
+        return Reply("Too vague.\nScore: 2")
+    return paper_model(request)
+
+
+@pytest.fixture(scope="module")
+def nothing_curated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "out"
+    with TGITestServer(scores_everything_low) as server:
+        assert main(["generate", str(DEMO_CORPUS), "--out", str(out), "--endpoint", server.url, "--no-progress"]) == 0
+    return out
+
+
+def test_empty_configs_are_named_with_why_and_the_seed_still_makes_sft(tmp_path, nothing_curated, capsys):
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(
+        "".join(json.dumps({"instruction": f"Question {i}?", "response": f"Answer {i}."}) + "\n" for i in range(24))
+    )
+    assert build(nothing_curated, "--out", tmp_path / "ds", "--seed", seed, "--license", "mit") == 0
+    printed = capsys.readouterr().out
+    sft = rows(tmp_path / "ds", "sft")
+    assert len(sft) == 24 and set(sft["tag"]) == {"S_a"}  # the seed's rows, though no web pair was kept
+    expected = [
+        "curated: curate kept none of 30 (score_below_threshold: 30)",
+        "rewritten: no document reached rewrite",
+        "S_w rows of sft: --sft-from rewritten has no rows (no document reached rewrite)",
+    ]
+    facts = json.loads((tmp_path / "ds" / "bft_build.json").read_text())
+    assert facts["empty_configs"] == expected
+    assert [line.strip() for line in printed.splitlines() if line.strip().startswith("empty")] == [
+        f"empty, not written: {e}" for e in expected
+    ]
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert all(e in card for e in expected)
+    assert {c["config_name"] for c in DatasetCard.load(tmp_path / "ds" / "README.md").data.configs} == {
+        "backtranslated",
+        "seed",
+        "sft",
+    }
+
+    assert build(nothing_curated, "--out", tmp_path / "no-seed", "--license", "mit") == 0
+    facts = json.loads((tmp_path / "no-seed" / "bft_build.json").read_text())
+    assert facts["empty_configs"][-1] == (
+        "sft: --sft-from rewritten has no rows (no document reached rewrite) and no --seed was given"
+    )
+
+
+def files_under(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_build_that_fails_midway_leaves_no_folder_and_keeps_an_earlier_build(tmp_path, generated, capsys):
+    broken = tmp_path / "eval.jsonl"  # read after every config is written: the data report's last step
+    broken.write_text(json.dumps({"prompt": "no instruction field"}) + "\n")
+    fresh = tmp_path / "out" / "fresh"
+    assert build(generated, "--out", fresh, "--license", "mit", "--eval-set", broken) == 2
+    assert "row 0 has no text `instruction`" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []  # neither the folder nor a half-built one beside it
+
+    earlier = tmp_path / "out" / "earlier"
+    assert build(generated, "--out", earlier, "--license", "mit") == 0
+    before = files_under(earlier)
+    assert build(generated, "--out", earlier, "--license", "cc-by-4.0", "--eval-set", broken) == 2
+    assert files_under(earlier) == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["earlier"]
+    assert len(rows(earlier, "curated")) == json.loads((generated / "stats.json").read_text())["curate"]["kept"]
+
+
+def test_a_failed_builds_message_names_the_folder_asked_for_not_the_removed_one(tmp_path):
+    final = tmp_path / "data"
+    with pytest.raises(BftError) as raised, staged(final) as stage:
+        raise BftError(f"the dataset card of {stage} fails its checks")
+    assert str(raised.value) == f"the dataset card of {final} fails its checks"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_matplotlib_build_says_what_to_install_in_one_line_and_writes_nothing(tmp_path, generated):
+    result = run_without(optional_packages(), ["build", generated, "--out", tmp_path / "ds", "--license", "mit"])
+    assert result.returncode == 2
+    assert result.stderr == "bft build needs matplotlib: pip install 'bft[build]'\n"
+    assert list(tmp_path.iterdir()) == []

@@ -7,20 +7,26 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from bft.builders.view_charts import chart_data, word_counts
 from bft.builders.view_data import Filters, Folder, grounding_segments
 from bft.builders.view_server import ViewerServer
 from bft.generation.cli import main
+from bft.generation.run.stats import stage_counts
 from tests.builders.test_build import picky_model
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, prompt_kind
+from tests.servers.tgi import Reply, TGITestServer, document_of, paper_model, prompt_kind
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As root on a closed network: no sandbox, and none of chromium's own background connections.
@@ -252,9 +258,222 @@ def test_a_built_dataset_is_browsed_too(generated, tmp_path):
 
 
 def test_the_page_fetches_nothing_from_elsewhere():
-    from bft.builders.view_server import STATIC
+    from bft.builders.view_server import STATIC, STATIC_FILES
 
-    for name in ("index.html", "viewer.js", "viewer.css"):
+    for name in ("index.html", *STATIC_FILES):
         text = (STATIC / name).read_text()
         assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", text) and "@import" not in text, name
         assert "fetch(`http" not in text and "new WebSocket" not in text, name
+
+
+# -- the charts, and rejected records headed by their stage -------------------------------------------
+
+SPACES = " \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u1680\u2000\u2009\u200a\u2028\u202f\u205f\u3000"  # Python's, some
+NOT_SPACES = "ab\x00\x01\x1b\u200b\u2060é日"  # control bytes, zero-width characters and other letters
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from(SPACES + NOT_SPACES), max_size=24))),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_words_are_counted_as_str_split_counts_them(texts, cut, large):
+    array = pa.array(texts, type=pa.large_string() if large else pa.string()).slice(cut)  # a slice: offsets
+    counts, valid = word_counts(array)
+    assert counts.tolist() == [len(t.split()) if t is not None else 0 for t in texts[cut:]]
+    assert valid.tolist() == [t is not None for t in texts[cut:]]
+
+
+def test_a_million_rows_are_charted_as_a_small_summary(million):
+    charts = chart_data(Folder(million))
+    instructions = charts["lengths"]["configs"][0]["fields"]["instruction"]
+    assert sum(b["count"] for b in instructions["bins"]) == 1_000_000 and len(instructions["bins"]) <= 20
+    assert instructions["min"] == 3 and instructions["max"] == 4  # "Question number N", "The one about zebras"
+    assert len(json.dumps(charts)) < 5_000  # bins and counts go to the page, never rows
+
+
+def staged_model(request):
+    """Rejects at every stage and scores with probabilities: the tides page gets an empty backtranslation,
+    water pages a low score, the Lisbon page a rewrite without its tags; instructions vary in length."""
+    kind, prompt = prompt_kind(request.prompt), request.prompt
+    if kind == "backtranslate":
+        document = document_of(prompt)
+        if document.startswith("Tides are caused"):
+            return Reply("")
+        return Reply("What should I know" + " and why" * (len(document) % 7) + "?")
+    if kind == "curate":
+        if "water" in prompt.lower():
+            return Reply("Too vague.\nScore: 2", top={"2": {"2": 0.7, "3": 0.2, "5": 0.1}})  # expected 2.5
+        if "The sky looks blue" in prompt:
+            return Reply("Good.\nScore: 4", top={"4": {"4": 0.6, "5": 0.4}})  # expected 4.4
+        return Reply("Clear.\nScore: 5", top={"5": {"5": 0.8, "4": 0.2}})  # expected 4.8
+    if kind == "rewrite" and "Lisbon" in prompt:
+        return Reply("An answer without its tags.")
+    return paper_model(request)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """A generate output (expected scores) with rejects at prepare, backtranslate, curate and rewrite, and its
+    `bft build` folder."""
+    root = tmp_path_factory.mktemp("staged")
+    lines = DEMO_CORPUS.read_text().splitlines()
+    blank = {"id": "blank", "text": "   "}
+    again = {"id": "again", "text": json.loads(lines[1])["text"]}  # the same text as the sky page
+    (root / "corpus.jsonl").write_text("\n".join([*lines, json.dumps(blank), json.dumps(again)]) + "\n")
+    out, built = root / "out", root / "ds"
+    # in a thread of its own: the browser, started by an earlier test, runs an event loop in this one
+    with TGITestServer(staged_model) as server, ThreadPoolExecutor(1) as thread:
+        args = ["--out", str(out), "--endpoint", server.url, "--no-progress", "--score-mode", "expected"]
+        assert thread.submit(main, ["generate", str(root / "corpus.jsonl"), *args]).result() == 0
+        assert thread.submit(main, ["build", str(out), "--out", str(built), "--license", "odc-by"]).result() == 0
+    return {"generate": out, "build": built}
+
+
+def parquet_rows(folder: Path, config: str) -> list[dict]:
+    return [row for path in sorted((folder / config).glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def scored_candidates(folder: Path, kind: str) -> list[dict]:
+    """The candidates curation scored, read here from the parquet files (as the data report counts them)."""
+    if kind == "build":
+        return [r for r in parquet_rows(folder, "backtranslated") if r["status"] in ("kept", "rejected")]
+    rejected = [r for r in parquet_rows(folder, "rejected") if r["stage"] == "curate"]
+    return parquet_rows(folder, "curated") + rejected
+
+
+def in_bins(values: list[float], bars: list[dict]) -> list[int]:
+    """How many of `values` fall in each drawn bar, by the bar's own edges ([low, high), the last closed or
+    open-topped)."""
+    counts = []
+    for number, bar in enumerate(bars):
+        low, high, last = float(bar["low"]), bar.get("high"), number == len(bars) - 1
+        inside = [v for v in values if round(v, 9) >= low and (high is None or round(v, 9) < float(high)
+                                                              or last and round(v, 9) == float(high))]  # fmt: skip
+        counts.append(len(inside))
+    return counts
+
+
+DRAWN = """() => [...document.querySelectorAll("figure.chart")].map((figure) => ({
+  id: figure.id, kind: figure.dataset.chart, config: figure.dataset.config, field: figure.dataset.field,
+  caption: figure.querySelector("figcaption").textContent,
+  labelledby: (figure.querySelector("svg") || {getAttribute: () => ""}).getAttribute("aria-labelledby"),
+  bars: [...figure.querySelectorAll("g.bar")].map((bar) => ({...bar.dataset,
+    title: bar.querySelector("title").textContent, texts: [...bar.querySelectorAll("text")].map((t) => t.textContent)})),
+  table: [...figure.querySelectorAll("table.chart-data tbody tr")].map((tr) => [...tr.cells].map((c) => c.textContent)),
+}))"""
+
+
+@pytest.mark.parametrize("kind", ["generate", "build"])
+def test_the_summary_draws_the_funnel_reasons_scores_and_lengths(staged, browser, kind, tmp_path):
+    folder = staged[kind]
+    stats = stage_counts(json.loads((folder / "stats.json").read_text()))
+    with ViewerServer(folder) as server:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=yes][data-view=summary]")
+        charts = {chart["id"]: chart for chart in page.evaluate(DRAWN)}
+        png = page.locator("#charts").screenshot()
+        (tmp_path / "charts.png").write_bytes(png)
+        assert not_blank(png)
+
+        # every chart: a caption, an image named by its title and a description, a title per bar, a table
+        for chart in charts.values():
+            assert chart["caption"] and len(chart["table"]) == len(chart["bars"]) > 0, chart["id"]
+            assert all(bar["title"] for bar in chart["bars"]), chart["id"]
+        funnel_text = "; ".join(f"{s}: {c['entered']} entered, {c['kept']} kept, {c['rejected']} rejected"
+                                for s, c in stats.items())  # fmt: skip
+        assert page.get_by_role("img", name=f"Stage funnel {funnel_text}").count() == 1  # its accessible name
+
+        # the funnel: a bar per stage, its numbers those of stats.json
+        funnel = charts["chart-funnel"]["bars"]
+        assert [(b["stage"], int(b["entered"]), int(b["kept"]), int(b["rejected"])) for b in funnel] == [
+            (stage, c["entered"], c["kept"], c["rejected"]) for stage, c in stats.items()
+        ]
+        assert [b["texts"] for b in funnel] == [[stage, f"{c['kept']} of {c['entered']}"] for stage, c in stats.items()]
+        assert len(funnel) == 4 and funnel[0]["entered"] == "32" and funnel[-1]["kept"] == "20"
+
+        # reasons: a bar per stage and reason, as many as stats.json counts
+        reasons = {(b["stage"], b["reason"]): int(b["value"]) for b in charts["chart-reasons"]["bars"]}
+        assert reasons == {(s, r): n for s, c in stats.items() for r, n in c["rejected_by_reason"].items()}
+        assert set(reasons) == {("prepare", "empty_text"), ("prepare", "duplicate_text"),
+                                ("backtranslate", "reply_empty"), ("curate", "score_below_threshold"),
+                                ("rewrite", "rewrite_missing_tags")}  # fmt: skip
+
+        # scores: one bar per whole score from the lowest to the highest; expected scores in quarter points
+        candidates = scored_candidates(folder, kind)
+        scores = charts["chart-scores"]["bars"]
+        assert [b["label"] for b in scores] == ["2", "3", "4", "5"]
+        assert {b["label"]: int(b["value"]) for b in scores} == {
+            str(k): Counter(r["score"] for r in candidates)[k] for k in range(2, 6)
+        }
+        assert [int(b["value"]) for b in scores] == [7, 0, 1, 21]
+        expected = charts["chart-expected"]["bars"]
+        assert len(expected) == 12 and expected[0]["label"] == "2.00–2.25" and expected[-1]["label"] == "4.75–5.00"
+        assert [int(b["value"]) for b in expected] == in_bins([r["expected_score"] for r in candidates], expected)
+        assert {b["label"]: int(b["value"]) for b in expected if b["value"] != "0"} == {
+            "2.50–2.75": 7, "4.25–4.50": 1, "4.75–5.00": 21,
+        }  # fmt: skip
+
+        # lengths: per config and field, every row counted in the bin its word count falls in
+        lengths = [chart for chart in charts.values() if chart["kind"] == "length"]
+        configs = {"backtranslated", "curated", "rewritten"} | ({"sft"} if kind == "build" else set())
+        assert {chart["config"] for chart in lengths} == configs and len(lengths) == 2 * len(configs)
+        for chart in lengths:
+            rows = parquet_rows(folder, chart["config"])
+            if chart["field"] in ("prompt", "completion"):
+                words = [sum(len(turn["content"].split()) for turn in row[chart["field"]]) for row in rows]
+            else:
+                words = [len(row[chart["field"]].split()) for row in rows]
+            drawn = [int(bar["value"]) for bar in chart["bars"]]
+            assert sum(drawn) == len(rows) and drawn == in_bins(words, chart["bars"]), chart["id"]
+        instructions = next(c for c in lengths if c["config"] == "curated" and c["field"] == "instruction")
+        assert len([b for b in instructions["bars"] if b["value"] != "0"]) > 3  # lengths vary: several bars
+        assert problems == []  # no script error, and nothing the Content-Security-Policy refused
+
+
+def test_a_rejected_record_is_headed_by_the_stage_that_rejected_it(staged, browser):
+    expected = {"prepare": "empty_text", "backtranslate": "reply_empty", "curate": "score_below_threshold",
+                "rewrite": "rewrite_missing_tags"}  # fmt: skip
+    with ViewerServer(staged["generate"]) as server:
+        page = browser.new_page()
+
+        def open_first(route: str) -> None:
+            page.goto(server.url + route)
+            page.wait_for_selector(f'body[data-ready=yes][data-route="{route}"]')
+            page.click("#rows tbody tr >> nth=0")
+            page.wait_for_selector("body[data-ready=yes][data-view=record]")
+
+        for stage, reason in expected.items():
+            open_first(f"#records?part=rejected/train&stage={stage}&reason={reason}")
+            assert page.locator("#outcome").inner_text() == f"Rejected at {stage}: {reason}"
+            assert page.locator("#outcome").get_attribute("data-stage") == stage
+            # the curation block only where curation scored the record
+            assert page.locator("#curation-block").is_visible() == (stage in ("curate", "rewrite"))
+        open_first("#records?part=curated/train")
+        assert (
+            page.locator("#outcome").is_hidden()
+            and page.locator("#score").inner_text() == "score 5 · expected 4.8 · kept"
+        )
+    with ViewerServer(staged["build"]) as server:  # a build's candidates carry the curation outcome
+        page = browser.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=yes][data-view=summary]")
+        assert page.locator("#reasons tr[data-reason=empty_text] a").count() == 0  # no rows of it were kept
+        page.click("#reasons tr[data-reason=score_below_threshold] a")  # lists the candidates curation rejected
+        page.wait_for_selector("body[data-ready=yes][data-view=records]")
+        curate = json.loads((staged["build"] / "stats.json").read_text())["curate"]
+        assert page.locator("#count").get_attribute("data-total") == str(curate["rejected"])
+        page.click("#rows tbody tr >> nth=0")
+        page.wait_for_selector("body[data-ready=yes][data-view=record]")
+        assert page.locator("#outcome").inner_text() == "Rejected at curate: score_below_threshold"
+
+
+def test_a_column_of_no_strings_is_counted_as_no_words():
+    """A config whose text column is all null (stored as arrow's null type) charts nothing, not an error page."""
+    words, valid = word_counts(pa.array([None, None]))
+    assert words.tolist() == [0, 0] and not valid.any()

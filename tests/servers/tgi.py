@@ -208,6 +208,7 @@ class TGITestServer:
         self.tgi_info = tgi_info and flavor == "tgi"  # False: no /info, as vLLM and SGLang
         self.honour_stop = honour_stop  # False: ignore `stop`, as `transformers serve` does on /v1/completions
         self.model_id = model_id
+        self.model_root: str | None = None  # vLLM/SGLang `root`: the path the model was loaded from (default: the id)
         self.model_sha = "0123456789abcdef0123456789abcdef01234567"
         self.max_concurrent_requests = 128
         self.max_input_tokens = 4095
@@ -223,6 +224,8 @@ class TGITestServer:
         # Prometheus /metrics in the flavor's names, as if `metrics_batch` sequences run and the rest wait
         # (None: no /metrics, as servers started without them)
         self.metrics_batch: int | None = None
+        self.metrics_cost = 0.0  # seconds each /metrics read takes (vLLM's CPU build: 14 ms of a core)
+        self.metrics_reads = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -306,6 +309,8 @@ class TGITestServer:
         if handler.path == "/version" and self.flavor == "vllm":
             return self._send(handler, 200, {"version": "0.32.0"})
         if handler.path == "/metrics" and self.metrics_batch is not None:
+            self.metrics_reads += 1
+            time.sleep(self.metrics_cost)
             return self._send(handler, 200, self._metrics(), "text/plain; version=0.0.4")
         self._send(handler, 404, {"error": "not found", "error_type": "not_found"})
 
@@ -443,7 +448,7 @@ class TGITestServer:
         """One `/v1/models` entry; vLLM and SGLang say the context length (`max_model_len`)."""
         card = {"id": self.model_id, "object": "model", "created": 0, "owned_by": self.flavor}
         if self.flavor in ("vllm", "sglang"):
-            card |= {"root": self.model_id, "parent": None, "max_model_len": self.max_total_tokens}
+            card |= {"root": self.model_root or self.model_id, "parent": None, "max_model_len": self.max_total_tokens}
         return card
 
     def _answer(self, handler, route: str, payload: dict, prompt: str, reply: Reply) -> None:

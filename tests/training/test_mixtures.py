@@ -1,5 +1,6 @@
 """Training data: sources from files, `bft build` folders and Hub releases, made into checked prompt/completion rows."""
 
+import dataclasses
 import json
 
 import datasets
@@ -10,7 +11,7 @@ from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 from bft.generation.cli import main
 from bft.generation.errors import ConfigError
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
-from bft.training.config import DataArguments
+from bft.training.config import DataArguments, DataSource
 from bft.training.mixtures import load_training_data, mixture_sizes
 from tests.paths import DEMO_CORPUS, REPO
 from tests.servers.tgi import TGITestServer
@@ -169,3 +170,18 @@ def test_a_bad_row_is_named_by_its_id(tmp_path):
 def test_a_missing_source_is_named(tmp_path):
     with pytest.raises(ConfigError, match="dataset no/such-dataset: cannot load it"):
         load({"path": "no/such-dataset"})
+
+
+def test_the_data_schema_is_trls_dataset_mixture_with_bfts_fields():
+    """bft writes TRL's schema out (so that `bft train --help` loads without TRL); nothing of TRL's is missing."""
+
+    def defaults(cls):  # each field's default value (MISSING for a required one)
+        factory = dataclasses.MISSING
+        return {
+            f.name: f.default if f.default_factory is factory else f.default_factory() for f in dataclasses.fields(cls)
+        }
+
+    ours, theirs = defaults(DataSource), defaults(DatasetConfig)
+    assert {k: ours[k] for k in theirs} == theirs and set(ours) - set(theirs) == {"revision", "tag", "reverse"}
+    ours, theirs = defaults(DataArguments), defaults(DatasetMixtureConfig)
+    assert {k: ours[k] for k in theirs} == theirs

@@ -9,6 +9,7 @@ from bft.generation.cli import main
 from bft.generation.errors import ConfigError
 from bft.training.config import paper_batch_size
 from bft.training.train import RECIPE_DIR, batch_plan, find_recipe, parse, shipped_recipes
+from tests.without_packages import optional_packages, run_without
 
 PAPER_RECIPES = ("backward", "seed", "curated")
 BAFT_RECIPES = {"baft": 1e-5, "baft-70b": 5.5e-6}  # BAFT's final fine-tunes: cosine, lr by model size
@@ -115,3 +116,26 @@ def test_an_unknown_recipe_name_lists_the_shipped_ones(capsys):
     assert main(["train", "sead"]) == 2
     err = capsys.readouterr().err
     assert "recipe 'sead'" in err and "backward, baft, baft-70b, curated, seed, tiny/backward" in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--learnin_rate", "2e-5"], "unknown flag '--learnin_rate'; did you mean '--learning_rate'?"),
+        (["--learning_rat", "2e-5"], "unknown flag '--learning_rat'; did you mean '--learning_rate'?"),  # a prefix
+        (["--learning-rat=2e-5"], "unknown flag '--learning-rat'; did you mean '--learning-rate'?"),
+        (["--dropout", "0.0", "stray"], "unexpected argument 'stray': overrides are --field value pairs"),
+    ],
+)
+def test_a_mistyped_or_shortened_flag_is_named_with_the_closest_one(overrides, message, capsys):
+    assert main(["train", "tiny/seed", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"bft train: error: {message}")  # the flag is named, not the recipe blamed
+    assert "lists the fields" in err and "recipe" not in err.split("(")[0]
+
+
+def test_without_trl_train_says_what_to_install_in_one_line():
+    result = run_without(optional_packages(), ["train", "tiny/seed"])
+    assert result.returncode == 2 and result.stderr == "bft train needs trl: pip install 'bft[train]'\n"
+    listing = run_without(optional_packages(), ["train", "--help"])  # the command's own help needs no TRL
+    assert listing.returncode == 0 and "recipe" in listing.stdout and listing.stderr == ""

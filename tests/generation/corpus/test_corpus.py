@@ -68,8 +68,44 @@ def test_records_without_usable_text_become_rejected_records(tmp_path):
 def test_malformed_json_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": \n', encoding="utf-8")
-    with pytest.raises(CorpusError, match=r"bad\.jsonl:2: malformed JSON"):
-        list(read_corpus(str(path)))
+    with pytest.raises(CorpusError, match=r"bad\.jsonl:2: malformed JSON .*corpus\.malformed_lines: reject"):
+        list(read_corpus(str(path), malformed_lines="error"))
+
+
+def test_broken_lines_anywhere_become_rejected_records_and_reading_goes_on(tmp_path):
+    path = tmp_path / "web.jsonl"
+    path.write_bytes(
+        b'{"id": "a", "text": "first"}\n'
+        b'{"id": "b", "text": \n'  # cut short: malformed JSON
+        b"42\n"  # JSON, not an object
+        b"[1, 2]\n"  # a list on a later line is a broken line, not a JSON-array file
+        b'{"id": "c", "text": "caf\xe9"}\n'  # not UTF-8
+        b'{"id": "d", "text": "last"}\n'
+    )
+    items = list(read_corpus(str(path), invalid_utf8="reject", malformed_lines="reject"))
+    fates = [(i.id, i.reason if isinstance(i, Rejected) else "kept") for i in items]
+    assert fates == [
+        ("a", "kept"),
+        (f"location:{path}:2", "malformed_json"),
+        (f"location:{path}:3", "not_a_json_object"),
+        (f"location:{path}:4", "not_a_json_object"),
+        (f"location:{path}:5", "invalid_utf8"),
+        ("d", "kept"),
+    ]
+    assert items[1].raw == '{"id": "b", "text": ' and items[1].location == f"{path}:2"  # the line, kept to read
+
+
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path):
+    path = tmp_path / "windows.jsonl"
+    row = lambda n: json.dumps({"id": n, "text": f"text {n}"}).encode()  # noqa: E731
+    # a BOM at the start of the file, and one where a second file was concatenated onto the first
+    path.write_bytes(b"\xef\xbb\xbf" + row("a") + b"\n" + b"\xef\xbb\xbf" + row("b") + b"\n")
+    for mode in ("error", "reject"):
+        documents = list(read_corpus(str(path), malformed_lines=mode))
+        assert [(type(d).__name__, d.id, d.text) for d in documents] == [
+            ("Document", "a", "text a"),
+            ("Document", "b", "text b"),
+        ]
 
 
 def test_invalid_utf8_names_file_and_line(tmp_path):
@@ -167,10 +203,34 @@ def test_every_file_of_a_corpus_folder_is_read_or_named(tmp_path, capsys):
 
 
 def test_a_json_array_file_says_what_bft_reads(tmp_path):
-    path = tmp_path / "rows.json"
-    path.write_text(json.dumps([{"id": "a", "text": "x"}], indent=1))
-    with pytest.raises(CorpusError, match="looks like a JSON array: bft reads JSON lines"):
-        list(read_corpus(str(path)))
+    # a file that is not JSON lines at all is an error even when broken lines are rejected
+    for name, text in (("rows.json", json.dumps([{"id": "a", "text": "x"}], indent=1)),
+                       ("one-line.json", json.dumps([{"id": "a", "text": "x"}]))):  # fmt: skip
+        path = tmp_path / name
+        path.write_text(text)
+        for mode in ("error", "reject"):
+            with pytest.raises(CorpusError, match="looks like a JSON array: bft reads JSON lines"):
+                list(read_corpus(str(path), malformed_lines=mode))
+
+
+def test_hidden_files_and_folders_of_a_corpus_folder_are_not_read(tmp_path, capsys):
+    folder = tmp_path / "corpus"
+    (folder / ".bft" / "journal").mkdir(parents=True)
+    (folder / "sub" / ".cache").mkdir(parents=True)
+    write_jsonl(folder / "data.jsonl", [{"id": "real", "text": "a real document"}])
+    write_jsonl(folder / ".bft" / "journal" / "prepare.jsonl", [{"id": "journal", "text": "bft's own state"}])
+    write_jsonl(folder / "sub" / ".cache" / "x.jsonl", [{"id": "cache", "text": "a tool's cache"}])
+    write_jsonl(folder / "._data.jsonl", [{"id": "fork", "text": "a macOS resource fork"}])
+    assert [d.id for d in read_corpus(str(folder))] == ["real"]
+    assert corpus_file_list(str(folder)) == [str(folder / "data.jsonl")]
+    assert (
+        "not read, being hidden or a bft run's own state: ._data.jsonl, .bft/, sub/.cache/" in capsys.readouterr().err
+    )
+    (folder / "data.jsonl").unlink()
+    with pytest.raises(
+        CorpusError, match=r"no .* files besides hidden ones and bft's run state \(\._data\.jsonl, \.bft/"
+    ):
+        list(read_corpus(str(folder)))
 
 
 def test_location_ids_cannot_collide_with_real_ids(tmp_path):

@@ -231,8 +231,44 @@ def test_ray_executor_refuses_to_resume_a_local_run_and_a_changed_corpus(tmp_pat
 def test_a_broken_corpus_line_stops_a_ray_run_with_the_readers_message(tmp_path, ray_cluster, capsys):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"id": "1", "text": DEMO_TEXTS[0]}) + "\n{not json\n")
+    strict = tmp_path / "strict.yaml"  # a broken line stops the run (by default it is a rejected record)
+    strict.write_text("corpus: {malformed_lines: error}\n")
     with TGITestServer() as server:
-        assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray") == 2
+        assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray", "--config", str(strict)) == 2
         assert server.requests == []  # the first pass found it: nothing was requested
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bft generate: error: ")]
     assert len(errors) == 1 and f"{corpus}:2: malformed JSON" in errors[0]
+
+
+def fates(out) -> list[tuple]:
+    rows = []
+    for config in ("backtranslated", "rejected"):
+        rows += [
+            (config, r["id"], r["reason"], r["input_location"]) for r in load_dataset(str(out), config, split="train")
+        ]
+    return sorted(rows)
+
+
+def test_broken_lines_are_rejected_alike_by_both_executors(tmp_path, ray_cluster):
+    """`--executor ray` reads broken corpus lines as the local executor does: a BOM read past, a broken line a
+    rejected record under its location, counted alike."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [json.dumps({"id": f"doc-{n}", "text": text}).encode() for n, text in enumerate(DEMO_TEXTS)]
+    lines[0] = b"\xef\xbb\xbf" + lines[0]
+    lines.insert(2, b'{"id": "cut", "text": "the crawl')
+    lines.insert(5, b'"a string, not a record"')
+    (corpus / "part-0.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    config = tmp_path / "run.yaml"
+    config.write_text("ray: {block_size: 3}\n")
+    args = ("--stages", "backtranslate", "--config", str(config))
+    with TGITestServer() as server:
+        assert generate(corpus, tmp_path / "local", server.url, *args) == 0
+        assert generate(corpus, tmp_path / "ray", server.url, *args, "--executor", "ray") == 0
+    assert fates(tmp_path / "ray") == fates(tmp_path / "local")
+    stats = json.loads((tmp_path / "ray" / "stats.json").read_text())
+    assert stats["prepare"]["rejected_by_reason"] == {"malformed_json": 1, "not_a_json_object": 1}
+    assert stats["backtranslate"]["entered"] == 6  # the BOM'd first line is a document like the others
+    rejected = {(r[1], r[2]) for r in fates(tmp_path / "ray") if r[0] == "rejected"}
+    part = corpus / "part-0.jsonl"
+    assert {(f"location:{part}:3", "malformed_json"), (f"location:{part}:6", "not_a_json_object")} <= rejected
