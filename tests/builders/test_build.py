@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from datasets import load_dataset
@@ -34,12 +35,17 @@ def picky_model(request):
     return paper_model(request)
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+def generate_demo(tmp_path_factory, model) -> Path:
+    """The demo corpus through `bft generate`, answered by `model` on the test server: its output folder."""
     out = tmp_path_factory.mktemp("gen") / "out"
-    with TGITestServer(picky_model) as server:
+    with TGITestServer(model) as server:
         assert main(["generate", str(DEMO_CORPUS), "--out", str(out), "--endpoint", server.url, "--no-progress"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    return generate_demo(tmp_path_factory, picky_model)
 
 
 @pytest.fixture
@@ -266,10 +272,7 @@ def scores_everything_low(request):
 
 @pytest.fixture(scope="module")
 def nothing_curated(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gen") / "out"
-    with TGITestServer(scores_everything_low) as server:
-        assert main(["generate", str(DEMO_CORPUS), "--out", str(out), "--endpoint", server.url, "--no-progress"]) == 0
-    return out
+    return generate_demo(tmp_path_factory, scores_everything_low)
 
 
 def test_empty_configs_are_named_with_why_and_the_seed_still_makes_sft(tmp_path, nothing_curated, capsys):
