@@ -161,9 +161,6 @@ def test_the_demo_settings_run_on_vllm_raw_with_the_chat_template_prefills_and_e
     assert result.returncode == 0, result.stderr[-3000:]
     s = stats(out)
     assert s["backtranslate"]["entered"] == 4 and s["curate"]["entered"] == s["backtranslate"]["kept"] > 0
-    # the probe's connections do not wait in the pool while bft loads tokenizers: none found closed by the
-    # server when the first requests went out (uvicorn closes idle ones after 5 s)
-    assert not any(s[name]["retries_by_cause"] for name in ("backtranslate", "curate", "rewrite"))
     curated = load_dataset(str(out), "curated", split="train")
     assert all(1.0 <= score <= 5.0 for score in curated["score"])
     provenance = curated[0]["provenance"]
