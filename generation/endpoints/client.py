@@ -225,24 +225,16 @@ class Endpoint:
             await self._http.close()
             self._http = None
 
-    async def _get(self, route: str, timeout: float, close: bool = False) -> _Response:
-        """A GET of `route`; `close`: on a connection closed after it, none left idle in the pool.
-
-        The probe's connections are closed: between the probe and the first request bft loads tokenizers and
-        reads the corpus for seconds, with its event loop busy, and a server closes idle connections after
-        a few seconds (uvicorn, under vLLM, SGLang and `transformers serve`: 5 s); the first request sent on
-        such a connection found it closed ("Server disconnected") and had to be sent again."""
+    async def _get(self, route: str, timeout: float) -> _Response:
         session = await self.http()
-        headers = {"Connection": "close"} if close else None
-        timeout_ = aiohttp.ClientTimeout(total=timeout)
-        async with session.get(self.url + route, timeout=timeout_, headers=headers) as response:
+        async with session.get(self.url + route, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             return _Response(response.status, await response.text(errors="replace"), response.headers)
 
     async def probe(self) -> None:
         """Learn the server kind, its model and its limits (TGI `/info`, else OpenAI `/v1/models`)."""
         try:
             if self.api in ("auto", "tgi"):
-                response = await self._get("/info", 30, close=True)
+                response = await self._get("/info", 30)
                 if response.status_code in (401, 403):
                     raise _status_error(response.status_code, response.text, self.name + "/info")
                 if response.status_code == 200 and "model_id" in _json_or_empty(response):
@@ -255,7 +247,7 @@ class Endpoint:
                     self.max_total_tokens = info.get("max_total_tokens")
                     self.max_stop_sequences = info.get("max_stop_sequences")
                     return
-            response = await self._get("/v1/models", 30, close=True)
+            response = await self._get("/v1/models", 30)
             if response.status_code in (401, 403):
                 raise _status_error(response.status_code, response.text, self.name + "/v1/models")
             if response.status_code != 200:
@@ -276,7 +268,7 @@ class Endpoint:
             self.tokenize_route = self.server_kind in ("vllm", "sglang")
             if self.server_kind == "vllm":  # `{"version": "0.32.0"}` (vLLM `serve/instrumentator/basic.py`)
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # a fact for provenance, not a need
-                    response = await self._get("/version", 10, close=True)
+                    response = await self._get("/version", 10)
                     if response.status_code == 200:
                         self.version = _json_or_empty(response).get("version")
         except (aiohttp.ClientError, TimeoutError) as error:
