@@ -1,7 +1,8 @@
 """What a released file may say about the machine that made it: no absolute local paths, no private hosts.
 
 A run records where its documents came from (`input_location` FILE:LINE, ids derived from a location),
-which models answered (a model served from a local folder is named by its path) and the run config
+which models answered (a model served from a local folder is named by its path), where a cached reply was
+first asked (the endpoint's URL and the run's folder) and the run config
 (corpus path, output folder, endpoint URLs, tokenizer folders). Useful locally; in a published dataset
 they say how someone's machine or cluster is laid out. `bft build` therefore writes them in their public
 form: a local path becomes its last part (`/data/crawl/part-001.jsonl.gz:17` -> `part-001.jsonl.gz:17`),
@@ -78,6 +79,19 @@ def public_value(value):
     return value
 
 
+def public_provenance(entry: dict) -> dict:
+    """A provenance entry with the model's local path, and a cached reply's endpoint and run folder, made public."""
+    changed = {**entry}
+    for key, public in (
+        ("model_id", public_path),
+        ("first_asked_endpoint", public_url),
+        ("first_asked_run", public_path),
+    ):
+        if entry.get(key):
+            changed[key] = public(entry[key])
+    return changed
+
+
 def public_row(row: dict) -> dict:
     """A dataset row with its location, location-derived id and the models' local paths made public."""
     changed = {}
@@ -86,8 +100,5 @@ def public_row(row: dict) -> dict:
     if isinstance(row.get("id"), str) and row["id"].startswith("location:"):
         changed["id"] = public_location(row["id"])
     if isinstance(row.get("provenance"), list):
-        changed["provenance"] = [
-            {**entry, "model_id": public_path(entry["model_id"])} if entry.get("model_id") else entry
-            for entry in row["provenance"]
-        ]
+        changed["provenance"] = [public_provenance(entry) for entry in row["provenance"]]
     return changed

@@ -3,7 +3,7 @@
 The floor map. bft is built in floors, and four rules keep them honest (`tests/test_layers.py`
 checks each one against the imports):
 
-1. **Commands are leaves.** A command module (`generate`, `bft.builders.seed`, `~.build`, `~.release`,
+1. **Commands are leaves.** A command module (`generate`, `cache`, `bft.builders.seed`, `~.build`, `~.release`,
    `bft.training.train`, `~.serve`, `~.evaluate`) holds its arguments, `run` and printing. Only `cli`
    names it (its lazy table); nothing imports it. What two commands share lives below both.
 2. **Folders stand in floors**, bottom up: `bft.cards` imports nothing of bft's other folders (facts
@@ -27,5 +27,6 @@ This folder, bottom up:
   header segments, prepare rules, the block plan, and the one document stream both executors read;
 - `run`: the engine, journals, stats, progress, output, rounds, the wiring every executor shares,
   the local and the Ray executor;
-- on top: `generate` (the `bft generate` command) and `cli` (the `bft` dispatcher).
+- on top: `generate` (the `bft generate` command), `cache` (`bft cache info|prune`) and `cli` (the `bft`
+  dispatcher).
 """

@@ -42,6 +42,10 @@ SUBCOMMANDS = {
     "train": ("bft.training.train", "Fine-tune a backward, seed or curated model with TRL from a recipe."),
     "serve": ("bft.training.serve", "Serve a trained model folder locally (transformers serve) for bft generate."),
     "eval": ("bft.training.evaluate", "Answer an instruction set, judge against a reference, win rates, data report."),
+    "cache": (
+        "bft.generation.cache",
+        "Show or shrink the request cache that lets an edited run re-ask only what changed.",
+    ),
 }
 
 

@@ -326,6 +326,28 @@ class PrepareConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The request cache (`run/cached_replies.py`): each reply that came back whole, stored under what decides
+    it (the served model, the whole request), so a run with an edited config asks only what changed."""
+
+    path: str | None = field(
+        default=None,
+        metadata={
+            "help": "The cache's folder (shared by every run that names it; a shared filesystem serves a Ray "
+            "cluster); unset: $BFT_REQUEST_CACHE, else $BFT_CACHE/requests, else ~/.cache/bft/requests."
+        },
+    )
+    mode: Literal["on", "off", "read-only"] = field(
+        default="on",
+        metadata={
+            "help": "on: answer from the cache what it holds and store each new reply; read-only: answer from it, "
+            "store nothing; off: ask everything (a sampled reply is stored once: for new samples set a seed or "
+            "use off)."
+        },
+    )
+
+
+@dataclass
 class RayConfig:
     """`--executor ray`: where the Ray cluster is and how the corpus is split over its actors."""
 
@@ -349,8 +371,8 @@ class RayConfig:
     block_size: int = field(
         default=1000,
         metadata={
-            "help": "Corpus records per block: the unit an actor takes, writes and a rerun skips. Fixed for "
-            "the life of an output folder."
+            "help": "Corpus records per block: the unit an actor takes, writes and a rerun skips. Changed in an "
+            "output folder, it sets the earlier run aside."
         },
     )
 
@@ -430,10 +452,11 @@ class GenerateConfig:
         default="local",
         metadata={
             "help": "local: one process streams the corpus; ray: blocks of it on a Ray cluster's actors "
-            "(needs bft[ray]). Fixed for the life of an output folder."
+            "(needs bft[ray]). Changed in an output folder, it sets the earlier run aside."
         },
     )
     ray: RayConfig = field(default_factory=RayConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     backtranslate: BacktranslateConfig = field(default_factory=BacktranslateConfig)

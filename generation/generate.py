@@ -39,9 +39,11 @@ from bft.generation.endpoints.client import base_url, redact_url
 from bft.generation.endpoints.embedded import EmbeddedServer, converted_checkpoint
 from bft.generation.errors import ConfigError
 from bft.generation.layout import PREPARE, RUN_CONFIG_FILE
+from bft.generation.run.cache_plan import cached_shares
 from bft.generation.run.dry_run import add_probe, format_plan, plan_run
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
+from bft.generation.run.request_cache import default_cache_dir
 from bft.generation.run.rounds import scoring_rule_of_the_pool
 from bft.generation.run.wiring import RunSummary, check_resumable, finished_run, use_embedded, use_served_tokenizers
 
@@ -89,6 +91,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-field", help="Column with the document id (default: id)")
     parser.add_argument("--split", help="Hub datasets: split (default: train)")
     parser.add_argument("--revision", help="Hub datasets: revision")
+    parser.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="The request cache's folder: replies stored by what decides them, so an edited run asks only what "
+        "changed (default: $BFT_REQUEST_CACHE, else $BFT_CACHE/requests, else ~/.cache/bft/requests)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="Ask every request again and store nothing (cache.mode: off); a sampled reply is otherwise reused",
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars")
     parser.add_argument(
         "--dry-run",
@@ -149,6 +162,10 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for flag, key in (("executor", "executor"), ("ray_address", "ray.address"), ("ray_actors", "ray.actors")):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
+    if getattr(args, "cache", None) is not None:
+        overrides["cache.path"] = args.cache
+    if getattr(args, "no_cache", False):
+        overrides["cache.mode"] = "off"
     if args.score_mode is not None:
         overrides["curate.score_mode"] = args.score_mode
     if args.min_score is not None:
@@ -167,11 +184,23 @@ def run(args: argparse.Namespace) -> int:
     if config.stages[0] == "curate" and not args.config:
         config = scoring_rule_of_the_pool(config, overrides)
     note_routes(config)
+    config.cache.path = str(Path(config.cache.path or default_cache_dir()).expanduser().resolve())  # (Ray actors too)
     use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr))
     if args.dry_run or args.probe is not None:
         return dry_run(config, args)
     out = Path(config.out)
-    check_resumable(out, config)
+    if set_aside := check_resumable(out, config):
+        where, differences = set_aside
+        print(
+            f"bft generate: {out} held a run with other settings ({'; '.join(differences)}); its files are now in "
+            f"{where}. This run starts afresh"
+            + (
+                ": the request cache answers every request whose inputs did not change"
+                if config.cache.mode != "off"
+                else " and asks every request again (the request cache is off)"
+            ),
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / RUN_CONFIG_FILE, redact=redact_url)
     started = time.monotonic()
@@ -221,10 +250,12 @@ def dry_run(config: GenerateConfig, args: argparse.Namespace) -> int:
             f"--dry-run reads a corpus; a run that starts with {config.stages[0]} reads an earlier output"
         )
     plan = plan_run(config, args.throughput)
+    if plan.entering and (shares := cached_shares(config)) is not None:
+        plan.cached, plan.cache_path = shares, config.cache.path
     if args.probe:
         if not (config.endpoints or all(config.stage(s).endpoints for s in config.stages)):
             raise ConfigError("--probe sends real requests: give --endpoint (or the stages' endpoints)")
-        add_probe(plan, config, args.probe, lambda probe: execute(probe, progress=False))
+        add_probe(plan, config, args.probe, lambda probe: execute(probe, progress=False))  # (cache off: measured)
     print(format_plan(plan))
     if plan.nothing_enters:  # as a run that admits nothing: an error naming the reasons (`all_rejected...`)
         print(f"bft generate: error: {plan.nothing_enters}", file=sys.stderr)

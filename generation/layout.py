@@ -13,6 +13,7 @@ once. A `bft generate` output folder OUT:
     README.md                          dataset card with YAML `configs:`
     .bft/journal/STAGE.jsonl           the resumable journals the parquet files are made from
     .bft/blocks/KEY/journal/           the same per block, for `--executor ray`
+    .bft/earlier/TIME/                 an earlier run's files, set aside when the folder got a changed config
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def journal_dir(out: Path) -> Path:
 
 def blocks_dir(out: Path) -> Path:
     return out / ".bft" / "blocks"
+
+
+def earlier_runs_dir(out: Path) -> Path:
+    return out / ".bft" / "earlier"
 
 
 def config_file(out: Path, config: str) -> Path | None:

@@ -100,6 +100,10 @@ class Provenance:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     attempts: int | None = None
+    cached: bool | None = None  # true: the reply came from the request cache (`run/cached_replies.py`)
+    first_asked_at: str | None = None  # a cached reply: when a server gave it (UTC, ISO 8601)
+    first_asked_endpoint: str | None = None  # a cached reply: the endpoint that gave it
+    first_asked_run: str | None = None  # a cached reply: the output folder of the run that asked it
 
 
 @dataclass
@@ -165,6 +169,10 @@ PROVENANCE_TYPE = pa.struct(
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
         ("attempts", pa.int64()),
+        ("cached", pa.bool_()),
+        ("first_asked_at", pa.string()),
+        ("first_asked_endpoint", pa.string()),
+        ("first_asked_run", pa.string()),
     ]
 )
 

@@ -15,6 +15,7 @@ FOLDERS = ("cards", "generation", "builders", "training")  # bottom to top
 # The commands: arguments, `run` and printing. Only `generation/cli.py` names them (in its table).
 COMMANDS = {
     "bft.generation.generate",
+    "bft.generation.cache",
     "bft.builders.seed",
     "bft.builders.build",
     "bft.builders.release",

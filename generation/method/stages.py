@@ -159,6 +159,10 @@ class Stage:
             prompt_tokens=generation.prompt_tokens if generation else None,
             completion_tokens=generation.completion_tokens if generation else None,
             attempts=attempts,
+            cached=getattr(endpoint, "cached", None),
+            first_asked_at=getattr(endpoint, "first_asked_at", None),
+            first_asked_endpoint=getattr(endpoint, "first_asked_endpoint", None),
+            first_asked_run=getattr(endpoint, "first_asked_run", None),
         )
 
     def outcome(self, record: StageRecord, generation: Generation, attempts: int, endpoint) -> StageRecord:

@@ -17,7 +17,9 @@ check), and nothing is written to the output folder. Per stage it says:
   its rate is a floor); a stage no probed document reached takes the `--throughput` given, else its
   time is unknown and the plan says why (the stage before kept none of them); else unknown;
 - **dropped for length**: the documents prepare would drop (or cut) for `prepare.context_tokens`,
-  named, before any request is paid for.
+  named, before any request is paid for;
+- **the request cache's share**: per stage, the documents whose requests the cache would answer, those
+  it would ask, and those whose requests depend on a reply still to come (`run/cache_plan.py`).
 
 When no document would enter the first stage, there is nothing to estimate: the plan says so, and
 `nothing_enters` holds the reasons counted and what to check (`corpus/diagnosis.py`), which
@@ -77,6 +79,8 @@ class Plan:
     first_stage: str = "backtranslate"
     nothing_enters: str | None = None  # why no document would enter the first stage, when none would
     probe_gaps: dict[str, list[str]] = field(default_factory=dict)  # why -> stages whose time the probe left unknown
+    cache_path: str | None = None  # the request cache counted (`run/cache_plan.py`), with per stage its share:
+    cached: list = field(default_factory=list)  # `CachedShare`s (answered, asked, after_asking)
 
 
 def prompt_tokens(stage: Stage, document: str, instruction: str, chars_per_token: float) -> tuple[int, bool]:
@@ -143,6 +147,7 @@ def add_probe(plan: Plan, config: GenerateConfig, documents: int, execute) -> Pl
     with tempfile.TemporaryDirectory(prefix="bft-probe-") as folder:
         probe = dataclasses.replace(config, out=str(Path(folder) / "out"))
         probe.corpus = dataclasses.replace(config.corpus, limit=documents)
+        probe.cache = dataclasses.replace(config.cache, mode="off")  # the probe measures the server, not the cache
         summary = execute(probe)
         stats: RunStats = summary.stats
     plan.probe = documents
@@ -256,4 +261,11 @@ def format_plan(plan: Plan) -> str:
         )
     if plan.cut_for_length:
         lines.append(f"  cut to fit before any request (prepare.context_overflow: cut): {plan.cut_for_length}")
+    if plan.cached:
+        shares = "; ".join(
+            f"{s.stage} {s.answered} of {s.answered + s.asked}"
+            + (f" (and up to {s.after_asking} after replies to come)" if s.after_asking else "")
+            for s in plan.cached
+        )
+        lines.append(f"  request cache ({plan.cache_path}) answers the documents' requests: {shares}")
     return "\n".join(lines)

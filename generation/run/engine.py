@@ -17,6 +17,9 @@ would meet); 401/403/404 stop the run.
 
 Every document that enters a stage leaves it as a journal line, kept or rejected with a reason, before
 it moves on (see `journal.py`): a rerun skips finished work and never writes a document twice.
+
+With a request cache (`cached_replies.py`), a request whose reply is stored is answered from it as if the
+server had just sent it (its provenance says `cached`), and every reply that comes back whole is stored.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from bft.generation.layout import PREPARE
 from bft.generation.method.fitting import fit_document, info_limit, parse_context_error
 from bft.generation.method.stages import Request, Stage
 from bft.generation.records import KEPT, REJECTED, Document, Rejected, StageRecord
+from bft.generation.run.cached_replies import ReplyCache
 from bft.generation.run.journal import Journal
 from bft.generation.run.progress import StageBars
 from bft.generation.run.stats import RunStats, StageStats
@@ -60,8 +64,10 @@ class Engine:
         chars_per_token: float = 3.0,
         progress: bool = True,
         retry_failed: bool = True,
+        replies: ReplyCache | None = None,
     ):
         self.stages = stages
+        self.replies = replies
         self.pools = pools
         self.max_retries = max_retries
         self.request_timeout = request_timeout
@@ -79,7 +85,15 @@ class Engine:
         self.wall_seconds = 0.0
 
     @classmethod
-    def for_run(cls, config: GenerateConfig, stages: list[Stage], pools, journal_dir, progress: bool) -> Engine:
+    def for_run(
+        cls,
+        config: GenerateConfig,
+        stages: list[Stage],
+        pools,
+        journal_dir,
+        progress: bool,
+        replies: ReplyCache | None = None,
+    ) -> Engine:
         """The engine of a `bft generate` run: the one place its settings reach it (both executors)."""
         return cls(
             stages,
@@ -91,6 +105,7 @@ class Engine:
             chars_per_token=config.chars_per_token,
             progress=progress,
             retry_failed=config.retry_failed,
+            replies=replies,
         )
 
     def run_stats(self) -> RunStats:
@@ -137,14 +152,17 @@ class Engine:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    async def _attempt(self, stage: Stage, record: StageRecord) -> StageRecord:
-        """Send one stage's request with retries; return this stage's record for the document."""
+    async def _attempt(self, stage: Stage, record: StageRecord, sample: int = 0) -> StageRecord:
+        """Send one stage's request with retries (sample number `sample` of the record's); return this stage's
+        record for the document. A request the cache holds is answered from it."""
         stats = self.stats[stage.name]
         pool = self.pools[stage.name]
         config = stage.config
         request = stage.request(record)
         endpoint: Endpoint | None = None
         retries, attempt, fitted, last_cause = 0, 0, False, ""
+        key, looked_up = None, None  # the cache key of `request`, and the request it was looked up for
+        replayed: RequestRejected | None = None  # a refusal the cache stored, raised again
 
         async def call(ep: Endpoint):
             nonlocal endpoint
@@ -164,8 +182,21 @@ class Engine:
         while True:
             attempt += 1
             try:
+                if self.replies is not None and looked_up is not request:
+                    looked_up, key = request, self.replies.key(stage, request, sample, pool.endpoints)
+                    hit = self.replies.lookup(key, request, pool.endpoints)
+                    if isinstance(hit, RequestRejected):  # handled as the server's, by the endpoint it is valid for
+                        stats.cache_hits += 1
+                        endpoint, replayed = pool.endpoints[0], hit
+                        raise hit
+                    if hit is not None:
+                        stats.cache_hits += 1
+                        return stage.outcome(record, hit[0], attempt, hit[1])
+                    stats.cache_misses += 1
                 endpoint, generation = await pool.run(call)
             except RequestRejected as error:
+                if key is not None and error is not replayed:
+                    self.replies.remember_refusal(key, error, endpoint)
                 if error.reason == "input_too_long" and self.truncate_to_fit and not fitted:
                     shorter = self._fit(stage, record, request, error, endpoint)
                     if shorter is not None:
@@ -228,6 +259,8 @@ class Engine:
                 )
                 self._fatal = self._fatal or error
                 raise error
+            if key is not None:
+                self.replies.remember(key, request, generation, endpoint)
             return stage.outcome(record, generation, attempt, endpoint)
 
     async def _check_budget(self, stage: Stage, request: Request, endpoint: Endpoint) -> None:
@@ -300,7 +333,7 @@ class Engine:
         for stage in self.stages[start:]:
             begun = time.monotonic()
             if stage.samples > 1:
-                results = await asyncio.gather(*(self._attempt(stage, record) for _ in range(stage.samples)))
+                results = await asyncio.gather(*(self._attempt(stage, record, i) for i in range(stage.samples)))
                 result = stage.combine(record, list(results))
             else:
                 result = await self._attempt(stage, record)
@@ -364,7 +397,7 @@ class Engine:
                 if start is None:
                     continue
                 if start == 0:
-                    record = item if isinstance(item, StageRecord) else _prepared(item)  # a pool's record as is
+                    record = item if isinstance(item, StageRecord) else prepared_record(item)  # a pool's record as is
                 else:
                     where = pending.pop(item.id, None)
                     if where is None:  # rejected at an earlier stage: finished
@@ -405,7 +438,8 @@ class Engine:
         self._bars.set_total(counting.result())
 
 
-def _prepared(document: Document) -> StageRecord:
+def prepared_record(document: Document) -> StageRecord:
+    """A corpus document as the record prepare passes to the first stage."""
     return StageRecord(
         id=document.id,
         stage=PREPARE,

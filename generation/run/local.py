@@ -23,6 +23,7 @@ from bft.generation.run.wiring import (
     finish_run,
     input_items,
     open_pools,
+    open_replies,
 )
 
 
@@ -34,8 +35,9 @@ def generate_locally(config: GenerateConfig, progress: bool) -> RunSummary:
 async def _generate(config: GenerateConfig, progress: bool) -> RunSummary:
     stages = build_stages(config)
     endpoints, pools = await open_pools(config, stages)
+    replies = open_replies(config)
     try:
-        engine = Engine.for_run(config, stages, pools, journal_dir(Path(config.out)), progress)
+        engine = Engine.for_run(config, stages, pools, journal_dir(Path(config.out)), progress, replies)
         corpus, first = config.corpus, config.stages[0]
         items = input_items(config, stages)
         if first in ("curate", "distill") and not reads_instruction_set(config):  # an earlier output's pool
@@ -44,6 +46,8 @@ async def _generate(config: GenerateConfig, progress: bool) -> RunSummary:
             await engine.run(items, count_total=lambda: count_documents(corpus.path, corpus.limit))
     finally:
         await close_pools(endpoints, pools)
+        if replies is not None:
+            replies.close()
     stats = engine.run_stats()
     add_pool_events(stats, pools)
     first_endpoints = {name: pool.endpoints[0] for name, pool in pools.items()}

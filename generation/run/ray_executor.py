@@ -39,6 +39,7 @@ from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import PREPARE, blocks_dir
 from bft.generation.run.engine import Engine
 from bft.generation.run.progress import StageBars
+from bft.generation.run.request_cache import default_cache_dir
 from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
 from bft.generation.run.wiring import (
     RunSummary,
@@ -48,6 +49,7 @@ from bft.generation.run.wiring import (
     context_check,
     finish_run,
     open_pools,
+    open_replies,
 )
 
 READ_CPUS = 0.5  # CPUs Ray reserves per read task: reading is light next to the requests
@@ -133,6 +135,7 @@ class BlockRunner:
         self.out = Path(self.config.out)
         self.stages = build_stages(self.config)
         self.fits = context_check(self.config, self.stages)
+        self.replies = open_replies(self.config)  # one writer per actor, its file made at its first reply
         self.endpoints, self.pools = {}, None
         self.opening: asyncio.Lock | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where the pools' HTTP sessions live
@@ -151,6 +154,8 @@ class BlockRunner:
         """Close the endpoints' HTTP sessions in the loop that opened them (aiohttp warns of "Unclosed client
         session" for any left open), once; the actor's blocks are all done when this is called."""
         pools, loop = getattr(self, "pools", None), getattr(self, "loop", None)  # (None if __init__ failed)
+        if getattr(self, "replies", None) is not None:
+            self.replies.close()
         self.pools = None
         if pools is None or loop is None or loop.is_closed():
             return
@@ -195,7 +200,9 @@ class BlockRunner:
                     await asyncio.sleep(0.5)
             events_before = {name: Counter(pool.events) for name, pool in pools.items()}
             config = self.config
-            engine = Engine.for_run(config, self.stages, pools, folder / "journal", progress=False)
+            engine = Engine.for_run(
+                config, self.stages, pools, folder / "journal", progress=False, replies=self.replies
+            )
             await engine.run(block_items(block, work, config, self.fits))
             run_stats = engine.run_stats()
             add_pool_events(run_stats, pools, events_before)  # (events of blocks beside this one may land here)
@@ -311,6 +318,7 @@ def generate_on_ray(config: GenerateConfig, progress: bool) -> RunSummary:
         )
     out = Path(config.out).resolve()
     config.out = str(out)
+    config.cache.path = str(Path(config.cache.path or default_cache_dir()).resolve())  # the actors' cache
     files = [
         file if "://" in file else str(Path(file).resolve())
         for file in corpus_file_list(config.corpus.path, config.corpus.split, config.corpus.revision)

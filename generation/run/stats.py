@@ -28,6 +28,8 @@ class StageStats:
     rejected: int = 0
     rejected_by_reason: Counter = field(default_factory=Counter)
     requests: int = 0
+    cache_hits: int = 0  # requests answered by the request cache (not sent, not in `requests`)
+    cache_misses: int = 0  # requests the cache did not hold, sent (retries not counted again)
     retries_by_cause: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -71,6 +73,8 @@ class StageStats:
         self.rejected += counts["rejected"]
         self.rejected_by_reason.update(counts["rejected_by_reason"])
         self.requests += counts["requests"]
+        self.cache_hits += counts.get("cache_hits", 0)
+        self.cache_misses += counts.get("cache_misses", 0)
         self.retries_by_cause.update(counts["retries_by_cause"])
         self.prompt_tokens += counts["prompt_tokens"]
         self.completion_tokens += counts["completion_tokens"]
@@ -96,6 +100,8 @@ class StageStats:
             "rejected": self.rejected,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
             "retries_by_cause": dict(sorted(self.retries_by_cause.items())),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -119,6 +125,8 @@ class StageStats:
             "retries": sum(self.retries_by_cause.values()),
             "rejected": self.rejected,
         }
+        if self.cache_hits or self.cache_misses:
+            postfix["cache"] = f"{self.cache_hits} hit/{self.cache_misses} miss"
         if self.answer_seconds is not None and self.answer_seconds >= SLOW_ANSWER_SECONDS:
             postfix["slow"] = f"server answering in {self.answer_seconds:.0f} s"
         return postfix

@@ -4,7 +4,7 @@ Before the engine: the stages built from the run config (`build_stages`), the co
 prepare applies (`context_check`), what the first stage reads (`input_items`), the endpoints probed and
 put in pools (`open_pools`), the embedded server's address filled in when no endpoint was given
 (`use_embedded`), the rule that decides whether an output folder may be resumed with a config
-(`check_resumable`), and a finished run's summary, which needs no server (`finished_run`). After it:
+(`check_resumable`), the request cache it answers from (`open_replies`), and a finished run's summary, which needs no server (`finished_run`). After it:
 stats, parquet configs and the generation card written from the journals, then the record that they
 are (`finish_run`).
 
@@ -15,6 +15,7 @@ these pieces; neither borrows from the other, nor from the `bft generate` comman
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from bft.generation.layout import (
     REJECTED_CONFIG,
     RUN_CONFIG_FILE,
     dataset_configs,
+    earlier_runs_dir,
     journal_dir,
     main_config,
 )
@@ -40,8 +42,10 @@ from bft.generation.method.escaping import Escaper
 from bft.generation.method.fitting import cut_at_whitespace
 from bft.generation.method.stages import Stage, build_stage
 from bft.generation.records import StageRecord
+from bft.generation.run.cached_replies import ReplyCache
 from bft.generation.run.finished import finished_outputs, record_finished
 from bft.generation.run.output import write_outputs
+from bft.generation.run.request_cache import RequestCache, default_cache_dir
 from bft.generation.run.rounds import read_instruction_set, read_pool, reads_instruction_set
 from bft.generation.run.stats import RunStats
 
@@ -61,6 +65,7 @@ OPERATIONAL_KEYS = {
     "dead_after",
     "probe_interval",
     "endpoints_down_timeout",
+    "cache",  # where replies come from does not change them (a cached reply is the reply a server gave)
 }
 
 
@@ -129,12 +134,15 @@ def finished_anything(out: Path) -> bool:
     return folder.is_dir() and any(path.stat().st_size for path in folder.rglob("*.jsonl"))
 
 
-def check_resumable(out: Path, config: GenerateConfig) -> None:
-    """Refuse to mix two different runs in one folder, naming the settings that differ. A start that failed
-    before finishing any record (a wrong endpoint, say) binds nothing: the corrected command runs."""
+def check_resumable(out: Path, config: GenerateConfig) -> tuple[Path, list[str]] | None:
+    """Never mix two different runs in one folder. The same settings resume. Other settings take the folder:
+    the earlier run's files are set aside under `.bft/earlier/TIME/` (nothing is lost) and the run starts
+    afresh, the request cache answering every request whose inputs did not change; returns (where they went,
+    the settings that differ). A start that failed before finishing any record (a wrong endpoint, say) binds
+    nothing: the corrected command runs."""
     previous = out / RUN_CONFIG_FILE
     if not previous.exists():
-        if out.exists() and any(out.iterdir()) and not journal_dir(out).exists():
+        if out.exists() and any(out.iterdir()) and not (out / ".bft").is_dir():
             raise ConfigError(f"--out {out} exists and is not a bft output folder; choose an empty or new folder")
         return
     if not finished_anything(out):
@@ -144,11 +152,24 @@ def check_resumable(out: Path, config: GenerateConfig) -> None:
     except ConfigError as error:
         raise ConfigError(f"{previous} cannot be read to resume: {error}") from None
     differences = differing_settings(old, config)
-    if differences:
-        raise ConfigError(
-            f"{out} holds a run with other settings ({previous}): {'; '.join(differences)}. Resume with the same "
-            "settings, or use a new --out"
-        )
+    return (set_aside(out), differences) if differences else None
+
+
+def set_aside(out: Path) -> Path:
+    """Move everything an earlier run wrote in `out` (its data, card, stats, journals) to `.bft/earlier/TIME/`,
+    keeping its layout there; earlier runs set aside before stay where they are."""
+    earlier = earlier_runs_dir(out)
+    target = earlier / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    while target.exists():  # two changes within a second
+        target = target.with_name(target.name + "-1")
+    (target / ".bft").mkdir(parents=True)
+    for path in list(out.iterdir()):
+        if path.name != ".bft":
+            path.rename(target / path.name)
+    for path in list((out / ".bft").iterdir()):
+        if path != earlier:
+            path.rename(target / ".bft" / path.name)
+    return target
 
 
 def input_items(config: GenerateConfig, stages: list[Stage] | None = None):
@@ -167,6 +188,14 @@ def finished_run(config: GenerateConfig) -> RunSummary | None:
     its outcome in the journals and the outputs were written from them. Nothing is started or asked."""
     finished = finished_outputs(config, input_items(config))
     return RunSummary(RunStats.read(Path(config.out)), *finished) if finished is not None else None
+
+
+def open_replies(config: GenerateConfig) -> ReplyCache | None:
+    """The request cache the run answers from and stores in (`cache.mode`), or None when it is off."""
+    if config.cache.mode == "off":
+        return None
+    store = RequestCache(config.cache.path or default_cache_dir(), config.cache.mode)
+    return ReplyCache(store, run=str(Path(config.out).resolve()))
 
 
 def use_embedded(config: GenerateConfig, server) -> None:

@@ -54,8 +54,10 @@ def generated(tmp_path_factory):
     corpus.write_text(DEMO_CORPUS.read_text())
     out = root / "out"
     with TGITestServer(picky_model, model_id="meta-llama/Llama-2-70b-chat-hf") as server:
-        args = ["generate", str(corpus), "--out", str(out), "--endpoint", server.url, "--limit", "12", "--no-progress"]
-        assert main(args) == 0
+        args = ["generate", str(corpus), "--endpoint", server.url, "--limit", "12", "--no-progress"]
+        assert main([*args, "--out", str(root / "first-run")]) == 0
+        assert main([*args, "--out", str(out)]) == 0  # answered by the request cache: provenance names the first run
+    assert json.loads((out / "stats.json").read_text())["backtranslate"]["cache_hits"] == 12
     return out
 
 

@@ -236,13 +236,15 @@ def test_rerun_resumes_without_requesting_finished_work(tmp_path):
     assert sorted(list(rewritten["id"])) == sorted(DEMO_IDS)  # each document exactly once
 
 
-def test_resuming_with_a_different_configuration_is_refused(tmp_path, tgi, capsys):
+def test_a_different_configuration_never_mixes_with_the_run_in_the_folder(tmp_path, tgi, capsys):
     out = tmp_path / "o"
     assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--limit", 1) == 0
     config = write_config(tmp_path / "k4.yaml", {"curate": {"min_score": 4}})
-    assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--config", config) == 2
+    assert generate(DEMO_CORPUS, "--out", out, "--endpoint", tgi.url, "--config", config, "--limit", 2) == 0
     err = capsys.readouterr().err
-    assert "holds a run with other settings" in err and "curate.min_score: None -> 4.0" in err  # names what differs
+    assert "held a run with other settings (curate.min_score: None -> 4.0)" in err  # names what differs
+    (aside,) = (out / ".bft" / "earlier").iterdir()
+    assert len(load(aside, "rewritten")) == 1 and len(load(out, "rewritten")) == 2  # each run whole, apart
 
 
 def test_a_failed_start_does_not_block_the_corrected_command(tmp_path, tgi, capsys):

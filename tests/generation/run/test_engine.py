@@ -322,7 +322,7 @@ def test_stats_report_requests_tokens_and_throughput(tmp_path, tgi):
     assert stage["seconds"] > 0 and stage["requests_per_second"] > 0 and stage["completion_tokens_per_second"] > 0
 
 
-def test_no_file_or_log_holds_the_token(tmp_path, monkeypatch, capsys):
+def test_no_file_or_log_holds_the_token(tmp_path, monkeypatch, capsys, request_cache):
     secret = "hf_SECRETtokenNEVERwritten123"
     monkeypatch.setenv("HF_TOKEN", secret)
     always_401 = Sequence([], then=lambda r: Fault(401, "Unauthorized", "authentication"))
@@ -330,10 +330,11 @@ def test_no_file_or_log_holds_the_token(tmp_path, monkeypatch, capsys):
         assert main(["generate", str(DEMO_CORPUS), "--out", str(tmp_path / "o"), "--endpoint", server.url]) == 0
         assert server.requests[0].headers["authorization"] == f"Bearer {secret}"  # it is sent, and only sent
     with TGITestServer(always_401) as server:
-        assert generate(DEMO_CORPUS, "--out", tmp_path / "o2", "--endpoint", server.url) == 2
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "o2", "--endpoint", server.url, "--no-cache") == 2
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err
-    for path in tmp_path.rglob("*"):
+    assert any(request_cache.rglob("*.jsonl"))  # the request cache holds the replies, not the token
+    for path in [*tmp_path.rglob("*"), *request_cache.rglob("*")]:
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
 

@@ -101,8 +101,15 @@ def test_ray_executor_gives_the_local_executors_records_and_counts(tmp_path, ray
         assert generate(tmp_path / "corpus", tmp_path / "local", server.url, *extra) == 0
         local_requests = len(server.requests)
         server.requests.clear()
-        assert generate(tmp_path / "corpus", tmp_path / "ray", server.url, "--executor", "ray", *extra) == 0
+        ray_cache = ["--executor", "ray", "--cache", str(tmp_path / "ray-cache")]  # (empty: the local run's not read)
+        assert generate(tmp_path / "corpus", tmp_path / "ray", server.url, *ray_cache, *extra) == 0
         assert len(server.requests) == local_requests  # each request once
+        if limit is None:  # the replies every actor stored answer a rerun into a new folder
+            assert generate(tmp_path / "corpus", tmp_path / "ray-again", server.url, *ray_cache, *extra) == 0
+            assert len(server.requests) == local_requests
+            assert_same_output(tmp_path / "ray-again", tmp_path / "local")
+            again = json.loads((tmp_path / "ray-again" / "stats.json").read_text())
+            assert sum(again[s]["cache_hits"] for s in ("backtranslate", "curate", "rewrite")) == local_requests
 
     assert_same_output(tmp_path / "ray", tmp_path / "local")
     stats = counts(tmp_path / "ray")
@@ -132,7 +139,7 @@ def block_runner_pids() -> list[int]:
 def test_a_worker_killed_mid_run_is_replaced_and_no_document_is_written_twice(tmp_path, ray_cluster):
     killed: list[int] = []
     with TGITestServer(picky_model) as server:
-        assert generate(DEMO_CORPUS, tmp_path / "local", server.url) == 0
+        assert generate(DEMO_CORPUS, tmp_path / "local", server.url, "--no-cache") == 0  # (Ray's run asks)
         total = len(server.requests)
         server.requests.clear()
 
@@ -173,7 +180,7 @@ def test_a_run_killed_mid_way_completes_on_rerun_skipping_finished_blocks(tmp_pa
     command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
     command += ["--executor", "ray", "--ray-address", ray_cluster, "--config", str(block_config(tmp_path, 2))]
     with TGITestServer(picky_model) as server:
-        assert generate(DEMO_CORPUS, tmp_path / "local", server.url) == 0
+        assert generate(DEMO_CORPUS, tmp_path / "local", server.url, "--no-cache") == 0  # (Ray's run asks)
         server.requests.clear()
         command += ["--endpoint", server.url, "--no-progress"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -216,13 +223,17 @@ def test_fsspec_urls_are_listed_and_read_like_local_files(tmp_path):
     assert read == [("memory:///corpus/a.jsonl:1", "1"), ("memory:///corpus/a.jsonl:3", "3")]
 
 
-def test_ray_executor_refuses_to_resume_a_local_run_and_a_changed_corpus(tmp_path, ray_cluster):
+def test_ray_executor_sets_a_local_run_aside_and_refuses_a_changed_corpus(tmp_path, ray_cluster):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.jsonl").write_text("".join(json.dumps({"id": str(n), "text": DEMO_TEXTS[n]}) + "\n" for n in range(4)))
     with TGITestServer() as server:
         assert generate(corpus, tmp_path / "local", server.url) == 0
-        assert generate(corpus, tmp_path / "local", server.url, "--executor", "ray") == 2  # not the same run
+        asked = len(server.requests)
+        assert generate(corpus, tmp_path / "local", server.url, "--executor", "ray") == 0  # not the same run:
+        (aside,) = (tmp_path / "local" / ".bft" / "earlier").iterdir()  # the local one is set aside,
+        assert (aside / ".bft" / "journal" / "rewrite.jsonl").is_file() and len(server.requests) == asked  # cached
+        assert (tmp_path / "local" / ".bft" / "blocks").is_dir()
         assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray") == 0
         (corpus / "b.jsonl").write_text(json.dumps({"id": "9", "text": DEMO_TEXTS[9]}) + "\n")
         assert generate(corpus, tmp_path / "ray", server.url, "--executor", "ray") == 2  # blocks would shift

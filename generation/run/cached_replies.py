@@ -1,0 +1,179 @@
+"""Replies answered from the request cache, and the replies a run stores in it.
+
+A reply is a fact about a request: the same model asked the same thing gives it. So each reply that came
+back whole is stored (`run/request_cache.py`) under a key made of what decides it, and nothing else:
+
+- **the model the stage's endpoints serve**: on TGI the id and revision its `/info` reports (the request's
+  `model` field is ignored there); on OpenAI-compatible servers the `model` the request names (it picks the
+  model: `transformers serve` loads whichever is named), else the one `/v1/models` lists, and the revision
+  where the server says; and the API route (TGI `/generate` or OpenAI's), which decides how the server reads
+  the prompt;
+- **the whole request**: chat or raw, the text after templating, escaping and prefill, every sampling
+  parameter (`temperature`, `top_p`, `max_tokens`, `stop`, `seed`), and the sample's number when a stage asks
+  several (`curate.samples`).
+
+Not in the key: the endpoint's URL (the same model on another host answers the same), a threshold, a filter,
+the stage's place in the run, the output folder. A changed `min_score` therefore asks nothing; a changed
+prompt or sampling asks that stage again, and the later stages only for the documents whose input changed.
+
+Token probabilities (`score_mode: expected`) are not in the key: a stored reply carries the number of
+alternatives it was asked for (`top_n`) and answers a request for as many or fewer (trimmed to what a fresh
+reply would have held); a request for more is asked again, and its reply stored over the poorer one.
+
+A prompt refused as longer than the context (`input_too_long`, by the server or by bft's count before
+sending) is stored too, with the context limits the endpoint declared; it is replayed only while those
+limits are the same, so the document is cut to the same length without asking again.
+
+A sampled reply (temperature above 0, no seed) is stored once and is then the reply: a rerun reads the
+same sample. For new samples, set a seed or run with `--no-cache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from bft.generation.endpoints.client import RequestRejected
+from bft.generation.method.stages import Request, Stage
+from bft.generation.records import Generation, TokenChoice
+from bft.generation.run.request_cache import RequestCache
+
+KEY_VERSION = 1  # raise when what a request means changes (a new field that decides the reply)
+REFUSALS_STORED = {"input_too_long"}  # refusals that depend only on the request and the declared context
+
+
+@dataclass
+class CachedEndpoint:
+    """Where a cached reply came from, for the record's provenance (the endpoint that first answered)."""
+
+    name: str
+    model_id: str | None
+    model_revision: str | None
+    api: str | None
+    server_kind: str | None
+    first_asked_at: str
+    first_asked_endpoint: str | None
+    first_asked_run: str | None
+    cached: bool = True
+
+
+def served_model(stage: Stage, endpoint) -> tuple[str | None, str | None, str | None]:
+    """(model, revision, api) of what `endpoint` serves to `stage` (see the module docstring)."""
+    model = endpoint.model_id if endpoint.api == "tgi" else (stage.config.model or endpoint.model_id)
+    return model, endpoint.model_revision, endpoint.api
+
+
+def request_key(model: object, request: Request, sampling: dict, sample: int = 0) -> str:
+    """The cache key of one request: sha256 of what decides its reply (the module docstring says what)."""
+    decided_by = {
+        "v": KEY_VERSION,
+        "model": model,
+        "mode": request.mode,
+        "text": request.text,
+        "sampling": sampling,
+        "sample": sample,
+    }
+    return hashlib.sha256(json.dumps(decided_by, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+
+
+class ReplyCache:
+    """The engine's view of the request cache: keys for a stage's requests, hits, and what to store."""
+
+    def __init__(self, store: RequestCache, run: str):
+        self.store = store
+        self.run = run
+        self._models: dict[str, object] = {}  # stage -> the model identity of its pool
+        self._sampling: dict[str, tuple[object, dict]] = {}
+
+    def key(self, stage: Stage, request: Request, sample: int, endpoints: list) -> str:
+        """The key of `request` from `stage` (sample number `sample`), sent to one of `endpoints`."""
+        model = self._models.get(stage.name)
+        if model is None:
+            # one identity for the pool: every member's, when they differ (a reply of either would not do)
+            served = sorted({served_model(stage, endpoint) for endpoint in endpoints}, key=str)
+            model = self._models[stage.name] = list(served[0]) if len(served) == 1 else [list(s) for s in served]
+        sampling = self._sampling.get(stage.name)
+        if sampling is None or sampling[0] is not stage.sampling:
+            sampling = self._sampling[stage.name] = (stage.sampling, asdict(stage.sampling))
+        return request_key(model, request, sampling[1], sample)
+
+    def lookup(
+        self, key: str, request: Request, endpoints: list
+    ) -> tuple[Generation, CachedEndpoint] | RequestRejected | None:
+        """The stored reply to the request, as a fresh server would have given it; the stored refusal of a
+        prompt, while the endpoints declare the same context as the one that refused it; None: ask."""
+        entry = self.store.get(key)
+        if entry is None:
+            return None
+        if entry.get("kind") == "refused":
+            return (
+                RequestRejected(entry["reason"], entry["detail"])
+                if entry.get("limits") == _limits(endpoints[0])
+                else None
+            )
+        wanted = request.top_n or 0
+        if wanted > entry.get("top_n", 0):
+            return None
+        generation = _generation(entry["generation"], wanted)
+        source = CachedEndpoint(
+            name=entry.get("endpoint") or "cache",
+            model_id=entry.get("model_id"),
+            model_revision=entry.get("model_revision"),
+            api=entry.get("api"),
+            server_kind=entry.get("server"),
+            first_asked_at=entry.get("asked_at", ""),
+            first_asked_endpoint=entry.get("endpoint"),
+            first_asked_run=entry.get("run"),
+        )
+        return generation, source
+
+    def close(self) -> None:
+        self.store.close()
+
+    def remember(self, key: str, request: Request, generation: Generation, endpoint) -> None:
+        """Store a reply that came back whole."""
+        asked = (request.top_n or 0) if generation.token_choices is not None else 0
+        self.store.put(
+            key, {"kind": "reply", "top_n": asked, "generation": asdict(generation), **self._where(endpoint)}
+        )
+
+    def remember_refusal(self, key: str, error: RequestRejected, endpoint) -> None:
+        """Store a refusal that depends only on the request and the endpoint's declared context."""
+        if error.reason not in REFUSALS_STORED or endpoint is None:
+            return
+        self.store.put(
+            key,
+            {
+                "kind": "refused",
+                "reason": error.reason,
+                "detail": error.detail,
+                "limits": _limits(endpoint),
+                **self._where(endpoint),
+            },
+        )
+
+    def _where(self, endpoint) -> dict:
+        return {
+            "model_id": endpoint.model_id,
+            "model_revision": endpoint.model_revision,
+            "api": endpoint.api,
+            "server": endpoint.server_kind,
+            "endpoint": endpoint.name,
+            "run": self.run,
+            "asked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+def _limits(endpoint) -> list:
+    return [getattr(endpoint, "max_input_tokens", None), getattr(endpoint, "max_total_tokens", None)]
+
+
+def _generation(stored: dict, top_n: int) -> Generation:
+    """The stored reply with as many alternatives per token as a request for `top_n` would get."""
+    choices = stored.get("token_choices")
+    stored = {**stored, "token_choices": None}
+    if top_n and choices is not None:
+        stored["token_choices"] = [TokenChoice(c["text"], [tuple(t) for t in c["top"][:top_n]]) for c in choices]
+    return Generation(**stored)
