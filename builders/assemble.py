@@ -40,29 +40,21 @@ from bft.builders.facts import FACTS_FILE, BuildFacts
 from bft.builders.instructions import load_instructions
 from bft.builders.public import public_row, public_url, public_value
 from bft.builders.report import PAIR_CONFIGS, data_report, length_counter
-from bft.cards.common import model_terms
-from bft.cards.dataset_card import ABOUT, example_json
+from bft.cards.common import BUILT_CONFIGS_ABOUT, model_terms
+from bft.cards.dataset_card import example_json
 from bft.cards.plots import bar_chart, histogram, score_counts
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import OUTPUT_CONFIG_NAMES, RUN_CONFIG_FILE, STATS_FILE, config_file, main_config
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
+from bft.generation.reasons import PARSE, REQUEST_STAGES, reasons_of_kind
 from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
 from bft.generation.run.wiring import why_empty
 from bft.generation.text import file_sha256
 
 REPORT_FILE = "report.json"  # the data report (builders/report.py), also shown on the card
 DOLMA_SOURCES = {"common-crawl", "c4", "reddit", "pes2o", "stack", "gutenberg", "wikipedia", "wikibooks", "cc_en_head"}
-PARSE_FAILURES = {
-    "curate": ("score_missing", "score_unparseable", "score_out_of_range"),
-    "rewrite": (
-        "rewrite_missing_tags",
-        "rewrite_unclosed",
-        "rewrite_nested_tags",
-        "rewrite_empty",
-        "rewrite_truncated",
-    ),
-    "backtranslate": ("instruction_empty", "instruction_truncated", "instruction_too_long"),
-}
+# Per stage that sends requests, the reasons that mean its reply could not be read (`generation/reasons.py`).
+PARSE_FAILURES = {stage: reasons_of_kind(PARSE, stage) for stage in REQUEST_STAGES}
 
 
 @dataclass
@@ -296,7 +288,9 @@ def build_configs(
                     dataset = dataset.map(_redacted, desc=None)
                 path = write_parquet(dataset, folder / name, split)
                 files.append({"split": split, "path": path})
-                built.config_rows.append({"name": name, "split": split, "rows": len(dataset), "about": ABOUT[name]})
+                built.config_rows.append(
+                    {"name": name, "split": split, "rows": len(dataset), "about": BUILT_CONFIGS_ABOUT[name]}
+                )
                 if split == "train":
                     built.train[name] = dataset
                     if len(dataset):

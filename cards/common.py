@@ -1,5 +1,5 @@
 """What every card shares: bft's version, the papers' citations, the Hub's size categories, the default
-config, and the terms of use of the models that generated the data."""
+config, what each config holds, and the terms of use of the models that generated the data."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ def size_category(rows: int) -> str:
         if rows < limit:
             return label
     return "1M<n<10M"
+
+
+# What each config of a `bft generate` output holds (the generation card), one line each.
+CONFIGS_ABOUT = {
+    "backtranslated": "documents with a backtranslated instruction (P2); `response` is the document",
+    "curated": "pairs kept by curation (P1 score at or above the threshold); `response` is the document",
+    "rewritten": "the method's dataset: `response` is the document rewritten for the instruction (P3)",
+    "distilled": "instructions answered by a teacher model without the document (BAFT's distilling baseline)",
+    "rejected": "every rejected record of every stage, with `stage`, `reason` and the raw model output",
+}
+# A built dataset's configs (the dataset card): the same, but `bft build` joins each candidate pair to its
+# curation outcome, and adds the seed set and the SFT rows.
+BUILT_CONFIGS_ABOUT = {
+    **CONFIGS_ABOUT,
+    "backtranslated": "every candidate pair (document + backtranslated instruction) with its curation score and outcome",
+    "seed": "the seed set (human-written instruction/response pairs)",
+    "sft": "TRL prompt/completion rows for fine-tuning: seed tagged S_a + web pairs tagged S_w",
+}
 
 
 def with_default(configs: list[dict], main: str) -> list[dict]:

@@ -33,14 +33,6 @@ REQUIRED_SECTIONS = (
 )
 LOCAL_PATH_RE = re.compile(r"(?<![\w.:/~-])(/(?:home|root|tmp|Users|mnt|data|work|scratch|var|opt|srv)/[^\s`'\")]+)")
 KNOWN_LICENSES = {"odc-by", "cc-by-4.0", "cc-by-sa-4.0", "cc0-1.0", "apache-2.0", "mit", "cc-by-nc-4.0", "other"}
-ABOUT = {
-    "backtranslated": "every candidate pair (document + backtranslated instruction) with its curation score and outcome",
-    "curated": "pairs kept by curation; `response` is the document",
-    "rewritten": "the method's dataset: instruction + response rewritten from the document",
-    "distilled": "instructions with responses distilled from a teacher model",
-    "seed": "the seed set (human-written instruction/response pairs)",
-    "sft": "TRL prompt/completion rows for fine-tuning: seed tagged S_a + web pairs tagged S_w",
-}
 
 
 def render_dataset_card(folder: Path, facts: dict) -> DatasetCard:

@@ -12,15 +12,9 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from bft.cards.common import CITATION, bft_version, size_category, with_default
+from bft.cards.common import CITATION, CONFIGS_ABOUT, bft_version, size_category, with_default
 
 TEMPLATE = Path(__file__).parent / "templates" / "generation_card.md"
-ABOUT = {
-    "backtranslated": "documents with a backtranslated instruction (P2); `response` is the document",
-    "curated": "pairs that passed curation (P1 score at or above the threshold); `response` is the document",
-    "rewritten": "the method's dataset: `response` is the document rewritten for the instruction (P3)",
-    "rejected": "every rejected record of every stage, with `stage`, `reason` and the raw model output",
-}
 
 
 def render_generation_card(
@@ -56,7 +50,7 @@ def render_generation_card(
         template_path=str(TEMPLATE),
         pretty_name=f"bft back-and-forth translation data ({Path(out).name})",
         bft_version=bft_version(),
-        config_rows=[{"name": c, "rows": n, "about": ABOUT.get(c, "")} for c, n in counts.items()],
+        config_rows=[{"name": c, "rows": n, "about": CONFIGS_ABOUT.get(c, "")} for c, n in counts.items()],
         empty_configs=empty,
         load_path=str(Path(out).resolve()),
         main_config=main_config,

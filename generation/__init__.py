@@ -11,14 +11,14 @@ checks each one against the imports):
    nothing from `bft.training`. No import circle anywhere, and no import runs upward.
 3. **A named ground floor** that every folder may use and that uses nothing above it: `errors` (the
    typed errors), `records` (documents, replies, stage records), `text` (words, n-grams, overlap,
-   hashes) and `layout` (the output folder: config names, journal and block paths, `stats.json`,
-   which config to show first).
+   hashes), `layout` (the output folder: config names, journal and block paths, `stats.json`,
+   which config to show first) and `reasons` (every rejection reason, with its kind and stages).
 4. **bft's imports at the top of each module**; inside a function only heavy optional libraries
    (ray, matplotlib, torch, trl, transformers) and `cli`'s lazy table.
 
 This folder, bottom up:
 
-- the ground floor: `errors`, `records`, `text`, `layout`;
+- the ground floor: `errors`, `records`, `text`, `layout`, `reasons`;
 - `config`: the run configuration (typed dataclasses shared by the CLI, YAML files and docs);
 - `endpoints`: the HTTP client, the endpoint pool and its concurrency, the embedded server;
 - `method`: prompts, escaping, the stages and their verdicts, parsing, reply checks, fitting,

@@ -2,9 +2,11 @@
 
 Examples:
 
-    bft cache info                               # the default cache: $BFT_CACHE/requests, else ~/.cache/bft/requests
-    bft cache prune                              # merge finished runs' files, one entry per request
+    bft cache info                                  # the default cache (below)
+    bft cache prune                                 # merge finished runs' files, one entry per request
     bft cache prune --older-than 30 --max-size 2G
+
+The default cache is $BFT_REQUEST_CACHE, else $BFT_CACHE/requests, else ~/.cache/bft/requests; --cache names another.
 
 prune leaves the files of runs still writing alone (they hold a lock on them) and counts them; sizes take
 K, M, G or T (powers of 1024, with or without B or iB: 500M, 2G, 1.5GB) or a number of bytes.

@@ -25,8 +25,14 @@ COMMANDS = {
     "bft.training.evaluate",
 }
 CLI = "bft.generation.cli"
-# The ground floor: record types, errors, text measures, the output folder's layout.
-GROUND = {"bft.generation.errors", "bft.generation.records", "bft.generation.text", "bft.generation.layout"}
+# The ground floor: record types, errors, text measures, the output folder's layout, rejection reasons.
+GROUND = {
+    "bft.generation.errors",
+    "bft.generation.records",
+    "bft.generation.text",
+    "bft.generation.layout",
+    "bft.generation.reasons",
+}
 # generation's rooms, bottom up; rooms on one level do not import each other.
 ROOM_LEVELS = {"ground": 0, "config": 1, "endpoints": 2, "method": 2, "corpus": 3, "run": 4, "command": 5}
 

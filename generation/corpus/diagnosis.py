@@ -15,36 +15,53 @@ from itertools import islice
 from bft.generation.config import GenerateConfig
 from bft.generation.corpus.documents import corpus_rows
 from bft.generation.errors import BftError
+from bft.generation.reasons import (
+    CONTROL_CHARACTERS,
+    DOCUMENT_TOO_LARGE,
+    DOCUMENT_TOO_SHORT,
+    EMPTY_TEXT,
+    EXCEEDS_CONTEXT,
+    HTML_IN_TEXT,
+    INPUT_INVALID,
+    INVALID_UNICODE,
+    INVALID_UTF8,
+    MALFORMED_JSON,
+    MISSING_TEXT,
+    NO_HEADER_SEGMENTS,
+    NOT_A_JSON_OBJECT,
+    RECORD_TOO_LARGE,
+    SEGMENT_TOO_LONG,
+    SEGMENT_TOO_SHORT,
+    TEXT_NOT_A_STRING,
+)
 
 FIELDS_LOOK_AHEAD = 1000  # lines read to find a record that parses, when the first ones do not
 TEXT_FIELD = "is --text-field right? (the first record's fields: {fields})"
 # The reasons that point at the input or a setting, each with what to check. `{text_field}` and
 # `{fields}` are filled in from the config and the corpus's first record.
 REASON_HINTS = {
-    "missing_text": "the records have no text field {text_field!r}; " + TEXT_FIELD,
-    "text_not_a_string": "the field {text_field!r} holds no text; " + TEXT_FIELD,
-    "empty_text": "the field {text_field!r} is empty; " + TEXT_FIELD,
-    "malformed_json": "lines that are not JSON: bft reads JSON lines, one object a line (.jsonl, .json, "
+    MISSING_TEXT: "the records have no text field {text_field!r}; " + TEXT_FIELD,
+    TEXT_NOT_A_STRING: "the field {text_field!r} holds no text; " + TEXT_FIELD,
+    EMPTY_TEXT: "the field {text_field!r} is empty; " + TEXT_FIELD,
+    MALFORMED_JSON: "lines that are not JSON: bft reads JSON lines, one object a line (.jsonl, .json, "
     "compressed or not), Parquet, HTML or WARC files",
-    "not_a_json_object": 'JSON lines that are not objects: each line must be one record, {{"id": ..., "text": ...}}',
-    "invalid_utf8": "lines that are not UTF-8 (corpus.invalid_utf8: replace decodes them with U+FFFD)",
-    "invalid_unicode": "text that cannot be UTF-8 (corpus.invalid_unicode: replace)",
-    "record_too_large": "lines over corpus.max_record_bytes",
-    "no_header_segments": "segment.mode is headers (Humpback's header segments, as --config humpback sets): it "
+    NOT_A_JSON_OBJECT: 'JSON lines that are not objects: each line must be one record, {{"id": ..., "text": ...}}',
+    INVALID_UTF8: "lines that are not UTF-8 (corpus.invalid_utf8: replace decodes them with U+FFFD)",
+    INVALID_UNICODE: "text that cannot be UTF-8 (corpus.invalid_unicode: replace)",
+    RECORD_TOO_LARGE: "lines over corpus.max_record_bytes",
+    NO_HEADER_SEGMENTS: "segment.mode is headers (Humpback's header segments, as --config humpback sets): it "
     "takes the text under the <h1>-<h6> headers of web pages, and these records hold none. It needs HTML "
     "pages (.html or .htm files), WARC files (.warc, .warc.gz) or rows whose text is HTML; a plain-text "
     "corpus such as Dolma runs with segment.mode: none (--config baft, or no --config)",
-    "segment_too_short": "header segments under segment.min_chars ({min_chars} characters)",
-    "segment_too_long": "header segments over segment.max_chars ({max_chars} characters)",
-    "html": "text holding HTML, with prepare.html: reject (strip keeps the text)",
-    "control_characters": "text holding control characters, with prepare.control_characters: reject (strip removes "
-    "them)",
-    "document_too_large": "documents over prepare.max_document_chars, with prepare.oversize: reject (truncate cuts "
-    "them)",
-    "document_too_short": "documents under prepare.min_document_chars after cleaning",
-    "exceeds_context": "documents over prepare.context_tokens in some stage (the flag names which); "
+    SEGMENT_TOO_SHORT: "header segments under segment.min_chars ({min_chars} characters)",
+    SEGMENT_TOO_LONG: "header segments over segment.max_chars ({max_chars} characters)",
+    HTML_IN_TEXT: "text holding HTML, with prepare.html: reject (strip keeps the text)",
+    CONTROL_CHARACTERS: "text holding control characters, with prepare.control_characters: reject (strip removes them)",
+    DOCUMENT_TOO_LARGE: "documents over prepare.max_document_chars, with prepare.oversize: reject (truncate cuts them)",
+    DOCUMENT_TOO_SHORT: "documents under prepare.min_document_chars after cleaning",
+    EXCEEDS_CONTEXT: "documents over prepare.context_tokens in some stage (the flag names which); "
     "prepare.context_overflow: cut keeps their beginnings",
-    "input_invalid": "the server refused the stage's requests as invalid; check its settings (sampling "
+    INPUT_INVALID: "the server refused the stage's requests as invalid; check its settings (sampling "
     "parameters, model, mode)",
 }
 

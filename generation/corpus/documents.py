@@ -28,6 +28,7 @@ from typing import Any
 from bft.generation.corpus.files import HUB_ID_RE, JSONL_SUFFIXES, PARQUET_SUFFIXES, corpus_files, has_suffix
 from bft.generation.corpus.rows import Unreadable, iter_hub_rows, rows_of_file
 from bft.generation.errors import CorpusError
+from bft.generation.reasons import EMPTY_TEXT, INVALID_UNICODE, MISSING_TEXT, TEXT_NOT_A_STRING
 from bft.generation.records import Document, Rejected
 from bft.generation.text import has_lone_surrogates, replace_lone_surrogates, stable_hash64
 
@@ -182,14 +183,14 @@ def row_item(
     odd = [v for v in (text, row.get(id_field), url, source) if isinstance(v, str)]
     url, source = replace_lone_surrogates(url), replace_lone_surrogates(source)
     if text_field not in row or text is None:
-        return Rejected(doc_id, "missing_text", location, position, url, source)
+        return Rejected(doc_id, MISSING_TEXT, location, position, url, source)
     if not isinstance(text, str):
-        return Rejected(doc_id, "text_not_a_string", location, position, url, source, raw=json.dumps(text)[:1000])
+        return Rejected(doc_id, TEXT_NOT_A_STRING, location, position, url, source, raw=json.dumps(text)[:1000])
     if any(has_lone_surrogates(v) for v in odd):
         text = replace_lone_surrogates(text)
         if invalid_unicode != "replace":
-            return Rejected(doc_id, "invalid_unicode", location, position, url, source, raw=text[:10_000])
+            return Rejected(doc_id, INVALID_UNICODE, location, position, url, source, raw=text[:10_000])
         flags.append("invalid_unicode_replaced")
     if not text or text.isspace():
-        return Rejected(doc_id, "empty_text", location, position, url, source, raw=text)
+        return Rejected(doc_id, EMPTY_TEXT, location, position, url, source, raw=text)
     return Document(doc_id, text, url, source, location, position, flags=flags)

@@ -28,6 +28,15 @@ from bft.generation.config import PrepareConfig
 from bft.generation.corpus.segments import page_blocks
 from bft.generation.method.escaping import Escaper
 from bft.generation.method.fitting import cut_at_whitespace
+from bft.generation.reasons import (
+    CONTROL_CHARACTERS,
+    DOCUMENT_TOO_LARGE,
+    DOCUMENT_TOO_SHORT,
+    DUPLICATE_TEXT,
+    EMPTY_TEXT,
+    EXCEEDS_CONTEXT,
+    HTML_IN_TEXT,
+)
 from bft.generation.records import Document, Rejected
 from bft.generation.text import stable_hash64
 
@@ -122,11 +131,11 @@ class Preparer:
         if isinstance(cleaned, Rejected):
             return cleaned
         if self.config.dedup and self._repeats(cleaned):
-            return self._rejected(document, cleaned.text, "duplicate_text")
+            return self._rejected(document, cleaned.text, DUPLICATE_TEXT)
         if self.fits is not None and (stage := self.fits.overflow(cleaned.text)) is not None:
             cut = self.fits.cut(cleaned.text) if self.config.context_overflow == "cut" else None
             if cut is None or len(cut) < self.config.min_document_chars:
-                return self._rejected(document, cleaned.text, "exceeds_context", f"exceeds_context:{stage}")
+                return self._rejected(document, cleaned.text, EXCEEDS_CONTEXT, f"exceeds_context:{stage}")
             cleaned.flags.append(f"truncated_to_context:{len(cleaned.text)}->{len(cut)}_chars")
             cleaned.text = cut
         if self.escaper is not None:
@@ -170,20 +179,20 @@ class Preparer:
 
         if CONTROL_RE.search(text):
             if config.control_characters == "reject":
-                return rejected("control_characters")
+                return rejected(CONTROL_CHARACTERS)
             text = CONTROL_RE.sub("", text)
             flags.append("control_characters_removed")
         if config.html != "keep" and looks_like_html(text):
             if config.html == "reject":
-                return rejected("html")
+                return rejected(HTML_IN_TEXT)
             text = html_to_text(text)
             flags.append("html_stripped")
         if len(text) > config.max_document_chars:
             if config.oversize == "reject":
-                return rejected("document_too_large")
+                return rejected(DOCUMENT_TOO_LARGE)
             text, cut = cut_at_whitespace(text, config.max_document_chars), True
         if cut:
             flags.append(f"truncated:{original_chars}->{len(text)}_chars")
         if len(text.strip()) < config.min_document_chars:
-            return rejected("document_too_short" if text.strip() else "empty_text")
+            return rejected(DOCUMENT_TOO_SHORT if text.strip() else EMPTY_TEXT)
         return replace(document, text=text, flags=flags)

@@ -20,6 +20,7 @@ from typing import Any
 
 from bft.generation.corpus.files import PAGE_SUFFIXES, PARQUET_SUFFIXES, has_suffix, is_url, open_binary
 from bft.generation.errors import CorpusError
+from bft.generation.reasons import INVALID_UTF8, MALFORMED_JSON, NOT_A_JSON_OBJECT, RECORD_TOO_LARGE
 
 JSON_ARRAY_HINT = "; the file looks like a JSON array: bft reads JSON lines, one object per line"
 MALFORMED_HINT = " (corpus.malformed_lines: reject makes such a line a rejected record and reads on)"
@@ -75,7 +76,7 @@ def iter_jsonl_rows(
                 number += 1
                 location = f"{path}:{number}"
                 if raw is TOO_LARGE:
-                    yield location, Unreadable("record_too_large")
+                    yield location, Unreadable(RECORD_TOO_LARGE)
                     continue
                 flags = []
                 try:
@@ -85,7 +86,7 @@ def iter_jsonl_rows(
                         raise CorpusError(f"{location}: invalid UTF-8 at byte {error.start} of the line") from None
                     line = raw.decode("utf-8", "replace")
                     if invalid_utf8 == "reject":
-                        yield location, Unreadable("invalid_utf8", line[:10_000])
+                        yield location, Unreadable(INVALID_UTF8, line[:10_000])
                         continue
                     flags = ["invalid_utf8_replaced"]
                 del raw
@@ -103,7 +104,7 @@ def iter_jsonl_rows(
                         raise CorpusError(
                             f"{location}: malformed JSON ({error.msg} at column {error.colno}){MALFORMED_HINT}"
                         ) from None
-                    yield location, Unreadable("malformed_json", line.rstrip("\r\n")[:10_000])
+                    yield location, Unreadable(MALFORMED_JSON, line.rstrip("\r\n")[:10_000])
                     continue
                 if not isinstance(row, dict):
                     if number == 1 and isinstance(row, list):
@@ -112,7 +113,7 @@ def iter_jsonl_rows(
                         raise CorpusError(
                             f"{location}: expected a JSON object, got {type(row).__name__}{MALFORMED_HINT}"
                         )
-                    yield location, Unreadable("not_a_json_object", line.rstrip("\r\n")[:10_000])
+                    yield location, Unreadable(NOT_A_JSON_OBJECT, line.rstrip("\r\n")[:10_000])
                     continue
                 del line
                 if flags:

@@ -26,6 +26,16 @@ from html.parser import HTMLParser
 from itertools import combinations
 
 from bft.generation.config import SegmentConfig
+from bft.generation.reasons import (
+    EMPTY_HEADER,
+    NAVIGATION_HEADER,
+    NO_HEADER_SEGMENTS,
+    REPEATED_SENTENCES,
+    SEGMENT_TOO_LONG,
+    SEGMENT_TOO_SHORT,
+    TOO_MANY_SEGMENTS,
+    UPPERCASE_HEADER,
+)
 from bft.generation.records import Document, Rejected
 from bft.generation.text import ngrams, words
 
@@ -138,17 +148,17 @@ def verdict(header: str, text: str, config: SegmentConfig) -> str | None:
     """Why this segment is dropped, or None when it is kept."""
     letters = [c for c in header if c.isalpha()]
     if not header.strip():
-        return "empty_header"
+        return EMPTY_HEADER
     if config.drop_uppercase_headers and len(letters) > 1 and all(c.isupper() for c in letters):
-        return "uppercase_header"
+        return UPPERCASE_HEADER
     if is_navigation(header, config.navigation_headers):
-        return "navigation_header"
+        return NAVIGATION_HEADER
     if len(text) < config.min_chars:
-        return "segment_too_short"
+        return SEGMENT_TOO_SHORT
     if len(text) > config.max_chars:
-        return "segment_too_long"
+        return SEGMENT_TOO_LONG
     if has_repeated_sentences(text, config.repeated_sentence_jaccard):
-        return "repeated_sentences"
+        return REPEATED_SENTENCES
     return None
 
 
@@ -175,7 +185,7 @@ class Segmenter:
             if not segments:
                 yield Rejected(
                     item.id,
-                    "no_header_segments",
+                    NO_HEADER_SEGMENTS,
                     item.location,
                     page,
                     item.url,
@@ -186,7 +196,7 @@ class Segmenter:
             for number, (header, text) in enumerate(segments, start=1):
                 segment_id = f"{item.id}#{number}"
                 position = page + number
-                reason = "too_many_segments" if number >= SEGMENTS_PER_PAGE else verdict(header, text, self.config)
+                reason = TOO_MANY_SEGMENTS if number >= SEGMENTS_PER_PAGE else verdict(header, text, self.config)
                 if reason:
                     yield Rejected(
                         segment_id, reason, item.location, position, item.url, item.source, raw=text[:10_000]

@@ -52,6 +52,7 @@ from bft.generation.endpoints.limiter import ServerLoad, parse_load
 from bft.generation.endpoints.silence import Silence
 from bft.generation.endpoints.streams import STREAM_OPTIONS, Gathered, MalformedStream, StreamError
 from bft.generation.errors import EndpointError
+from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG
 from bft.generation.records import Generation, TokenChoice
 
 FATAL_STATUS = {401, 403, 404, 405}
@@ -159,7 +160,7 @@ def _status_error(status: int, body: str, url: str, headers=None) -> Exception:
         return EndpointError(f"{url} answered HTTP {status}: {detail or 'no detail'}")
     if status in (400, 413, 422):
         too_long = status == 413 or TOO_LONG_RE.search(detail) or parameter in ("input_tokens", "input_text")
-        return RequestRejected("input_too_long" if too_long else "input_invalid", f"HTTP {status}: {detail}", parameter)
+        return RequestRejected(INPUT_TOO_LONG if too_long else INPUT_INVALID, f"HTTP {status}: {detail}", parameter)
     if status == 429:
         return RetryableError("overloaded", detail, _retry_after(headers))
     if status == 500 and ENGINE_DEAD_RE.search(detail):
@@ -184,6 +185,7 @@ class Endpoint:
         self.api = api  # auto | tgi | openai
         self.model_id: str | None = None
         self.model_revision: str | None = None
+        self.model_root: str | None = None  # vLLM, SGLang: the path or Hub id `--model` was given (`id` may alias it)
         self.max_concurrent_requests: int | None = None
         self.max_input_tokens: int | None = None
         self.max_total_tokens: int | None = None  # the model's context length, where the server says it
@@ -260,6 +262,8 @@ class Endpoint:
             self.server_kind = "openai"
             if models and isinstance(models[0], dict):
                 self.model_id = models[0].get("id")
+                root = models[0].get("root")
+                self.model_root = root if isinstance(root, str) else None
                 owner = models[0].get("owned_by")  # vLLM and SGLang name themselves here
                 self.server_kind = owner if owner in ("vllm", "sglang") else "openai"
                 limit = models[0].get("max_model_len")  # vLLM, SGLang
@@ -522,7 +526,7 @@ class Endpoint:
         ):
             return
         raise RequestRejected(
-            "input_too_long",
+            INPUT_TOO_LONG,
             f"the prompt has {prompt_tokens} tokens and {self.name} leaves {context - sampling.max_tokens} after "
             f"{sampling.max_tokens} max_tokens: it served {completion_tokens} tokens and stopped at its context "
             f"of {context} (finish_reason length; the server lowered max_tokens without a word)",

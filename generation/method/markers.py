@@ -124,6 +124,13 @@ def find_markers(text: str, extra: re.Pattern | None = None) -> list[tuple[str, 
     return found
 
 
+@lru_cache(maxsize=64)  # (the templates, and the documents of the records in flight)
+def compared_words(text: str) -> str:
+    """`text`'s words as compared, joined by spaces. Remembered: every record's prompt template is the same
+    text, and a document is compared again at each stage it reaches."""
+    return " ".join(words(compare_view(text)))
+
+
 class Sources:
     """The texts a reply may copy markers from: the prompt's untrusted values, and the template itself."""
 
@@ -136,8 +143,7 @@ class Sources:
         """Each source as one string of words (texts apart by ` | `), made when a reply first has a marker."""
         if self._texts is None:
             self._texts = {
-                name: " " + " | ".join(" ".join(words(compare_view(t))) for t in texts if t) + " "
-                for name, texts in self._raw.items()
+                name: " " + " | ".join(compared_words(t) for t in texts if t) + " " for name, texts in self._raw.items()
             }
         return self._texts
 

@@ -34,6 +34,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bft.generation.method.markers import RES_CLOSE, RES_CLOSE_RE, RES_OPEN_RE, SCORE_RE, Sources, parse_view
+from bft.generation.reasons import (
+    ANSWER_EMPTY,
+    ANSWER_TRUNCATED,
+    INSTRUCTION_EMPTY,
+    INSTRUCTION_TOO_LONG,
+    INSTRUCTION_TRUNCATED,
+    REWRITE_COPIED_FROM,
+    REWRITE_EMPTY,
+    REWRITE_MISSING_TAGS,
+    REWRITE_NESTED_TAGS,
+    REWRITE_TRUNCATED,
+    REWRITE_UNCLOSED,
+    SCORE_COPIED_FROM,
+    SCORE_MISSING,
+    SCORE_OUT_OF_RANGE,
+    SCORE_UNPARSEABLE,
+)
 
 SCORE_VALUE_RE = re.compile(r"(?P<n>[+-]?\d+)(?:\.0*)?(?:/5)?[.,;:!)]*")
 
@@ -80,13 +97,13 @@ def parse_score(reply: str, low: int = 1, high: int = 5, sources: Sources | None
     """Parse the rubric score from a curation reply (the last `Score:` the model wrote wins)."""
     _, match, copied = _last_score(reply, sources)
     if match is None:
-        return Parsed(None, f"score_copied_from_{copied[-1]}" if copied else "score_missing", len(copied))
+        return Parsed(None, SCORE_COPIED_FROM[copied[-1]] if copied else SCORE_MISSING, len(copied))
     number = SCORE_VALUE_RE.fullmatch(match.group("value"))
     if number is None:
-        return Parsed(None, "score_unparseable", len(copied))
+        return Parsed(None, SCORE_UNPARSEABLE, len(copied))
     value = int(number.group("n"))
     if not low <= value <= high:
-        return Parsed(None, "score_out_of_range", len(copied))
+        return Parsed(None, SCORE_OUT_OF_RANGE, len(copied))
     return Parsed(value, copied=len(copied))
 
 
@@ -148,23 +165,23 @@ def parse_rewrite(
         close_spans.append((end_of_text, end_of_text))
     if not close_spans:
         if finish_reason == "length":
-            return Parsed(None, "rewrite_truncated", len(copied))
+            return Parsed(None, REWRITE_TRUNCATED, len(copied))
         if opens:
-            return Parsed(None, "rewrite_unclosed", len(copied))
-        reason = f"rewrite_copied_from_{copied[-1]}" if copied else "rewrite_missing_tags"
+            return Parsed(None, REWRITE_UNCLOSED, len(copied))
+        reason = REWRITE_COPIED_FROM[copied[-1]] if copied else REWRITE_MISSING_TAGS
         return Parsed(None, reason, len(copied))
     close_start, _ = close_spans[-1]
     before = [m for m in opens if m.end() <= close_start]
     if not before:
-        reason = f"rewrite_copied_from_{copied[-1]}" if copied_opens else "rewrite_missing_tags"
+        reason = REWRITE_COPIED_FROM[copied[-1]] if copied_opens else REWRITE_MISSING_TAGS
         return Parsed(None, reason, len(copied))
     opening = before[-1]
     inside = [s for s, _ in close_spans if opening.end() <= s < close_start]
     if inside:  # the model's own closing tag inside the block
-        return Parsed(None, "rewrite_nested_tags", len(copied))
+        return Parsed(None, REWRITE_NESTED_TAGS, len(copied))
     body = reply[_origin(view, opening.end()) : _origin(view, close_start)].strip()
     if not body:
-        return Parsed(None, "rewrite_empty", len(copied))
+        return Parsed(None, REWRITE_EMPTY, len(copied))
     return Parsed(body, copied=len(copied))
 
 
@@ -177,9 +194,9 @@ def parse_answer(reply: str, finish_reason: str | None) -> Parsed:
     """A free answer (the distill stage): the stripped reply, not cut off by the token limit."""
     text = reply.strip()
     if finish_reason == "length":
-        return Parsed(None, "answer_truncated")
+        return Parsed(None, ANSWER_TRUNCATED)
     if not text:
-        return Parsed(None, "answer_empty")
+        return Parsed(None, ANSWER_EMPTY)
     return Parsed(text)
 
 
@@ -187,9 +204,9 @@ def parse_instruction(reply: str, finish_reason: str | None, max_chars: int) -> 
     """Clean a backtranslated instruction."""
     text = reply.strip()
     if finish_reason == "length":
-        return Parsed(None, "instruction_truncated")
+        return Parsed(None, INSTRUCTION_TRUNCATED)
     if not text:
-        return Parsed(None, "instruction_empty")
+        return Parsed(None, INSTRUCTION_EMPTY)
     if len(text) > max_chars:
-        return Parsed(None, "instruction_too_long")
+        return Parsed(None, INSTRUCTION_TOO_LONG)
     return Parsed(text)

@@ -23,6 +23,7 @@ from functools import lru_cache
 
 from bft.generation.method.markers import compare_view
 from bft.generation.method.prompts import PromptTemplate
+from bft.generation.reasons import REPLY_EMPTY, REPLY_OTHER_LANGUAGE, REPLY_REPEATS_PROMPT
 from bft.generation.text import ngrams, words
 
 ASCII_NON_LETTERS = bytes(b for b in range(128) if not chr(b).isalpha())
@@ -139,11 +140,11 @@ def check_reply(
     A reply cut off by the token limit is left to the parsers, which name it `..._truncated`.
     """
     if not generated.strip():
-        return "reply_empty"
+        return REPLY_EMPTY
     if finish_reason == "length":
         return None
     if echo and repeats_prompt(generated, template, document):
-        return "reply_repeats_prompt"
+        return REPLY_REPEATS_PROMPT
     if language and other_language(generated, document):
-        return "reply_other_language"
+        return REPLY_OTHER_LANGUAGE
     return None

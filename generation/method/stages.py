@@ -39,6 +39,14 @@ from bft.generation.method.parsing import (
 )
 from bft.generation.method.prompts import PromptTemplate, load_template
 from bft.generation.method.replies import check_reply
+from bft.generation.reasons import (
+    INSTRUCTION_COPIES_DOCUMENT,
+    INSTRUCTION_META_TEXT,
+    REWRITE_REFUSAL,
+    REWRITE_UNGROUNDED,
+    SCORE_BELOW_THRESHOLD,
+    SCORE_PROBABILITIES_MISSING,
+)
 from bft.generation.records import KEPT, REJECTED, Generation, Provenance, StageRecord
 from bft.generation.text import copy_overlap, grounding
 
@@ -255,9 +263,9 @@ class Backtranslate(Stage):
         instruction = self.restore(parsed.value)
         verdict = Verdict(parsed, {"instruction": instruction, "response": record.document})
         if parsed.ok and matches_any(instruction, self.config.meta_patterns):
-            verdict.reject = "instruction_meta_text"
+            verdict.reject = INSTRUCTION_META_TEXT
         elif parsed.ok and copy_overlap(instruction, record.document) > self.config.max_copy_overlap:
-            verdict.reject = "instruction_copies_document"
+            verdict.reject = INSTRUCTION_COPIES_DOCUMENT
         return verdict
 
 
@@ -293,10 +301,10 @@ class Curate(Stage):
         expected = [r.expected_score for r in results if r.expected_score is not None]
         expected_mean = sum(expected) / len(expected) if expected else None
         if self.config.score_mode == "expected":
-            value, missing = expected_mean, "score_probabilities_missing"
+            value, missing = expected_mean, SCORE_PROBABILITIES_MISSING
         else:
             value, missing = mean, None
-        reason = missing if value is None else ("score_below_threshold" if value < self.config.threshold else None)
+        reason = missing if value is None else (SCORE_BELOW_THRESHOLD if value < self.config.threshold else None)
         return replace(
             results[0],
             status=REJECTED if reason else KEPT,
@@ -323,11 +331,11 @@ class Curate(Stage):
             verdict.fields["expected_score"] = expected
         if self.config.score_mode == "expected":
             if expected is None:
-                verdict.reject = "score_probabilities_missing"
+                verdict.reject = SCORE_PROBABILITIES_MISSING
             elif expected < self.config.threshold:
-                verdict.reject = "score_below_threshold"
+                verdict.reject = SCORE_BELOW_THRESHOLD
         elif parsed.value < self.config.threshold:
-            verdict.reject = "score_below_threshold"
+            verdict.reject = SCORE_BELOW_THRESHOLD
         return verdict
 
 
@@ -347,9 +355,9 @@ class Rewrite(Stage):
         share = round(grounding(response, record.document), 4)
         verdict = Verdict(parsed, {"response": response, "grounding": share})
         if matches_any(response, self.config.refusal_patterns):
-            verdict.reject = "rewrite_refusal"
+            verdict.reject = REWRITE_REFUSAL
         elif self.config.min_grounding is not None and share < self.config.min_grounding:
-            verdict.reject = "rewrite_ungrounded"
+            verdict.reject = REWRITE_UNGROUNDED
         return verdict
 
 

@@ -6,8 +6,9 @@ back whole is stored (`run/request_cache.py`) under a key made of what decides i
 - **the model the stage's endpoints serve**: on TGI the id and revision its `/info` reports (the request's
   `model` field is ignored there); on OpenAI-compatible servers the `model` the request names (it picks the
   model: `transformers serve` loads whichever is named), else the one `/v1/models` lists, and the revision
-  where the server says; and the API route (TGI `/generate` or OpenAI's), which decides how the server reads
-  the prompt;
+  where the server says; for a model served from a folder on this machine, which has no revision, its files'
+  names, sizes and times (`local_revision`); and the API route (TGI `/generate` or OpenAI's), which decides
+  how the server reads the prompt;
 - **the whole request**: chat or raw, the text after templating, escaping and prefill, every sampling
   parameter (`temperature`, `top_p`, `max_tokens`, `stop`, `seed`), and the sample's number when a stage asks
   several (`curate.samples`).
@@ -34,14 +35,16 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from bft.generation.endpoints.client import RequestRejected
 from bft.generation.method.stages import Request, Stage
+from bft.generation.reasons import INPUT_TOO_LONG
 from bft.generation.records import Generation, TokenChoice
 from bft.generation.run.request_cache import RequestCache
 
 KEY_VERSION = 1  # raise when what a request means changes (a new field that decides the reply)
-REFUSALS_STORED = {"input_too_long"}  # refusals that depend only on the request and the declared context
+REFUSALS_STORED = {INPUT_TOO_LONG}  # refusals that depend only on the request and the declared context
 
 
 @dataclass
@@ -62,7 +65,19 @@ class CachedEndpoint:
 def served_model(stage: Stage, endpoint) -> tuple[str | None, str | None, str | None]:
     """(model, revision, api) of what `endpoint` serves to `stage` (see the module docstring)."""
     model = endpoint.model_id if endpoint.api == "tgi" else (stage.config.model or endpoint.model_id)
-    return model, endpoint.model_revision, endpoint.api
+    revision = endpoint.model_revision or local_revision(getattr(endpoint, "model_root", None) or model)
+    return model, revision, endpoint.api
+
+
+def local_revision(model: str | None) -> str | None:
+    """A model served from a folder on this machine has no revision; its files' names, sizes and times stand
+    for one, so a model trained again into the same folder (`bft train`, Humpback's next round) is asked
+    anew instead of answered with its predecessor's replies. None for anything that is not such a folder."""
+    folder = Path(model) if model else None
+    if folder is None or not folder.is_absolute() or not folder.is_dir():
+        return None
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return "files:" + hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
 def request_key(model: object, request: Request, sampling: dict, sample: int = 0) -> str:

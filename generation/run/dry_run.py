@@ -39,6 +39,7 @@ from bft.generation.corpus.diagnosis import nothing_enters
 from bft.generation.corpus.stream import corpus_documents
 from bft.generation.layout import PREPARE
 from bft.generation.method.stages import Stage
+from bft.generation.reasons import EXCEEDS_CONTEXT
 from bft.generation.records import Document, Rejected, StageRecord
 from bft.generation.run.stats import RunStats
 from bft.generation.run.wiring import build_stages, context_check
@@ -103,7 +104,7 @@ def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:
         plan.read += 1
         if isinstance(item, Rejected):
             plan.rejected[item.reason] += 1
-            if item.reason == "exceeds_context":
+            if item.reason == EXCEEDS_CONTEXT:
                 plan.dropped_for_length.append(item.id)
             continue
         assert isinstance(item, Document)

@@ -38,6 +38,7 @@ from bft.generation.errors import EndpointError
 from bft.generation.layout import PREPARE
 from bft.generation.method.fitting import fit_document, info_limit, parse_context_error
 from bft.generation.method.stages import Request, Stage
+from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG, REQUEST_FAILED, TRANSIENT_REASONS
 from bft.generation.records import KEPT, REJECTED, Document, Rejected, StageRecord
 from bft.generation.run.cached_replies import ReplyCache
 from bft.generation.run.journal import Journal
@@ -45,7 +46,6 @@ from bft.generation.run.progress import StageBars
 from bft.generation.run.stats import RunStats, StageStats
 
 REFUSALS_TO_STOP = 3  # the same input_invalid refusal for this many documents in a row stops the run
-TRANSIENT_REASONS = {"request_failed"}  # not a verdict on the document: a rerun sends it again
 
 
 class Engine:
@@ -197,7 +197,7 @@ class Engine:
             except RequestRejected as error:
                 if key is not None and error is not replayed:
                     self.replies.remember_refusal(key, error, endpoint)
-                if error.reason == "input_too_long" and self.truncate_to_fit and not fitted:
+                if error.reason == INPUT_TOO_LONG and self.truncate_to_fit and not fitted:
                     shorter = self._fit(stage, record, request, error, endpoint)
                     if shorter is not None:
                         fitted, record = True, shorter
@@ -209,7 +209,7 @@ class Engine:
                     detail = f"{error.detail} (after cutting the document to fit)"
                 else:
                     detail = error.detail
-                if error.reason == "input_invalid":
+                if error.reason == INPUT_INVALID:
                     self._refused(stage, endpoint, error)
                 return stage.failure(record, error.reason, detail, attempt, endpoint)
             except EndpointError as error:
@@ -241,7 +241,7 @@ class Engine:
                     raise self._fatal from None
                 last_cause = str(error) or cause
                 if retries >= self.max_retries:
-                    return stage.failure(record, "request_failed", last_cause, attempt, endpoint)
+                    return stage.failure(record, REQUEST_FAILED, last_cause, attempt, endpoint)
                 retries += 1
                 stats.retries_by_cause[cause] += 1
                 delay = min(self.backoff_cap, self.backoff_base * 2 ** (retries - 1)) * (0.5 + random.random() / 2)
@@ -281,7 +281,7 @@ class Engine:
             tokens = await endpoint.count_tokens(request.text, request.mode, stage.config.model)
         if tokens is not None and tokens > budget:
             raise RequestRejected(
-                "input_too_long",
+                INPUT_TOO_LONG,
                 f"the prompt has {tokens} tokens and {endpoint.name} leaves {budget} after "
                 f"{stage.config.sampling.max_tokens} max_tokens (known before sending)",
             )

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bft.generation.config import GenerateConfig
 from bft.generation.layout import PREPARE, blocks_dir, journal_dir
+from bft.generation.reasons import TRANSIENT_REASONS
 from bft.generation.records import KEPT
-from bft.generation.run.engine import TRANSIENT_REASONS
 from bft.generation.run.journal import Journal
 
 FINISHED_FILE = "finished.json"  # under OUT/.bft/

@@ -9,12 +9,13 @@ order, exactly as the local executor decides them. Then a pool of actors (`Block
 its own endpoint pools and an asyncio loop, takes one block at a time and runs the same stage engine
 over it (prompts, parsing, retries, provenance), journaling into `OUT/.bft/blocks/KEY/journal/`.
 
-A finished block writes `OUT/.bft/blocks/KEY/done.json` (its stages, records and stats) last. A rerun
-skips blocks with a done file for the same stages and records; a block that was cut short resumes
-from its journals, so no document is requested or written twice. A worker that dies is replaced by
-Ray and its block retried the same way. At the end the driver merges every block's stats into
-`stats.json` and every block's journals into the usual configs and card: the output folder looks
-exactly like the local executor's.
+A finished block writes `OUT/.bft/blocks/KEY/done.json` (its stages, records, stats and its actor's
+endpoint limits) last. A rerun skips blocks with a done file for the same stages and records; a block
+that was cut short resumes from its journals, so no document is requested or written twice. A worker
+that dies is replaced by Ray and its block retried the same way. At the end the driver merges every
+block's stats into `stats.json` and every block's journals into the usual configs and card: the output
+folder looks exactly like the local executor's, `endpoints` included (`merge_endpoints` says how the
+actors' limits make one per endpoint).
 
 The output folder must be a filesystem every node of the cluster mounts (NFS, Lustre, a local disk
 for a one-machine cluster).
@@ -26,17 +27,21 @@ import asyncio
 import fcntl
 import json
 import logging
+import os
 import pickle
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 from bft.generation.config import GenerateConfig, from_dict
 from bft.generation.corpus.blocks import BlockWork, Plan, RawBlock, block_items, fingerprint, plan_blocks, read_blocks
 from bft.generation.corpus.files import corpus_file_list
+from bft.generation.endpoints.limiter import SAMPLES
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import PREPARE, blocks_dir
+from bft.generation.reasons import TRANSIENT_REASONS
 from bft.generation.run.engine import Engine
 from bft.generation.run.progress import StageBars
 from bft.generation.run.request_cache import default_cache_dir
@@ -129,9 +134,12 @@ class BlockRunner:
     requests (no drain at every block boundary). The pools keep each endpoint's share of requests.
     """
 
-    def __init__(self, config: dict, share: int):
+    def __init__(self, config: dict, share: int, run: str = ""):
         self.config = from_dict(GenerateConfig, config)
         self.share = share
+        # who took each block's endpoint summaries (cumulative for this actor): `merge_endpoints` keeps each
+        # actor's latest (highest `taken`) and sums over the actors; a replaced actor is a new one
+        self.actor = {"id": uuid.uuid4().hex, "run": run, "pid": os.getpid(), "opened_at": None, "taken": 0}
         self.out = Path(self.config.out)
         self.stages = build_stages(self.config)
         self.fits = context_check(self.config, self.stages)
@@ -147,6 +155,7 @@ class BlockRunner:
             if self.pools is None:
                 log = lambda line: print(line, file=sys.stderr)  # noqa: E731
                 self.loop = asyncio.get_running_loop()
+                self.actor["opened_at"] = time.time()  # (about when its limiters' samples start their clock)
                 self.endpoints, self.pools = await open_pools(self.config, self.stages, self.share, log=log)
         return self.pools
 
@@ -179,15 +188,17 @@ class BlockRunner:
     async def __call__(self, batch):
         import pyarrow as pa
 
-        keys, stats = [], []
+        keys, done = [], []
         for row in batch.to_pylist():
             block, work = pickle.loads(row["block"]), pickle.loads(row["work"])
             keys.append(block.key)
-            stats.append(json.dumps(await self.run_block(block, work)))
-        return pa.table({"key": keys, "stats": stats})
+            done.append(json.dumps(await self.run_block(block, work)))
+        return pa.table({"key": keys, "done": done})
 
     async def run_block(self, block: RawBlock, work: BlockWork) -> dict:
-        """Run the stages over one block (resuming its journals), then mark it done; return its stats."""
+        """Run the stages over one block (resuming its journals), then mark it done; return what `done.json`
+        holds: its stages, records, stats, and this actor's endpoint limits so far (`ENDPOINTS_KEY`, with
+        `actor` naming whose)."""
         pools = await self._pools()
         folder = blocks_dir(self.out) / block.key
         folder.mkdir(parents=True, exist_ok=True)
@@ -207,40 +218,121 @@ class BlockRunner:
             run_stats = engine.run_stats()
             add_pool_events(run_stats, pools, events_before)  # (events of blocks beside this one may land here)
             stats = {name: s.as_dict() for name, s in run_stats.stages.items()}
+            self.actor["taken"] += 1  # (no await since the summaries were taken: the order they were taken in)
+            actor = {**self.actor, "finished_at": time.time()}
             done = {"stages": list(config.stages), "rows": work.rows, "stats": stats}
+            done |= {ENDPOINTS_KEY: run_stats.endpoints, "actor": actor}
             temporary = folder / (DONE_FILE + ".tmp")
             temporary.write_text(json.dumps(done), encoding="utf-8")
             temporary.replace(folder / DONE_FILE)
-        return stats
+        return done
 
 
 # -- the driver -------------------------------------------------------------------------------------
 
 
-def finished_stats(folder: Path, config: GenerateConfig, work: BlockWork) -> dict | None:
-    """A block's stats when an earlier run finished it for these stages and records, else None."""
+def finished_block(folder: Path, config: GenerateConfig, work: BlockWork) -> dict | None:
+    """A block's `done.json` when an earlier run finished it for these stages and records, else None."""
     try:
         done = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     if done.get("stages") != list(config.stages) or done.get("rows") != work.rows:
         return None
-    if config.retry_failed and any(s["rejected_by_reason"].get("request_failed") for s in done["stats"].values()):
+    lost = (s["rejected_by_reason"].get(reason) for s in done["stats"].values() for reason in TRANSIENT_REASONS)
+    if config.retry_failed and any(lost):
         return None  # run it again: its engine sends the documents lost to transient failures once more
-    return done["stats"]
+    return done
 
 
 def merge_stats(blocks: list[dict], names: list[str], wall_seconds: float) -> RunStats:
-    """Sum per-block stats into one per stage; times and rates are the whole run's wall time."""
+    """Sum per-block stats (`done.json`s) into one per stage, times and rates over the whole run's wall time;
+    the endpoints' limits as `merge_endpoints` makes them."""
     merged = RunStats.empty(names)
-    for stats in blocks:
-        merged.merge(stats)
-        merged.endpoints.update(stats.get(ENDPOINTS_KEY) or {})  # the last block's actor's view of each limit
+    for done in blocks:
+        merged.merge(done["stats"])
+    merged.endpoints = merge_endpoints(blocks)
     for stage in merged.stages.values():
         if stage.requests:
             stage.timed(0.0, wall_seconds)
     merged.wall_seconds = wall_seconds
     return merged
+
+
+COUNTERS = ("overloaded_429_503", "timeouts", "backoffs")  # of `AdaptiveLimit.summary()`: events, summed
+LIMITS = ("limit_low", "limit_high", "limit_settled")  # ... and limits, each actor's share of the endpoint's
+
+
+def merge_endpoints(blocks: list[dict]) -> dict[str, dict]:
+    """One limit summary per endpoint (`AdaptiveLimit.summary()`'s keys, as the local executor writes) from
+    the blocks' `done.json`s, each of which holds its actor's summaries so far (cumulative for that actor).
+
+    Each actor counts once, by its latest summary (the highest `taken`). Then, per endpoint:
+
+    - `overloaded_429_503`, `timeouts`, `backoffs`: summed over every actor, this run's and earlier runs'
+      (whose blocks are resumed), as the stage counters are: every request the output's records cost;
+    - `limit_low`, `limit_high`, `limit_settled`: summed over the actors of the latest run (the one whose
+      block finished last): each actor held a share of the endpoint's limit (`open_pools(share=...)`), so
+      the endpoint's is their sum. Earlier runs did not send alongside it, so they are not added (a local
+      rerun's limits are its own too). The sum of lows and of highs bounds the whole limit's range (the
+      actors were not all at their lowest at once); an actor Ray replaced mid-run is counted beside its
+      replacement;
+    - `mode`, `steered_by`: what most of the latest run's actors say (they share one config);
+    - `in_flight_samples`: the latest run's actors' (time, in flight, limit) samples summed at each sample
+      time, each actor's clock shifted by when it opened its pools after the first one (to about a second),
+      an actor's last sample holding after it; thinned to about `SAMPLES` as the limiter does.
+
+    Blocks without summaries (an older `done.json`) add nothing; none at all gives {} (no `endpoints` key).
+    """
+    latest: dict[str, tuple[dict, dict]] = {}  # actor id: (its actor record, its endpoint summaries)
+    for done in blocks:
+        summaries = done.get(ENDPOINTS_KEY)
+        if not summaries:
+            continue
+        actor = done.get("actor") or {}
+        who = actor.get("id") or f"block {id(done)}"  # (no actor named: the block counts alone)
+        if who not in latest or actor.get("taken", 0) > latest[who][0].get("taken", 0):
+            latest[who] = (actor, summaries)
+    if not latest:
+        return {}
+    last_run = max(latest.values(), key=lambda entry: entry[0].get("finished_at") or 0.0)[0].get("run")
+    current = [entry for entry in latest.values() if entry[0].get("run") == last_run]
+    merged = {}
+    for name in sorted({name for _, summaries in latest.values() for name in summaries}):
+        everyone = [summaries[name] for _, summaries in latest.values() if name in summaries]
+        now = [(actor, summaries[name]) for actor, summaries in current if name in summaries]
+        if not now:  # (an endpoint the latest run did not have: its last run's figures stand)
+            now = [(actor, summaries[name]) for actor, summaries in latest.values() if name in summaries]
+        merged[name] = {
+            "mode": Counter(s["mode"] for _, s in now).most_common(1)[0][0],
+            "steered_by": Counter(s["steered_by"] for _, s in now).most_common(1)[0][0],
+            **{key: sum(s[key] for _, s in now) for key in LIMITS},
+            "in_flight_samples": summed_samples(now),
+            **{key: sum(s.get(key, 0) for s in everyone) for key in COUNTERS},
+        }
+    return merged
+
+
+def summed_samples(actors: list[tuple[dict, dict]]) -> list[list]:
+    """The endpoint's (time, in flight, limit) over its actors: at each time one of them sampled, the sum of
+    each actor's latest sample then; times from the first actor's opening of its pools (`merge_endpoints`)."""
+    opened = [actor.get("opened_at") or 0.0 for actor, _ in actors]
+    first = min(opened)
+    events = sorted(
+        (round(seconds + at - first, 2), index, in_flight, limit)
+        for index, (at, (_, summary)) in enumerate(zip(opened, actors, strict=True))
+        for seconds, in_flight, limit in summary["in_flight_samples"]
+    )
+    latest: dict[int, tuple[int, int]] = {}  # actor (index): its latest (in flight, limit)
+    samples: list[list] = []
+    for seconds, index, in_flight, limit in events:
+        latest[index] = (in_flight, limit)
+        sample = [seconds, sum(s[0] for s in latest.values()), sum(s[1] for s in latest.values())]
+        if samples and samples[-1][0] == seconds:
+            samples[-1] = sample  # (actors sampled at the same time: one sample)
+        else:
+            samples.append(sample)
+    return samples[:: max(1, len(samples) // SAMPLES)]
 
 
 def choose_actors(config: GenerateConfig, blocks: int) -> int:
@@ -357,17 +449,17 @@ def _run(config: GenerateConfig, files: list[str], stages, first_endpoints, prog
     plan = make_plan(config, files)
     done: dict[str, dict] = {}
     for work in plan.blocks:
-        stats = finished_stats(blocks_dir(out) / work.key, config, work)
-        if stats is not None:
-            for stage in stats.values():
+        block = finished_block(blocks_dir(out) / work.key, config, work)
+        if block is not None:
+            for stage in block["stats"].values():
                 stage["resumed_from_journal"] = stage["entered"]
-            done[work.key] = stats
+            done[work.key] = block
     todo = {work.key: work for work in plan.blocks if work.key not in done}
 
     names = [PREPARE, *config.stages]
     bars = StageBars(names, plan.records, enabled=progress)
     for name in names:
-        finished = [stats.get(name, {}) for stats in done.values()]
+        finished = [block["stats"].get(name, {}) for block in done.values()]
         bars.advance(name, sum(s.get("entered", 0) for s in finished), sum(s.get("kept", 0) for s in finished))
     new: dict[str, dict] = {}
     merged = None
@@ -380,13 +472,13 @@ def _run(config: GenerateConfig, files: list[str], stages, first_endpoints, prog
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_cpus=config.ray.actor_cpus,
-                fn_constructor_kwargs={"config": config.to_dict(), "share": actors},
+                fn_constructor_kwargs={"config": config.to_dict(), "share": actors, "run": uuid.uuid4().hex},
             )
             for row in results.iter_rows():
-                stats = json.loads(row["stats"])
-                new[row["key"]] = stats
+                block = json.loads(row["done"])
+                new[row["key"]] = block
                 for name in names:
-                    counts = stats.get(name, {})
+                    counts = block["stats"].get(name, {})
                     bars.advance(name, counts.get("entered", 0), counts.get("kept", 0))
         merged = merge_stats([*done.values(), *new.values()], names, time.monotonic() - started)
     finally:

@@ -13,10 +13,13 @@ from bft.builders.assemble import staged
 from bft.cards.dataset_card import check_card
 from bft.generation.cli import main
 from bft.generation.errors import BftError
-from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.tgi import Reply, TGITestServer, output_of, paper_model, prompt_kind, without_invisible
 from tests.without_packages import optional_packages, run_without
+
+# Humpback sec. 2.3, pinned here literally: the tags the code defines must be these sentences
+SEED_TAG = "Answer in the style of an AI Assistant."  # S_a
+WEB_TAG = "Answer with knowledge from web search."  # S_w
 
 SEED = [
     {"instruction": "Give me a tip for keeping basil alive.", "response": "Water it when the top soil is dry."},
@@ -343,3 +346,28 @@ def test_without_matplotlib_build_says_what_to_install_in_one_line_and_writes_no
     assert result.returncode == 2
     assert result.stderr == "bft build needs matplotlib: pip install 'bft[build]'\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def copies_scores_of_documents_that_carry_one(request):
+    """Curation of a document carrying its own `Score:` answers with the document alone (its invisible
+    characters dropped): a reply whose only score is copied, which bft rejects `score_copied_from_document`."""
+    if prompt_kind(request.prompt) == "curate" and "Reviewers wrote" in request.prompt:
+        return Reply(without_invisible(output_of(request.prompt)))
+    return paper_model(request)
+
+
+def test_a_score_copied_from_the_document_counts_against_the_cards_parse_rate(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [f"Note {i} on keeping a sourdough starter: feed it daily with flour and water." for i in range(10)]
+    for i in range(3):  # 3 of 10 carry a score a model may copy back
+        texts[i] = f"Note {i} from the bakery forum. Reviewers wrote Score: 5 for this starter recipe and moved on."
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "out"
+    with TGITestServer(copies_scores_of_documents_that_carry_one) as server:
+        assert main(["generate", str(corpus), "--out", str(out), "--endpoint", server.url, "--no-progress"]) == 0
+    rejected = json.loads((out / "stats.json").read_text())["curate"]["rejected_by_reason"]
+    assert rejected == {"score_copied_from_document": 3}
+    assert build(out, "--out", tmp_path / "ds", "--license", "mit") == 0
+    facts = json.loads((tmp_path / "ds" / "bft_build.json").read_text())
+    assert facts["parse_rates"]["curate"] == pytest.approx(0.7)
+    assert "curate 70.0 %" in (tmp_path / "ds" / "README.md").read_text()

@@ -2,7 +2,9 @@
 
 import yaml
 
+from bft.cards.common import BUILT_CONFIGS_ABOUT, CONFIGS_ABOUT
 from bft.cards.generation_card import render_generation_card
+from bft.generation.layout import OUTPUT_CONFIG_NAMES, REJECTED_CONFIG
 
 
 def test_the_card_shows_the_facts_it_is_given_and_loads_as_hub_metadata(tmp_path):
@@ -33,3 +35,21 @@ def test_the_card_shows_the_facts_it_is_given_and_loads_as_hub_metadata(tmp_path
     assert "Corpus: `dolma/`; 5 documents read." in text
     assert "Configs left empty, and therefore not written: `curated` (curate kept none of 5)." in text
     assert '"rewritten", split="train")' in text and "a note on the settings" in text
+
+
+def test_every_config_a_run_writes_is_described_once_for_both_cards(tmp_path):
+    written = {*OUTPUT_CONFIG_NAMES.values(), REJECTED_CONFIG}
+    assert set(CONFIGS_ABOUT) == written and set(BUILT_CONFIGS_ABOUT) >= written | {"seed", "sft"}
+    configs = [{"config_name": "distilled", "data_files": [{"split": "train", "path": "distilled/data-1.parquet"}]}]
+    render_generation_card(
+        tmp_path,
+        configs=configs,
+        counts={"distilled": 3},
+        empty={},
+        main_config="distilled",
+        stage_table=[],
+        rejects=[],
+        documents_in=3,
+        corpus="alpaca.jsonl",
+    )
+    assert f"| `distilled` | 3 | {CONFIGS_ABOUT['distilled']} |" in (tmp_path / "README.md").read_text()

@@ -8,12 +8,15 @@ import pytest
 from huggingface_hub import HfApi
 
 from bft.generation.cli import main
-from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.training.evaluate import load_instructions
 from bft.training.models import resolve_model
 from tests.builders.test_tagging import tagger
 from tests.paths import DEMO_CORPUS, REPO
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+
+# Humpback sec. 2.3, pinned here literally: the tags the code defines must be these sentences
+SEED_TAG = "Answer in the style of an AI Assistant."  # S_a
+WEB_TAG = "Answer with knowledge from web search."  # S_w
 
 EVAL_SET = REPO / "builders" / "data" / "eval_instructions.jsonl"
 

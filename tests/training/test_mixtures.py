@@ -10,11 +10,14 @@ from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 
 from bft.generation.cli import main
 from bft.generation.errors import ConfigError
-from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.training.config import DataArguments, DataSource
 from bft.training.mixtures import load_training_data, mixture_sizes
 from tests.paths import DEMO_CORPUS, REPO
 from tests.servers.tgi import TGITestServer
+
+# Humpback sec. 2.3, pinned here literally: the tags the code defines must be these sentences
+SEED_TAG = "Answer in the style of an AI Assistant."  # S_a
+WEB_TAG = "Answer with knowledge from web search."  # S_w
 
 SEED = REPO / "training" / "data" / "seed.jsonl"
 WEB = REPO / "training" / "data" / "web.jsonl"

@@ -13,10 +13,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bft.generation.cli import main
 from bft.generation.errors import ConfigError
-from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.training.serve import servable_dir
 from bft.training.train import FACTS_FILE, prepare
 from tests.paths import REPO
+
+# Humpback sec. 2.3, pinned here literally: the tags the code defines must be these sentences
+SEED_TAG = "Answer in the style of an AI Assistant."  # S_a
+WEB_TAG = "Answer with knowledge from web search."  # S_w
 
 HUB_MODEL = "bft-org/tiny-m0"
 

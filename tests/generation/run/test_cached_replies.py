@@ -348,3 +348,19 @@ def test_the_progress_bars_show_hits_and_misses():
     assert stats.progress_postfix()["cache"] == "5 hit/2 miss"
     assert "cache" not in StageStats(requests=2).progress_postfix()  # a run without the cache says nothing of it
     assert StageStats.from_dict(stats.as_dict()).cache_hits == 5  # (as stats.json and a Ray block carry them)
+
+
+def test_a_model_trained_again_into_its_folder_is_asked_anew(tmp_path):
+    """A model served from a folder has no revision: its files stand for one (a retrained model, same path)."""
+    model = tmp_path / "round1-model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights of the first training")
+    with TGITestServer(flavor="vllm", model_id="round1") as server:
+        server.model_root = str(model)  # vLLM's `root`: the folder `--model` was given
+        common = ("--endpoint", server.url, "--stages", "backtranslate", "--limit", 2)
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "a", *common) == 0
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "b", *common) == 0
+        assert len(server.requests) == 2  # the same model files: answered by the cache
+        (model / "model.safetensors").write_bytes(b"weights of the second training, longer")
+        assert generate(DEMO_CORPUS, "--out", tmp_path / "c", *common) == 0
+        assert len(server.requests) == 4

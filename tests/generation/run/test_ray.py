@@ -22,6 +22,7 @@ from bft.generation.cli import main
 from bft.generation.corpus.documents import read_corpus
 from bft.generation.corpus.files import corpus_file_list
 from bft.generation.corpus.rows import rows_of_file
+from bft.generation.run.ray_executor import merge_endpoints
 from tests.paths import DEMO_CORPUS
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
 
@@ -80,8 +81,30 @@ def rows(out, config) -> list[tuple]:
 
 
 def counts(out) -> dict:
+    """The stage counters both executors must agree on (times and the endpoints' limits differ by nature)."""
     stats = json.loads((out / "stats.json").read_text())
     return {name: {k: s[k] for k in COUNTS} for name, s in stats.items() if isinstance(s, dict) and name != "endpoints"}
+
+
+def endpoints(out) -> dict:
+    return json.loads((out / "stats.json").read_text())["endpoints"]
+
+
+def assert_endpoints_like(got: Path, expected: Path) -> None:
+    """`got`'s `stats.json` has an `endpoints` entry shaped as `expected`'s: the same endpoints, each with the
+    same keys and mode, its limits positive and ordered, its counters and samples counts."""
+    mine, theirs = endpoints(got), endpoints(expected)
+    assert mine.keys() == theirs.keys() and mine
+    for name, limit in mine.items():
+        assert limit.keys() == theirs[name].keys(), name
+        assert limit["mode"] == theirs[name]["mode"] and limit["mode"] in ("auto", "fixed")
+        assert limit["steered_by"] in ("fixed", "server /metrics", "replies")
+        low, settled, high = limit["limit_low"], limit["limit_settled"], limit["limit_high"]
+        assert all(isinstance(n, int) for n in (low, settled, high)) and 0 < low <= settled <= high
+        assert all(isinstance(limit[k], int) and limit[k] >= 0 for k in ("overloaded_429_503", "timeouts", "backoffs"))
+        samples = limit["in_flight_samples"]
+        assert samples and all(len(s) == 3 and s[0] >= 0 and s[1] >= 0 and s[2] > 0 for s in samples)
+        assert [s[0] for s in samples] == sorted(s[0] for s in samples)
 
 
 def assert_same_output(got: Path, expected: Path) -> None:
@@ -110,8 +133,13 @@ def test_ray_executor_gives_the_local_executors_records_and_counts(tmp_path, ray
             assert_same_output(tmp_path / "ray-again", tmp_path / "local")
             again = json.loads((tmp_path / "ray-again" / "stats.json").read_text())
             assert sum(again[s]["cache_hits"] for s in ("backtranslate", "curate", "rewrite")) == local_requests
+            # a rerun over the finished run only resumes its blocks: their done.json files keep the limits
+            finished = endpoints(tmp_path / "ray")
+            assert generate(tmp_path / "corpus", tmp_path / "ray", server.url, *ray_cache, *extra) == 0
+            assert len(server.requests) == local_requests and endpoints(tmp_path / "ray") == finished
 
     assert_same_output(tmp_path / "ray", tmp_path / "local")
+    assert_endpoints_like(tmp_path / "ray", tmp_path / "local")
     stats = counts(tmp_path / "ray")
     if limit is None:  # every corpus-wide case is in the run
         assert stats["prepare"]["rejected_by_reason"] == {"duplicate_text": 1, "empty_text": 1, "invalid_utf8": 1}
@@ -121,6 +149,45 @@ def test_ray_executor_gives_the_local_executors_records_and_counts(tmp_path, ray
     blocks = sorted(p.name for p in (tmp_path / "ray" / ".bft" / "blocks").iterdir())
     assert blocks[:3] == ["f00000-b000000", "f00000-b000001", "f00000-b000002"]  # per-file blocks of 4
     assert all((tmp_path / "ray" / ".bft" / "blocks" / b / "done.json").exists() for b in blocks)
+
+
+def summary(low, high, overloads=0, samples=((0.0, 1, 4),)) -> dict:
+    """An `AdaptiveLimit.summary()` of an actor."""
+    return {
+        "mode": "auto",
+        "steered_by": "replies",
+        "limit_low": low,
+        "limit_high": high,
+        "limit_settled": high,
+        "in_flight_samples": [list(s) for s in samples],
+        "overloaded_429_503": overloads,
+        "timeouts": 0,
+        "backoffs": overloads,
+    }
+
+
+def block_done(actor, run, taken, finished_at, limit, opened_at=0.0) -> dict:
+    """A block's `done.json` as `BlockRunner.run_block` writes it (stage counters left out)."""
+    actor = {"id": actor, "run": run, "taken": taken, "opened_at": opened_at, "finished_at": finished_at}
+    return {"stats": {}, "endpoints": {"http://gpu:8080": limit}, "actor": actor}
+
+
+def test_endpoint_limits_are_each_actors_latest_summed_over_the_latest_runs_actors():
+    blocks = [
+        block_done("a", "earlier", 1, 10.0, summary(2, 4, overloads=3)),
+        block_done("a", "earlier", 2, 11.0, summary(2, 6, overloads=5)),  # actor a's latest: its 5 count
+        block_done("b", "now", 2, 21.0, summary(3, 8, overloads=1, samples=((0.0, 2, 8), (1.0, 5, 8))), 100.0),
+        block_done("b", "now", 1, 22.0, summary(3, 5), 100.0),  # finished last, taken first: not b's latest
+        block_done("c", "now", 1, 20.0, summary(1, 4, samples=((0.5, 3, 4),)), 100.25),
+        {"stats": {}},  # an older done.json: no endpoints
+    ]
+    (limit,) = merge_endpoints(blocks).values()
+    assert (limit["limit_low"], limit["limit_high"], limit["limit_settled"]) == (4, 12, 12)  # b + c, not a
+    assert (limit["overloaded_429_503"], limit["backoffs"], limit["timeouts"]) == (5 + 1, 6, 0)  # a, b and c
+    assert (limit["mode"], limit["steered_by"]) == ("auto", "replies")
+    assert limit["in_flight_samples"] == [[0.0, 2, 8], [0.75, 5, 12], [1.0, 8, 12]]  # c's clock 0.25 s later
+    assert limit.keys() == summary(1, 1).keys()
+    assert merge_endpoints([{"stats": {}}]) == {}
 
 
 def block_runner_pids() -> list[int]:
@@ -208,6 +275,7 @@ def test_a_run_killed_mid_way_completes_on_rerun_skipping_finished_blocks(tmp_pa
     assert_same_output(out, tmp_path / "local")
     stats = json.loads((out / "stats.json").read_text())
     assert stats["backtranslate"]["resumed_from_journal"] >= 6  # three finished blocks of two
+    assert_endpoints_like(out, tmp_path / "local")  # the killed run's actors' counters and the rerun's limits
 
 
 def test_fsspec_urls_are_listed_and_read_like_local_files(tmp_path):

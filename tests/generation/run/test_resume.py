@@ -1,4 +1,5 @@
-"""Exactly-once resume: SIGKILL a real `bft generate` process at random points, rerun, compare."""
+"""Exactly-once resume: SIGKILL a real `bft generate` process at random points, rerun, compare; and a rerun over
+a journal whose last line a kill tore mid-write (cut to its whole lines, byte for byte; the rest left as is)."""
 
 import json
 import random
@@ -7,8 +8,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 from datasets import load_dataset
 
+from bft.generation.cli import main
 from bft.generation.corpus.documents import read_corpus
 from tests.paths import DEMO_CORPUS
 from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
@@ -34,6 +37,13 @@ def command(out, url):
         "3",
         "--no-progress",
     ]
+
+
+def generate(out, url, *extra) -> int:
+    """`bft generate` in this process, on the first ten documents of the demo corpus (one rejected)."""
+    return main(
+        ["generate", str(DEMO_CORPUS), "--out", str(out), "--endpoint", url, "--limit", "10", "--no-progress", *extra]
+    )
 
 
 def journal_ids(out) -> dict[str, set[str]]:
@@ -90,3 +100,44 @@ def test_sigkill_at_random_points_then_resume_holds_each_document_exactly_once(t
         expected, got = rows(reference, config), rows(killed, config)
         assert got == expected, config  # same ids, same order, same content
         assert len({r[0] for r in got}) == len(got)  # each document once
+
+
+TORN = {  # how much of its last journal line a run killed mid-write left
+    "half a line": lambda whole: whole[: len(whole) // 2],
+    "all but its newline": lambda whole: whole[:-1],
+}
+
+
+@pytest.mark.parametrize("torn", list(TORN), ids=list(TORN))
+def test_a_torn_last_journal_line_is_cut_and_its_document_done_again_on_rerun(tmp_path, capsys, torn):
+    """A kill mid-write leaves the last stage's last line torn: the rerun cuts exactly that piece (the whole
+    lines stay byte for byte), asks for that one document again, and leaves a journal whose every line parses.
+    The journals whose last line is whole are left byte-identical."""
+    out = tmp_path / "o"
+    journals = out / ".bft" / "journal"
+    with TGITestServer(deliberate_model) as server:
+        assert generate(out, server.url) == 0
+        reference = {config: rows(out, config) for config in CONFIGS}
+        before = {path.name: path.read_bytes() for path in journals.glob("*.jsonl")}
+        lines = before["rewrite.jsonl"].splitlines(keepends=True)
+        whole, last = b"".join(lines[:-1]), lines[-1]
+        (journals / "rewrite.jsonl").write_bytes(whole + TORN[torn](last))
+        capsys.readouterr()
+
+        sent = len(server.requests)
+        assert generate(out, server.url, "--no-cache") == 0, capsys.readouterr().err[-2000:]
+        again = [request_target(request) for request in server.requests[sent:]]
+        assert again == [("rewrite", json.loads(last)["id"])]  # the torn document, and only it
+
+    after = {path.name: path.read_bytes() for path in journals.glob("*.jsonl")}
+    assert after.keys() == before.keys()
+    for name, data in before.items():
+        if name != "rewrite.jsonl":
+            assert after[name] == data, name  # nothing to cut, nothing to add
+    rewrite = after["rewrite.jsonl"]
+    assert rewrite.startswith(whole) and rewrite.endswith(b"\n")  # every whole line kept, byte for byte
+    new = rewrite[len(whole) :].split(b"\n")[:-1]
+    assert [json.loads(piece)["id"] for piece in new] == [json.loads(last)["id"]]  # one well-formed line
+    assert [json.loads(piece) for piece in rewrite.split(b"\n")[:-1]]  # the whole file parses
+    for config in CONFIGS:
+        assert rows(out, config) == reference[config], config
