@@ -43,9 +43,15 @@ from bft.generation.run.cache_plan import cached_shares
 from bft.generation.run.dry_run import add_probe, format_plan, plan_run
 from bft.generation.run.local import generate_locally
 from bft.generation.run.ray_executor import generate_on_ray
-from bft.generation.run.request_cache import default_cache_dir
 from bft.generation.run.rounds import scoring_rule_of_the_pool
-from bft.generation.run.wiring import RunSummary, check_resumable, finished_run, use_embedded, use_served_tokenizers
+from bft.generation.run.wiring import (
+    RunSummary,
+    cache_folder,
+    check_resumable,
+    finished_run,
+    use_embedded,
+    use_served_tokenizers,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +190,6 @@ def run(args: argparse.Namespace) -> int:
     if config.stages[0] == "curate" and not args.config:
         config = scoring_rule_of_the_pool(config, overrides)
     note_routes(config)
-    config.cache.path = str(Path(config.cache.path or default_cache_dir()).expanduser().resolve())  # (Ray actors too)
     use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr))
     if args.dry_run or args.probe is not None:
         return dry_run(config, args)
@@ -251,7 +256,7 @@ def dry_run(config: GenerateConfig, args: argparse.Namespace) -> int:
         )
     plan = plan_run(config, args.throughput)
     if plan.entering and (shares := cached_shares(config)) is not None:
-        plan.cached, plan.cache_path = shares, config.cache.path
+        plan.cached, plan.cache_path = shares, str(cache_folder(config))
     if args.probe:
         if not (config.endpoints or all(config.stage(s).endpoints for s in config.stages)):
             raise ConfigError("--probe sends real requests: give --endpoint (or the stages' endpoints)")

@@ -13,7 +13,6 @@ server is not started for a dry run, so without `--endpoint` the cache is not co
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 
 from bft.generation.config import GenerateConfig
@@ -22,8 +21,8 @@ from bft.generation.endpoints.client import Endpoint, RequestRejected
 from bft.generation.records import KEPT, Document
 from bft.generation.run.cached_replies import ReplyCache
 from bft.generation.run.engine import prepared_record
-from bft.generation.run.request_cache import RequestCache, default_cache_dir
-from bft.generation.run.wiring import build_stages, context_check
+from bft.generation.run.request_cache import RequestCache
+from bft.generation.run.wiring import build_stages, cache_folder, context_check, probe_endpoints
 
 
 @dataclass
@@ -37,18 +36,10 @@ class CachedShare:
 
 
 async def _served_endpoints(config: GenerateConfig, stages) -> dict[str, list[Endpoint]]:
-    found: dict[str, Endpoint] = {}
-    try:
-        for stage in stages:
-            for url in stage.config.endpoints or config.endpoints:
-                if url not in found:
-                    token = os.environ.get(config.token_env) or None
-                    found[url] = Endpoint(url, token=token, timeout=config.request_timeout)
-                    await found[url].probe()
-        return {s.name: [found[url] for url in s.config.endpoints or config.endpoints] for s in stages}
-    finally:
-        for endpoint in found.values():
-            await endpoint.close()
+    found = await probe_endpoints(config, stages)
+    for endpoint in found.values():
+        await endpoint.close()
+    return {s.name: [found[url] for url in s.config.endpoints or config.endpoints] for s in stages}
 
 
 def cached_shares(config: GenerateConfig) -> list[CachedShare] | None:
@@ -57,7 +48,7 @@ def cached_shares(config: GenerateConfig) -> list[CachedShare] | None:
         return None
     stages = build_stages(config)
     served = asyncio.run(_served_endpoints(config, stages))
-    replies = ReplyCache(RequestCache(config.cache.path or default_cache_dir(), "read-only"), run="")
+    replies = ReplyCache(RequestCache(cache_folder(config), "read-only"), run="")
     shares = [CachedShare(stage.name) for stage in stages]
     try:
         for item in corpus_documents(config, context_check(config, stages)):

@@ -99,20 +99,18 @@ class ReplyCache:
     def __init__(self, store: RequestCache, run: str):
         self.store = store
         self.run = run
-        self._models: dict[str, object] = {}  # stage -> the model identity of its pool
-        self._sampling: dict[str, tuple[object, dict]] = {}
+        self._decided: dict[str, tuple[object, dict]] = {}  # stage -> its pool's model identity, its sampling
 
     def key(self, stage: Stage, request: Request, sample: int, endpoints: list) -> str:
-        """The key of `request` from `stage` (sample number `sample`), sent to one of `endpoints`."""
-        model = self._models.get(stage.name)
-        if model is None:
+        """The key of `request` from `stage` (sample number `sample`), sent to one of `endpoints`. A stage's
+        model and sampling are the same for the whole run: worked out at its first request."""
+        decided = self._decided.get(stage.name)
+        if decided is None:
             # one identity for the pool: every member's, when they differ (a reply of either would not do)
             served = sorted({served_model(stage, endpoint) for endpoint in endpoints}, key=str)
-            model = self._models[stage.name] = list(served[0]) if len(served) == 1 else [list(s) for s in served]
-        sampling = self._sampling.get(stage.name)
-        if sampling is None or sampling[0] is not stage.sampling:
-            sampling = self._sampling[stage.name] = (stage.sampling, asdict(stage.sampling))
-        return request_key(model, request, sampling[1], sample)
+            model = list(served[0]) if len(served) == 1 else [list(s) for s in served]
+            decided = self._decided[stage.name] = (model, asdict(stage.sampling))
+        return request_key(decided[0], request, decided[1], sample)
 
     def lookup(
         self, key: str, request: Request, endpoints: list

@@ -44,12 +44,12 @@ from bft.generation.layout import PREPARE, blocks_dir
 from bft.generation.reasons import TRANSIENT_REASONS
 from bft.generation.run.engine import Engine
 from bft.generation.run.progress import StageBars
-from bft.generation.run.request_cache import default_cache_dir
 from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
 from bft.generation.run.wiring import (
     RunSummary,
     add_pool_events,
     build_stages,
+    cache_folder,
     close_pools,
     context_check,
     finish_run,
@@ -410,7 +410,7 @@ def generate_on_ray(config: GenerateConfig, progress: bool) -> RunSummary:
         )
     out = Path(config.out).resolve()
     config.out = str(out)
-    config.cache.path = str(Path(config.cache.path or default_cache_dir()).resolve())  # the actors' cache
+    config.cache.path = str(cache_folder(config))  # the driver's: an actor's default may be another folder
     files = [
         file if "://" in file else str(Path(file).resolve())
         for file in corpus_file_list(config.corpus.path, config.corpus.split, config.corpus.revision)

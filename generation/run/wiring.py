@@ -194,8 +194,12 @@ def open_replies(config: GenerateConfig) -> ReplyCache | None:
     """The request cache the run answers from and stores in (`cache.mode`), or None when it is off."""
     if config.cache.mode == "off":
         return None
-    store = RequestCache(config.cache.path or default_cache_dir(), config.cache.mode)
-    return ReplyCache(store, run=str(Path(config.out).resolve()))
+    return ReplyCache(RequestCache(cache_folder(config), config.cache.mode), run=str(Path(config.out).resolve()))
+
+
+def cache_folder(config: GenerateConfig) -> Path:
+    """The request cache's folder: `cache.path`, else the default (`request_cache.default_cache_dir`)."""
+    return Path(config.cache.path or default_cache_dir()).expanduser().resolve()
 
 
 def use_embedded(config: GenerateConfig, server) -> None:
@@ -297,6 +301,22 @@ def context_check(config: GenerateConfig, stages: list[Stage]) -> ContextFit | N
     return ContextFit(config, stages)
 
 
+async def probe_endpoints(config: GenerateConfig, stages) -> dict[str, Endpoint]:
+    """Each endpoint URL of the stages, probed once (what it serves, its context, its API); all closed again
+    when one fails."""
+    token = os.environ.get(config.token_env) or None
+    endpoints: dict[str, Endpoint] = {}
+    try:
+        for url in dict.fromkeys(url for stage in stages for url in stage.config.endpoints or config.endpoints):
+            endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout, stream=config.stream)
+            await endpoints[url].probe()
+    except BaseException:
+        for endpoint in endpoints.values():
+            await endpoint.close()
+        raise
+    return endpoints
+
+
 async def open_pools(
     config: GenerateConfig, stages, share: int = 1, log=tqdm.write
 ) -> tuple[dict[str, Endpoint], dict[str, EndpointPool]]:
@@ -305,17 +325,13 @@ async def open_pools(
     `share` is the number of processes (Ray actors) sending to the same endpoints at once: together
     they keep the endpoint's limit, not `share` times it.
     """
-    token = os.environ.get(config.token_env) or None
-    endpoints: dict[str, Endpoint] = {}
+    endpoints = await probe_endpoints(config, stages)
     pools: dict[str, EndpointPool] = {}
     try:
         users: dict[str, list[Stage]] = {}
         for stage in stages:
             members = []
             for url in stage.config.endpoints or config.endpoints:
-                if url not in endpoints:
-                    endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout, stream=config.stream)
-                    await endpoints[url].probe()
                 members.append(endpoints[url])
                 users.setdefault(url, []).append(stage)
             for member in members:
