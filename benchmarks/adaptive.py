@@ -172,9 +172,9 @@ def main() -> None:
 
 def distilabel_comparison(work: Path, python: str, documents: int, a: dict) -> None:
     """distilabel's TextGeneration (`distilabel_run.py`, in `python`) on scenario (a)'s server and prompts."""
-    from bft.generation.config import load_config
+    from bft.generation.config.files import load_config
     from bft.generation.records import StageRecord
-    from bft.generation.run.wiring import build_stages
+    from bft.generation.run.stages import build_stages
 
     corpus = work / "vllm.jsonl"
     stage = build_stages(load_config(None, {"corpus.path": str(corpus), "out": "x", "stages": ["backtranslate"]}))[0]

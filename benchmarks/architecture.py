@@ -60,13 +60,19 @@ def config_trace() -> None:
         arguments = [frame.f_locals.get(name) for name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]]
         if any(isinstance(a, config_types) for a in arguments):
             module = frame.f_globals.get("__name__", "?")
-            if module.startswith("bft.") and module != config_module.__name__:
+            if (
+                module.startswith("bft.")
+                and module != config_module.__name__
+                and not module.startswith(config_module.__name__ + ".")
+            ):
                 seen.append(module)
 
     with tempfile.TemporaryDirectory() as out, TGITestServer() as server:
         sys.setprofile(profile)
         try:
-            main(["generate", str(corpus), "--out", f"{out}/o", "--endpoint", server.url, "--no-progress"])
+            main(
+                ["generate", str(corpus), "--out", f"{out}/o", "--endpoint", server.url, "--no-progress", "--no-cache"]
+            )
         finally:
             sys.setprofile(None)
     entries = Counter(module for i, module in enumerate(seen) if i == 0 or seen[i - 1] != module)

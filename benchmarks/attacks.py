@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 from bft.generation.cli import main  # noqa: E402
 from bft.generation.method.escaping import Escaper  # noqa: E402
 from tests.generation.injection_forms import SCORE_FORMS, TAG_FORMS, document  # noqa: E402
-from tests.generation.test_injection import MODES, own_score  # noqa: E402
-from tests.servers.tgi import HONEST_REWRITE, TGITestServer, copying_model  # noqa: E402
+from tests.servers.models import HONEST_REWRITE, MODES, copying_model, own_score  # noqa: E402
+from tests.servers.tgi import TGITestServer  # noqa: E402
 
 
 def outcomes(mode: str, drop: bool) -> dict[str, dict]:
@@ -41,7 +41,7 @@ def outcomes(mode: str, drop: bool) -> dict[str, dict]:
         with TGITestServer(copying_model(drop, own_score), tgi_info=tgi) as server:
             args = ["generate", str(root / "c.jsonl"), "--out", str(root / "o"), "--endpoint", server.url]
             with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary is not the table
-                main([*args, "--config", str(root / "c.yaml"), "--no-progress"])
+                main([*args, "--config", str(root / "c.yaml"), "--no-progress", "--no-cache"])
         records = {}
         for journal in ("curate", "rewrite"):
             # split on newlines only: texts may hold U+2028 or U+0085, which str.splitlines also splits on

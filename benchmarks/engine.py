@@ -141,9 +141,11 @@ class Simulator:
 
 def run_generate(corpus: Path, out: Path, urls: list[str], *extra: str, stages: str = "backtranslate") -> dict:
     """Run `bft generate` in a child process; return its stats (`stats.json` whole under `run_stats`, the
-    first stage's under `stats`), wall time, CPU seconds and peak RSS."""
+    first stage's under `stats`), wall time, CPU seconds and peak RSS. `--no-cache`: a benchmark measures
+    asking, never the request cache's answers from an earlier run."""
     command = [sys.executable, "-m", "bft.generation.cli", "generate", str(corpus), "--out", str(out)]
-    command += [a for url in urls for a in ("--endpoint", url)] + ["--stages", stages, "--no-progress", *extra]
+    command += [a for url in urls for a in ("--endpoint", url)]
+    command += ["--stages", stages, "--no-progress", "--no-cache", *extra]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bft.generation.config import load_config
+from bft.generation.config.files import load_config
 from bft.generation.records import StageRecord
-from bft.generation.run.wiring import build_stages
+from bft.generation.run.stages import build_stages
 
 
 async def send_all(

@@ -17,9 +17,10 @@ It also reports the tokens generated while requests were still arriving (first t
 client that keeps the server saturated gets the whole capacity there; after the last arrival the batch
 drains and empties whatever the client does.
 
-It speaks plain HTTP/1.1 with keep-alive on asyncio streams (no web framework), so that the server
-process spends little CPU: `/info`, `/health`, `/generate`, `/v1/chat/completions` and `/metrics` (TGI's
-`tgi_queue_size` and `tgi_batch_current_size`; `--metrics false` serves none). `--faults
+It speaks TGI's protocol as `tests/servers/protocol.py` writes it (shared with the test server and
+`simulated_vllm.py`), on that module's plain HTTP/1.1 with keep-alive on asyncio streams (no web framework,
+so that the server process spends little CPU): `/info`, `/health`, `/generate`, `/v1/chat/completions` and
+`/metrics` (TGI's `tgi_queue_size` and `tgi_batch_current_size`; `--metrics false` serves none). `--faults
 429:0.05,503:0.03,reset:0.02,garbage:0.01` makes those shares of generation requests fail (seeded).
 
     python benchmarks/simulated_tgi.py --instances 4 --port-file ports.json
@@ -32,9 +33,13 @@ import asyncio
 import bisect
 import json
 import random
-import time
+import sys
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.servers
+from tests.servers import protocol  # noqa: E402
 
 
 @dataclass
@@ -155,45 +160,6 @@ class BatchingModel:
         }
 
 
-async def http_server(route) -> asyncio.AbstractServer:
-    """Plain HTTP/1.1 with keep-alive on asyncio streams, on a free loopback port: `route(method, path,
-    body)` answers (status, payload, headers); a dict payload is sent as JSON, a str as it is, and
-    `RESET` drops the connection (a reset, for fault injection)."""
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {
-                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
-                status, payload, extra = await route(method, path, body)
-                if payload is RESET:
-                    writer.transport.abort()
-                    return
-                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-                kind = extra.pop("Content-Type", "application/json")
-                more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-                writer.write(
-                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: {kind}\r\n{more}"
-                    f"Content-Length: {len(data)}\r\n\r\n".encode()
-                    + data
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(connection, "127.0.0.1", 0, backlog=4096)
-
-
-RESET = object()  # a route's payload that drops the connection
-
-
 class Instance:
     """One simulated TGI server on its own port."""
 
@@ -204,7 +170,7 @@ class Instance:
 
     async def start(self) -> int:
         self.scheduler = asyncio.create_task(self.model.run())
-        self.server = await http_server(self.route_with_faults)
+        self.server = await protocol.http_server(self.route_with_faults)
         return self.server.sockets[0].getsockname()[1]
 
     async def route_with_faults(self, method: str, path: str, body: bytes):
@@ -215,83 +181,63 @@ class Instance:
                 if draw < share:
                     return fault(kind)
                 draw -= share
-        status, payload = await self.route(method, path, body)
-        return status, payload, {"Content-Type": "text/plain"} if isinstance(payload, str) else {}
+        return await self.route(method, path, body)
 
-    async def route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    async def route(self, method: str, path: str, body: bytes) -> tuple[int, object, dict]:
         if method == "GET" and path == "/info":
-            return 200, {
-                "model_id": "bft/simulated",
-                "model_sha": None,
-                "max_concurrent_requests": self.config.max_concurrent_requests,
-                "max_best_of": 1,
-                "max_stop_sequences": 4,
-                "max_input_tokens": 1 << 20,
-                "max_total_tokens": 1 << 21,
-                "validation_workers": 1,
-                "max_client_batch_size": 1,
-                "router": "text-generation-router",
-                "version": "simulated",
-            }
+            return 200, INFO | {"max_concurrent_requests": self.config.max_concurrent_requests}, {}
         if method == "GET" and path == "/health":
-            return 200, {}
+            return 200, "", {}
         if method == "GET" and path == "/stats":
-            return 200, self.model.stats()
+            return 200, self.model.stats(), {}
         if method == "GET" and path == "/metrics" and self.config.metrics:
-            return 200, (
-                f"# TYPE tgi_queue_size gauge\ntgi_queue_size {len(self.model.waiting)}\n"
-                f"# TYPE tgi_batch_current_size gauge\ntgi_batch_current_size {len(self.model.active)}\n"
-            )
-        if method != "POST" or path not in ("/generate", "/v1/chat/completions"):
-            return 404, {"error": f"no route {method} {path}", "error_type": "not_found"}
+            metrics = protocol.load_metrics("tgi", len(self.model.active), len(self.model.waiting))
+            return 200, metrics, {"Content-Type": protocol.METRICS_CONTENT_TYPE}
+        if method != "POST" or path not in ("/generate", protocol.CHAT):
+            return 404, protocol.error_body("tgi", 404, f"no route {method} {path}", "not_found"), {}
         request = json.loads(body)
-        if path == "/generate":
-            prompt, max_new = request["inputs"], (request.get("parameters") or {}).get("max_new_tokens") or 1024
-        else:
-            prompt, max_new = request["messages"][-1]["content"], request.get("max_tokens") or 1024
-        prompt_tokens = len(prompt.split())
+        prompt, max_new = protocol.prompt_of(path, request), protocol.max_new_tokens_of(request) or 1024
+        prompt_tokens = protocol.count_tokens(prompt)
         try:
             generated = await self.model.generate(prompt_tokens, max_new)
         except Overloaded:
-            return 429, {"error": "Model is overloaded", "error_type": "overloaded"}
+            return fault("429")
         text = " ".join(["token"] * (generated - 1) + ["question?"])
-        finish = "length" if generated >= max_new else "eos_token"
+        finish = protocol.finish_at(generated, max_new)
         if path == "/generate":
-            details = {"finish_reason": finish, "generated_tokens": generated, "prefill": [], "tokens": []}
-            return 200, {"generated_text": text, "details": details}
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": generated,
-            "total_tokens": prompt_tokens + generated,
-        }
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": "length" if finish == "length" else "stop",
-            "logprobs": None,
-        }
-        return 200, {
-            "id": "sim",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": "bft/simulated",
-            "system_fingerprint": "simulated",
-            "choices": [choice],
-            "usage": usage,
-        }
+            return 200, protocol.generate_response(text, protocol.details(finish, generated)), {}
+        choice = protocol.chat_choice(text, protocol.OPENAI_FINISH[finish])
+        usage = protocol.usage(prompt_tokens, generated)
+        return (
+            200,
+            protocol.completion(path, choice, model=MODEL, usage=usage, id="sim", system_fingerprint="simulated"),
+            {},
+        )
+
+
+MODEL = "bft/simulated"
+INFO = protocol.info(  # TGI's /info, its limits out of reach
+    MODEL,
+    max_best_of=1,
+    max_input_tokens=1 << 20,
+    max_total_tokens=1 << 21,
+    validation_workers=1,
+    max_client_batch_size=1,
+    version="simulated",
+)
 
 
 def parse_faults(spec: str) -> list[tuple[str, float]]:
     return [(kind, float(share)) for kind, _, share in (part.partition(":") for part in spec.split(",") if part)]
 
 
-def fault(kind: str):
+def fault(kind: str) -> tuple[int, object, dict]:
     if kind == "429":
-        return 429, {"error": "Model is overloaded", "error_type": "overloaded"}, {}
+        return 429, protocol.error_body("tgi", 429, protocol.OVERLOADED, "overloaded"), {}
     if kind == "503":
-        return 503, {"error": "Service unavailable", "error_type": "unavailable"}, {}
+        return 503, protocol.error_body("tgi", 503, "Service unavailable", "unavailable"), {}
     if kind == "reset":
-        return 200, RESET, {}
+        return 200, protocol.RESET, {}
     return 200, "<html>proxy error</html>", {"Content-Type": "text/html"}  # garbage
 
 

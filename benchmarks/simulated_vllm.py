@@ -18,10 +18,12 @@ Replies depend on the prompt, so all three of bft's stages parse them: a curatio
 `Score: 5` line, a rewriting prompt a `[RES] ... [/RES]` answer, anything else a question. A token is a
 whitespace-separated word.
 
-Routes: `/v1/models` (with `max_model_len`), `/health`, `/v1/chat/completions`, `/v1/completions`,
-`/metrics` (vllm:num_requests_running, vllm:num_requests_waiting, vllm:kv_cache_usage_perc,
-vllm:num_preemptions_total, vllm:generation_tokens_total) and `/stats` (the benchmark's: tokens made and
-the busy window, first arrival to last answer).
+It speaks vLLM's protocol as `tests/servers/protocol.py` writes it (shared with the test server and
+`simulated_tgi.py`), on that module's asyncio HTTP/1.1. Routes: `/v1/models` (with `max_model_len`),
+`/health`, `/v1/chat/completions`, `/v1/completions`, `/metrics` (vllm:num_requests_running,
+vllm:num_requests_waiting, vllm:kv_cache_usage_perc, vllm:num_preemptions_total,
+vllm:generation_tokens_total) and `/stats` (the benchmark's: tokens made and the busy window, first arrival
+to last answer).
 
     python benchmarks/simulated_vllm.py --instances 4 --speeds 1,1,0.5,0.25 --port-file ports.json
 """
@@ -31,11 +33,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
+import sys
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
-from simulated_tgi import http_server
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.servers
+from tests.servers import protocol  # noqa: E402
+
+MODEL = "bft/simulated-vllm"
 
 
 @dataclass
@@ -159,17 +165,15 @@ class Scheduler:
 
     def metrics(self) -> str:
         use = self.kv_used() / self.config.kv_cache_tokens
-        label = '{model_name="bft/simulated-vllm"}'
-        return "".join(
-            f"# TYPE {name} {kind}\n{name}{label} {value}\n"
-            for name, kind, value in (
-                ("vllm:num_requests_running", "gauge", float(len(self.running))),
-                ("vllm:num_requests_waiting", "gauge", float(len(self.waiting))),
-                ("vllm:kv_cache_usage_perc", "gauge", round(use, 4)),
-                ("vllm:num_preemptions_total", "counter", float(self.preemptions)),
-                ("vllm:generation_tokens_total", "counter", float(self.computed_total)),
-            )
+        running, waiting = protocol.LOAD_METRICS["vllm"]
+        samples = (
+            (running, "gauge", float(len(self.running))),
+            (waiting, "gauge", float(len(self.waiting))),
+            (protocol.VLLM_KV_CACHE_USAGE, "gauge", round(use, 4)),
+            (protocol.VLLM_PREEMPTIONS, "counter", float(self.preemptions)),
+            (protocol.VLLM_GENERATION_TOKENS, "counter", float(self.computed_total)),
         )
+        return protocol.prometheus(samples, MODEL)
 
     def stats(self) -> dict:
         window = (self.last_answer - self.first_arrival) if self.first_arrival and self.last_answer else None
@@ -202,46 +206,34 @@ class VLLMInstance:
 
     async def start(self) -> int:
         self.loop_task = asyncio.create_task(self.scheduler.run())
-        self.server = await http_server(self.route)
+        self.server = await protocol.http_server(self.route)
         return self.server.sockets[0].getsockname()[1]
 
     async def route(self, method: str, path: str, body: bytes) -> tuple[int, object, dict]:
         if method == "GET" and path == "/v1/models":
-            card = {"id": "bft/simulated-vllm", "object": "model", "owned_by": "vllm", "root": "bft/simulated-vllm",
-                    "max_model_len": self.config.max_model_len}  # fmt: skip
-            return 200, {"object": "list", "data": [card]}, {}
+            return 200, protocol.model_list([protocol.model_card(MODEL, "vllm", self.config.max_model_len)]), {}
         if method == "GET" and path == "/health":
-            return 200, {}, {}
+            return 200, "", {}
         if method == "GET" and path == "/metrics" and self.config.metrics:
-            return 200, self.scheduler.metrics(), {"Content-Type": "text/plain; version=0.0.4"}
+            return 200, self.scheduler.metrics(), {"Content-Type": protocol.METRICS_CONTENT_TYPE}
         if method == "GET" and path == "/stats":
             return 200, self.scheduler.stats(), {}
-        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
-            return 404, {"error": {"message": f"Not Found: {method} {path}", "type": "NotFoundError", "code": 404}}, {}
+        if method != "POST" or path not in (protocol.CHAT, protocol.COMPLETIONS):
+            return 404, protocol.error_body("vllm", 404, f"Not Found: {method} {path}", "NotFoundError"), {}
         request = json.loads(body)
-        prompt = request["messages"][-1]["content"] if path.endswith("chat/completions") else request["prompt"]
-        prompt_tokens = len(prompt.split())
+        prompt = protocol.prompt_of(path, request)
+        prompt_tokens = protocol.count_tokens(prompt)
+        max_tokens = request.get("max_tokens") or 1 << 20
         try:
-            generated = await self.scheduler.generate(prompt_tokens, request.get("max_tokens") or 1 << 20)
+            generated = await self.scheduler.generate(prompt_tokens, max_tokens)
         except OverflowError:
-            error = {"error": {"message": "Too many concurrent requests", "type": "rate_limit_exceeded", "code": 429}}
+            error = protocol.error_body("vllm", 429, "Too many concurrent requests", "rate_limit_exceeded")
             return 429, error, {"Retry-After": f"{self.config.retry_after:g}"}
-        text = reply_text(prompt, generated)
-        finish = "length" if generated >= (request.get("max_tokens") or 1 << 20) else "stop"
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": generated,
-            "total_tokens": prompt_tokens + generated,
-        }
-        if path.endswith("chat/completions"):
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
-                      "logprobs": None}  # fmt: skip
-            kind = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-            kind = "text_completion"
-        return 200, {"id": "sim", "object": kind, "created": int(time.time()), "model": "bft/simulated-vllm",
-                     "choices": [choice], "usage": usage}, {}  # fmt: skip
+        text = reply_text(prompt, generated)  # the module's, looked up here (request_cache.py replaces it)
+        finish = protocol.OPENAI_FINISH[protocol.finish_at(generated, max_tokens)]
+        choice = protocol.chat_choice(text, finish) if path == protocol.CHAT else protocol.text_choice(text, finish)
+        usage = protocol.usage(prompt_tokens, generated)
+        return 200, protocol.completion(path, choice, model=MODEL, usage=usage, id="sim"), {}
 
 
 async def serve(configs: list[VLLMConfig], port_file: str) -> None:

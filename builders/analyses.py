@@ -5,7 +5,7 @@ same figures computed the same way:
 
 - `mauve`: pairs `A,B` of configs (`config`, or `FOLDER:config` of another output) whose responses are
   compared with MAUVE on `features_model`'s features (`mauve_comparison.py`; BAFT Table 3);
-- `tagger`: a served model's URL; each config's pairs are tagged InsTag-style (`tagging.py`).
+- `tagger`: a served model's URL; each config's pairs are tagged InsTag-style (`instag_counts.py`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from bft.builders.instag_counts import tag_configs
 from bft.builders.mauve_comparison import EMBEDDED, compare_configs
 from bft.builders.report import PAIR_CONFIGS, add_comparisons, add_tag_counts
-from bft.builders.tagging import tag_configs
 
 
 @dataclass

@@ -38,7 +38,7 @@ from bft.builders.bft_dataset import BftDataset, available_configs, read_seed
 from bft.builders.checks import PII_FIELDS, Findings, count_pii, redact_text
 from bft.builders.facts import FACTS_FILE, BuildFacts
 from bft.builders.instructions import load_instructions
-from bft.builders.public import public_row, public_url, public_value
+from bft.builders.public_form import public_row, public_url, public_value
 from bft.builders.report import PAIR_CONFIGS, data_report, length_counter
 from bft.cards.common import BUILT_CONFIGS_ABOUT, model_terms
 from bft.cards.dataset_card import example_json
@@ -47,8 +47,8 @@ from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import OUTPUT_CONFIG_NAMES, RUN_CONFIG_FILE, STATS_FILE, config_file, main_config
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.generation.reasons import PARSE, REQUEST_STAGES, reasons_of_kind
-from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
-from bft.generation.run.wiring import why_empty
+from bft.generation.run.finishing import why_empty
+from bft.generation.run.stats import ENDPOINTS_KEY, SERVERS_KEY, RunStats
 from bft.generation.text import file_sha256
 
 REPORT_FILE = "report.json"  # the data report (builders/report.py), also shown on the card
@@ -100,6 +100,8 @@ def build(
         stats_json = json.loads((output / STATS_FILE).read_text(encoding="utf-8"))
         if ENDPOINTS_KEY in stats_json:  # keyed by endpoint URL: private hosts masked, as everywhere
             stats_json[ENDPOINTS_KEY] = {public_url(url): limit for url, limit in stats_json[ENDPOINTS_KEY].items()}
+        if SERVERS_KEY in stats_json:  # the servers bft started: their model folders, Python and logs too
+            stats_json[SERVERS_KEY] = public_value(stats_json[SERVERS_KEY])
         (stage / STATS_FILE).write_text(json.dumps(stats_json, indent=2) + "\n", encoding="utf-8")
         settings = public_value(yaml.safe_load((output / RUN_CONFIG_FILE).read_text(encoding="utf-8")) or {})
         run_config = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)

@@ -19,7 +19,7 @@ and for the dataset as a whole:
   5-grams of one (evaluation instructions of five words or more). Flagged rows are listed with the
   evaluation item they overlap;
 - **tags** (when a tagger is given): InsTag-style tags per pair from a served model, a measure of
-  complexity (`builders/tagging.py`);
+  complexity (`builders/instag_counts.py`);
 - **comparisons** (when asked for): MAUVE between two configs' responses in a model's embedding space
   (BAFT Table 3; `builders/mauve_comparison.py`), config against config.
 
@@ -190,7 +190,7 @@ def figure_methods(unit: str, rows_compared: int) -> dict[str, str]:
 
 
 def add_tag_counts(report: dict, counts: dict[str, dict], tagger: str, size: int) -> dict:
-    """The tagger's counts per config (`builders/tagging.py`) into the report, with how they were computed."""
+    """The tagger's counts per config (`builders/instag_counts.py`) into the report, with how they were computed."""
     for entry in report["configs"]:
         if entry["name"] in counts:
             entry["tags"] = counts[entry["name"]]

@@ -38,7 +38,7 @@ SUBCOMMANDS = {
     "seed": ("bft.builders.seed", "Build the seed set (and reversed pairs) from Open Assistant or pairs."),
     "build": ("bft.builders.build", "Package a generate output as a dataset folder with its card."),
     "release": ("bft.builders.release", "Push a built dataset to the Hub as a tagged version."),
-    "view": ("bft.builders.view", "Browse a generate output or a built dataset in a local web page."),
+    "view": ("bft.viewer.command", "Browse a generate output or a built dataset in a local web page."),
     "train": ("bft.training.train", "Fine-tune a backward, seed or curated model with TRL from a recipe."),
     "serve": ("bft.training.serve", "Serve a trained model folder locally (transformers serve) for bft generate."),
     "eval": ("bft.training.evaluate", "Answer an instruction set, judge against a reference, win rates, data report."),

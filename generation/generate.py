@@ -12,6 +12,10 @@ Examples:
     bft generate dolma/ --out out/ --stage-endpoint backtranslate=http://gpu1:8080 \
         --stage-endpoint curate=http://gpu2:8080 --stage-endpoint rewrite=http://gpu2:8080
 
+    # bft starts the servers itself (vLLM or SGLang, one replica per GPU group), and stops them at the end
+    bft generate dolma/ --out out/ --serve vllm --serve-model meta-llama/Llama-3.1-8B-Instruct \
+        --serve-arg="--max-model-len 8192"
+
     # one GPU serving the models in turn: run a stage, swap the model, rerun with one stage more
     bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate
     bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate,curate,rewrite
@@ -26,87 +30,79 @@ its summary without starting a server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from bft.generation.config import ALL_STAGES, STAGES, GenerateConfig, dump_config, load_config, shipped_configs
+from bft.generation.config import ALL_STAGES, GenerateConfig
+from bft.generation.config.files import dump_config, load_config, shipped_configs
+from bft.generation.config.flags import add_config_flag, flag_overrides
 from bft.generation.corpus.diagnosis import likely_cause, nothing_enters
 from bft.generation.corpus.files import COMPRESSIONS, PAGE_SUFFIXES, PARQUET_SUFFIXES
-from bft.generation.endpoints.client import base_url, redact_url
 from bft.generation.endpoints.embedded import EmbeddedServer, converted_checkpoint
+from bft.generation.endpoints.transport import base_url, redact_url
 from bft.generation.errors import ConfigError
 from bft.generation.layout import PREPARE, RUN_CONFIG_FILE
 from bft.generation.run.cache_plan import cached_shares
+from bft.generation.run.cached_replies import cache_folder
 from bft.generation.run.dry_run import add_probe, format_plan, plan_run
+from bft.generation.run.finishing import RunSummary, finished_run
+from bft.generation.run.inputs import scoring_rule_of_the_pool
 from bft.generation.run.local import generate_locally
+from bft.generation.run.pools import use_embedded, use_served_tokenizers
 from bft.generation.run.ray_executor import generate_on_ray
-from bft.generation.run.rounds import scoring_rule_of_the_pool
-from bft.generation.run.wiring import (
-    RunSummary,
-    cache_folder,
-    check_resumable,
-    finished_run,
-    use_embedded,
-    use_served_tokenizers,
-)
+from bft.generation.run.resume import check_resumable
+from bft.generation.run.servers import RunServers, served_stages
+
+# The flags that set a run setting: flag -> the field's dotted path in `GenerateConfig` (`*.model`: every stage's
+# `model`; `cache.mode=off`: a switch setting that value). Their type, choices, stated default and help are the
+# field's (`config/flags.py`); a flag not given leaves the --config file's value.
+CONFIG_FLAGS = {
+    "--out": "out",
+    "--endpoint": "endpoints",
+    "--model": "*.model",
+    "--max-concurrency": "*.max_concurrency",
+    "--score-mode": "curate.score_mode",
+    "--min-score": "curate.min_score",
+    "--stages": "stages",
+    "--limit": "corpus.limit",
+    "--text-field": "corpus.text_field",
+    "--id-field": "corpus.id_field",
+    "--split": "corpus.split",
+    "--revision": "corpus.revision",
+    "--cache": "cache.path",
+    "--no-cache": "cache.mode=off",
+    "--executor": "executor",
+    "--ray-address": "ray.address",
+    "--ray-actors": "ray.actors",
+    "--serve": "serve.engine",
+    "--serve-model": "serve.model",
+    "--serve-arg": "serve.args",
+    "--serve-python": "serve.python",
+    "--serve-replicas": "serve.replicas",
+}
+REQUIRED_FLAGS = ("--out",)  # a run needs somewhere to write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", help=corpus_help())
-    parser.add_argument("--out", required=True, help="Output folder (rerun with the same folder to resume)")
     parser.add_argument(
         "--config",
         help=f"YAML run config file, or a shipped one by name: {', '.join(shipped_configs())} "
-        "(the demo's: generation/demo/demo.yaml)",
+        "(the demo's: generation/demo/demo.yaml); the flags below override its keys",
     )
-    parser.add_argument(
-        "--endpoint",
-        action="append",
-        default=None,
-        help="Endpoint URL for every stage; repeat for several. It replaces the stage endpoints a --config names "
-        "(--stage-endpoint sets one stage's)",
-    )
+    for flag, target in CONFIG_FLAGS.items():
+        add_config_flag(parser, flag, target, required=flag in REQUIRED_FLAGS)
     parser.add_argument(
         "--stage-endpoint",
         action="append",
         default=None,
         metavar="STAGE=URL",
-        help="Endpoint for one stage only (e.g. curate=http://gpu2:8080); repeat for several",
-    )
-    parser.add_argument(
-        "--model",
-        help="Model name sent in requests, for servers that do not list theirs (`bft serve` prints it)",
-    )
-    parser.add_argument(
-        "--max-concurrency",
-        type=int,
-        help="Requests in flight per endpoint, shared by the stages (default: auto, found by measuring the server)",
-    )
-    parser.add_argument(
-        "--score-mode",
-        choices=("parsed", "expected"),
-        help="Curate on the score the model wrote (parsed, default) or on sum p(k)*k (expected)",
-    )
-    parser.add_argument("--min-score", type=float, help="Curation threshold (default 5 parsed, 4.5 expected)")
-    parser.add_argument("--stages", help=f"Comma-separated stages, in order (default: {','.join(STAGES)})")
-    parser.add_argument("--limit", type=int, help="Process at most N documents")
-    parser.add_argument("--text-field", help="Column with the document text (default: text)")
-    parser.add_argument("--id-field", help="Column with the document id (default: id)")
-    parser.add_argument("--split", help="Hub datasets: split (default: train)")
-    parser.add_argument("--revision", help="Hub datasets: revision")
-    parser.add_argument(
-        "--cache",
-        metavar="DIR",
-        help="The request cache's folder: replies stored by what decides them, so an edited run asks only what "
-        "changed (default: $BFT_REQUEST_CACHE, else $BFT_CACHE/requests, else ~/.cache/bft/requests)",
-    )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="Ask every request again and store nothing (cache.mode: off); a sampled reply is otherwise reused",
+        help="Endpoint for one stage only (e.g. curate=http://gpu2:8080); repeat for several. --endpoint replaces "
+        "the stage endpoints a --config names",
     )
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars")
     parser.add_argument(
@@ -124,15 +120,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--throughput", type=float, metavar="TOKENS_PER_S", help="--dry-run: completion tokens/s to estimate time with"
     )
-    parser.add_argument(
-        "--executor",
-        choices=("local", "ray"),
-        help="local (default): this process streams the corpus; ray: blocks of it on a Ray cluster (bft[ray])",
-    )
-    parser.add_argument("--ray-address", help="--executor ray: the cluster to join (default: $RAY_ADDRESS, else local)")
-    parser.add_argument(
-        "--ray-actors", type=int, help="--executor ray: actors running the stages (default: see README)"
-    )
 
 
 def corpus_help() -> str:
@@ -146,36 +133,12 @@ def corpus_help() -> str:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    overrides = {"corpus.path": args.corpus, "out": args.out}
+    """The config keys the command line sets: CORPUS, the table's flags, and --stage-endpoint's."""
+    overrides = {"corpus.path": args.corpus}
     if args.endpoint:  # the command line wins over the config: every stage goes to these endpoints
-        overrides["endpoints"] = args.endpoint
         for stage in ALL_STAGES:
             overrides[f"{stage}.endpoints"] = []
-    if args.stages:
-        overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
-    for flag, key in (("limit", "corpus.limit"), ("text_field", "corpus.text_field"), ("id_field", "corpus.id_field")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    for flag in ("split", "revision"):
-        if getattr(args, flag) is not None:
-            overrides[f"corpus.{flag}"] = getattr(args, flag)
-    if args.model is not None:
-        for stage in ALL_STAGES:
-            overrides[f"{stage}.model"] = args.model
-    if args.max_concurrency is not None:
-        for stage in ALL_STAGES:
-            overrides[f"{stage}.max_concurrency"] = args.max_concurrency
-    for flag, key in (("executor", "executor"), ("ray_address", "ray.address"), ("ray_actors", "ray.actors")):
-        if getattr(args, flag, None) is not None:
-            overrides[key] = getattr(args, flag)
-    if getattr(args, "cache", None) is not None:
-        overrides["cache.path"] = args.cache
-    if getattr(args, "no_cache", False):
-        overrides["cache.mode"] = "off"
-    if args.score_mode is not None:
-        overrides["curate.score_mode"] = args.score_mode
-    if args.min_score is not None:
-        overrides["curate.min_score"] = args.min_score
+    overrides.update(flag_overrides(CONFIG_FLAGS, args))
     for item in args.stage_endpoint or []:
         stage, _, url = item.partition("=")
         if stage not in ALL_STAGES or not url:
@@ -190,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if config.stages[0] == "curate" and not args.config:
         config = scoring_rule_of_the_pool(config, overrides)
     note_routes(config)
+    served = served_stages(config)  # (refused here, before anything is written, when it conflicts)
     use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr))
     if args.dry_run or args.probe is not None:
         return dry_run(config, args)
@@ -214,16 +178,18 @@ def run(args: argparse.Namespace) -> int:
     summary = finished_run(config)  # a rerun of a finished run: its summary, without a server or a request
     if summary is not None:
         print(f"bft generate: {out} is finished: every record has its outcome; nothing to send", file=sys.stderr)
-    elif config.endpoints or all(config.stage(s).endpoints for s in config.stages):
-        summary = execute(config, progress)
     else:
-        print("bft generate: no --endpoint given: starting the embedded SmolLM2-135M-Instruct server", file=sys.stderr)
-        checkpoint = converted_checkpoint()
-        log = out / ".bft" / "embedded-server.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with EmbeddedServer(checkpoint, log_path=log) as server:
-            use_embedded(config, server)
+        with contextlib.ExitStack() as running:
+            servers = running.enter_context(RunServers(config, out, log=say)) if served else None
+            if not (config.endpoints or all(config.stage(s).endpoints for s in config.stages)):
+                say("bft generate: no --endpoint given: starting the embedded SmolLM2-135M-Instruct server")
+                log = out / ".bft" / "embedded-server.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                use_embedded(config, running.enter_context(EmbeddedServer(converted_checkpoint(), log_path=log)))
             summary = execute(config, progress)
+        if servers is not None:  # (stats.json is written by then: the servers' facts added to it)
+            summary.stats.servers = servers.facts()
+            summary.stats.write(out)
     print_summary(out, summary, time.monotonic() - started)
     problem = all_rejected_for_one_reason(config, summary)
     if problem:
@@ -232,9 +198,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def note_routes(config: GenerateConfig) -> None:
     """Say once for each endpoint URL given with a route (`.../v1/chat/completions`) that its server's base URL
-    is used: bft adds the routes itself (`endpoints/client.base_url`)."""
+    is used: bft adds the routes itself (`endpoints/transport.base_url`)."""
     urls = [*config.endpoints, *(url for name in ALL_STAGES for url in config.stage(name).endpoints)]
     for url in dict.fromkeys(urls):
         root = base_url(url)

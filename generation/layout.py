@@ -14,6 +14,7 @@ once. A `bft generate` output folder OUT:
     .bft/journal/STAGE.jsonl           the resumable journals the parquet files are made from
     .bft/blocks/KEY/journal/           the same per block, for `--executor ray`
     .bft/earlier/TIME/                 an earlier run's files, set aside when the folder got a changed config
+    .bft/servers/NAME-N.log            the log of each server replica bft started for the run (`serve:`)
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def blocks_dir(out: Path) -> Path:
 
 def earlier_runs_dir(out: Path) -> Path:
     return out / ".bft" / "earlier"
+
+
+def servers_dir(out: Path) -> Path:
+    return out / ".bft" / "servers"
 
 
 def config_file(out: Path, config: str) -> Path | None:

@@ -86,7 +86,7 @@ DOCUMENT_TOO_SHORT = _reason("document_too_short", INPUT, _P, "under prepare.min
 DUPLICATE_TEXT = _reason("duplicate_text", INPUT, _P, "the cleaned text of an earlier document (prepare.dedup)")
 EXCEEDS_CONTEXT = _reason("exceeds_context", INPUT, _P, "a prompt of some stage over prepare.context_tokens")
 
-# -- requests (endpoints/client.py, run/engine.py) -------------------------------------------------------------
+# -- requests (endpoints/failures.py, endpoints/client.py, run/engine.py) --------------------------------------
 INPUT_TOO_LONG = _reason(
     "input_too_long", INPUT, REQUEST_STAGES, "the server refused the prompt as longer than its context"
 )

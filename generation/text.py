@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 from pathlib import Path
 
 WORD_RE = re.compile(r"\w+", re.UNICODE)
+ASCII_WORD_RE = re.compile(r"\w+", re.ASCII)  # the same runs on ASCII text
 SURROGATE_RE = re.compile("[\ud800-\udfff]")  # lone UTF-16 surrogates: a str that cannot be UTF-8
 COPY_NGRAM = 5
 GROUNDING_NGRAM = 3
@@ -28,7 +30,14 @@ MIN_COPY_WORDS = 8  # shorter instructions share too few 5-grams to judge
 
 def words(text: str) -> list[str]:
     """Lower-cased words, the unit of every overlap measure in bft."""
-    return [w.lower() for w in WORD_RE.findall(text or "")]
+    return list(_words(text or ""))
+
+
+@lru_cache(maxsize=64)  # a document is measured by several checks at each stage it reaches
+def _words(text: str) -> tuple[str, ...]:
+    if text.isascii():  # lower-casing first finds the same words (no letter changes length), in a third less time
+        return tuple(ASCII_WORD_RE.findall(text.lower()))
+    return tuple(w.lower() for w in WORD_RE.findall(text))
 
 
 def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = ("cards", "generation", "builders", "training")  # bottom to top
+FOLDERS = ("cards", "generation", "builders", "training", "viewer")  # bottom to top
 # The commands: arguments, `run` and printing. Only `generation/cli.py` names them (in its table).
 COMMANDS = {
     "bft.generation.generate",
@@ -19,10 +19,10 @@ COMMANDS = {
     "bft.builders.seed",
     "bft.builders.build",
     "bft.builders.release",
-    "bft.builders.view",
     "bft.training.train",
     "bft.training.serve",
     "bft.training.evaluate",
+    "bft.viewer.command",
 }
 CLI = "bft.generation.cli"
 # The ground floor: record types, errors, text measures, the output folder's layout, rejection reasons.

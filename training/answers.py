@@ -9,7 +9,7 @@ command before anything is written, so an outputs file is never missing answers.
 from __future__ import annotations
 
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.asking import ask_endpoint
+from bft.generation.endpoints.chat_batch import ask_endpoint
 from bft.generation.errors import ConfigError
 from bft.generation.method.tags import INFERENCE_TAGS, tagged_turns
 

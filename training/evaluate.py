@@ -21,7 +21,7 @@
 - `report`: the data report of a generated or built dataset (`builders/report.py`), and with
   `--mauve rewritten,../distilled-out:distilled` BAFT's embedding-space comparison of two configs'
   responses (`builders/mauve_comparison.py`); with `--tagger URL` InsTag-style tag counts per config
-  (`builders/tagging.py`).
+  (`builders/instag_counts.py`).
 
 This module is the command (arguments, steps, printing); answering is `training/answers.py`, judging
 `training/judge.py`, the figures `training/winrate.py`.

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.asking import ask_endpoint
+from bft.generation.endpoints.chat_batch import ask_endpoint
 from bft.generation.errors import ConfigError
 from bft.generation.method.prompts import load_template
 

@@ -111,7 +111,7 @@ class Preparer:
     """Applies the prepare rules to each document of a stream."""
 
     def __init__(self, config: PrepareConfig, fits=None, duplicates: set[int] | None = None):
-        """`fits` is the context check (`run/wiring.ContextFit`: `overflow(text)`, `cut(text)`), or None.
+        """`fits` is the context check (`method/fitting.ContextFit`: `overflow(text)`, `cut(text)`), or None.
 
         `duplicates`, when given, are the positions already known to repeat an earlier text (decided
         over the whole corpus by `corpus/blocks.py`); otherwise texts are compared along the stream.

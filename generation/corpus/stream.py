@@ -29,7 +29,7 @@ def document_stream(
 ) -> Iterator[Document | Rejected]:
     """`items` as read, segmented and put through the prepare rules.
 
-    `fits(text)` is the context check (`run/wiring.context_check`); `duplicates`, the positions whose
+    `fits(text)` is the context check (`method/fitting.context_check`); `duplicates`, the positions whose
     text came earlier in the corpus, when a block plan decided them (else prepare decides as it reads).
     """
     return Preparer(config.prepare, fits, duplicates=duplicates)(segmenter(config)(items))
@@ -42,7 +42,7 @@ def corpus_documents(config: GenerateConfig, fits=None) -> Iterator[Document | R
 
 def corpus_records(config: GenerateConfig) -> Iterator[Document | Rejected]:
     """The configured corpus's records as read (ids, duplicates and unreadable lines decided), before
-    segmenting and the prepare rules: what an instruction set is read as, too (`run/rounds.py`)."""
+    segmenting and the prepare rules: what an instruction set is read as, too (`run/inputs.py`)."""
     corpus = config.corpus
     return read_corpus(
         corpus.path,

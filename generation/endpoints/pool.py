@@ -29,9 +29,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from bft.generation.endpoints.client import DOWN_CAUSES, OVERLOAD_CAUSES, Endpoint, RetryableError
+from bft.generation.endpoints.client import Endpoint
+from bft.generation.endpoints.failures import DOWN_CAUSES, OVERLOAD_CAUSES
 from bft.generation.endpoints.limiter import AdaptiveLimit, Waiter
-from bft.generation.errors import EndpointError
+from bft.generation.errors import EndpointError, RetryableError
 
 
 @dataclass(eq=False)

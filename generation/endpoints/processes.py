@@ -1,6 +1,7 @@
 """A model server as bft's subprocess: started in a process group of its own, waited for, watched, stopped.
 
-The embedded `transformers serve` (`embedded.py`) and the real vLLM (`vllm_server.py`) share this. Each
+The embedded `transformers serve` (`embedded.py`), the engines bft starts (`engines.py`) and the real vLLM of
+the tests (`vllm_server.py`) share this. Each
 server started here is registered by URL, so the engine can tell a request that failed because the server
 bft started has exited (`server_exit`) from one a live server refused: the run then stops naming the exit,
 instead of rejecting documents.
@@ -31,6 +32,10 @@ from bft.generation.errors import EndpointError
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 RUNNING: dict[str, ServerProcess] = {}  # the servers this process started, by URL
+# The process-group keeper a real engine runs under (`sh -c GROUP_KEEPER NAME COMMAND...`): runs the command and
+# ends the whole process group when it exits (with its exit status) or when this `sh` is told to stop (SIGTERM:
+# its parent died, or `stop`); TERM is ignored meanwhile so the `sh` outlives its `kill 0`.
+GROUP_KEEPER = 'trap \'trap "" TERM; kill 0; exit 143\' TERM; "$@" & wait $!; code=$?; trap "" TERM; kill 0; exit $code'
 
 
 def server_exit(url: str) -> str | None:
@@ -108,6 +113,17 @@ def sockets_of_group(group: int) -> set[str]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return inodes
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of process group `group` is left."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def die_with_parent(signal_number: int = signal.SIGKILL) -> Callable[[], None]:
@@ -210,7 +226,8 @@ class ServerProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM to the whole process group; SIGKILL if it has not ended in `grace` seconds."""
+        """SIGTERM to the whole process group; SIGKILL if it has not ended in `grace` seconds. Returns once no
+        process of the group is left (the group keeper exits as soon as it has signalled the others)."""
         RUNNING.pop(self.url, None)
         if self.process is None or self.process.poll() is not None:
             return
@@ -219,6 +236,13 @@ class ServerProcess:
             self.process.wait(timeout=grace)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             self.kill()
+        deadline = time.monotonic() + grace
+        while group_alive(self.process.pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                deadline = float("inf")  # (SIGKILL ends them: wait for that)
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crash would end it."""

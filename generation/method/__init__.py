@@ -7,7 +7,8 @@
 - `stages`: backtranslate, curate, rewrite and distill: a request per record, and a `Verdict` per reply;
 - `parsing`: instructions, scores, expected scores and `[RES]` blocks read from replies;
 - `replies`: odd replies recognized before parsing (empty, echoing the prompt, another language);
-- `fitting`: a document cut so its prompt fits the model's context;
+- `fitting`: the context budget: how much of a prompt fits a model's context (prepare's check, before
+  sending, after a refusal), and a document cut to fit;
 - `filters`: the content filters (meta-text instructions, refusals, grounding thresholds);
 - `tags`: Humpback's S_a/S_w tags and the SFT rows they go in.
 """

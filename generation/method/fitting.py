@@ -1,6 +1,19 @@
-"""Cutting a document so that its prompt fits the model's context, after a server refused it (HTTP 422).
+"""The context budget, in one place: how much of a prompt fits a model's context, and cutting a document to fit.
 
-Web documents are often longer than a model's context. TGI refuses such a request with 422
+Three moments meet the same arithmetic (a context less the stage's `max_tokens`), so it is written here once:
+
+- **before the run** (`ContextFit`, `context_check`): with `prepare.context_tokens` set, prepare drops or cuts
+  a document whose prompt would not fit some stage, before any request is paid for; the dry run counts
+  prompts the same way (`prompt_tokens`: the stage's tokenizer, else `chars_per_token` characters a token);
+- **before a request** (`declared_budget`, `counted_here`, `too_long_before_sending`): the engine refuses,
+  unsent, a prompt longer than what the endpoint's declared limits leave after `max_tokens`, counted by the
+  stage's tokenizer, else by the server (`/tokenize`) unless it surely fits (`surely_fits`);
+- **after a refusal** (`parse_context_error`, `cut_to_fit`, `fit_document`): the document is cut once.
+
+Which server replies count as "too long" is the client's to say (`endpoints/failures.py`, from the HTTP
+status and wording); what the numbers in them mean is read here.
+
+After a refusal. Web documents are often longer than a model's context. TGI refuses such a request with 422
 ("`inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000 `inputs` tokens and 1024
 `max_new_tokens`"); current vLLM with 400 ("You passed 5000 input tokens and requested 1024 output
 tokens. However, the model's context length is only 4096 tokens, ..."), older vLLM ("This model's
@@ -24,7 +37,8 @@ How much to cut, best source first:
    tokens the server's limit leaves after the rest of the prompt and `max_tokens`;
 2. the numbers in the server's error (limit and the prompt's token count): the document loses the
    excess, converted to characters at this prompt's own characters-per-token ratio, plus a margin;
-3. the limits in TGI's `/info`, at `chars_per_token` characters per token;
+3. the endpoint's declared limits (`declared_budget`: TGI's `/info`, vLLM's and SGLang's `max_model_len`), at
+   `chars_per_token` characters per token;
 4. nothing known: the document is halved.
 
 Cuts fall on whitespace where one is near, so no word is split.
@@ -33,10 +47,18 @@ Cuts fall on whitespace where one is near, so no word is split.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from bft.generation.config import GenerateConfig
+from bft.generation.errors import ConfigError
+from bft.generation.method.stages import Stage
+from bft.generation.records import StageRecord
 
 MARGIN = 0.1  # cut 10 % more than the estimate says, so one retry is enough
 MIN_CHARS = 64  # below this a document is not worth sending cut
+# Token-count margin for a chat template's own tokens (roles, a default system prompt): below bytes + this,
+# a prompt surely fits and is not counted at the server (every token of a byte-level vocabulary is >= 1 byte)
+TEMPLATE_TOKENS = 256
 
 _PATTERNS = [
     # TGI: `inputs` tokens + `max_new_tokens` must be <= 8192. Given: 9000 `inputs` tokens and 1024 `max_new_tokens`
@@ -151,14 +173,46 @@ def parse_context_error(detail: str, max_new_tokens: int) -> ContextLimit:
     return ContextLimit(None, None)
 
 
-def info_limit(max_input_tokens: int | None, max_total_tokens: int | None, max_new_tokens: int) -> int | None:
-    """The prompt budget TGI's `/info` implies for a request asking `max_new_tokens`."""
+def declared_budget(max_input_tokens: int | None, max_total_tokens: int | None, max_new_tokens: int) -> int | None:
+    """The prompt tokens an endpoint's declared limits leave a request asking `max_new_tokens`: TGI's `/info`
+    `max_input_tokens`, and the context (TGI `max_total_tokens`; vLLM and SGLang `max_model_len`) less
+    `max_new_tokens`, whichever is less; None when the endpoint declares neither."""
     budgets = []
     if max_input_tokens:
         budgets.append(max_input_tokens)
     if max_total_tokens and max_total_tokens > max_new_tokens:
         budgets.append(max_total_tokens - max_new_tokens)
     return min(budgets) if budgets else None
+
+
+def surely_fits(text: str, budget: int) -> bool:
+    """Whether a prompt fits `budget` tokens whatever the tokenizer: no token is shorter than a byte."""
+    return len(text.encode("utf-8")) + TEMPLATE_TOKENS <= budget
+
+
+def tokenizer_count(tokenizer, text: str) -> int:
+    """`text`'s tokens by a stage's tokenizer (a `transformers` tokenizer), without special tokens."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def counted_here(prompt: str, budget: int, tokenizer=None) -> int | None:
+    """The prompt's tokens as far as they are known before sending it: counted by the stage's `tokenizer`
+    when it has one; 0 (not counted) when it surely fits `budget` whatever the tokenizer; None when only the
+    server can count them (`/tokenize`; a character estimate would cut documents that fit)."""
+    if tokenizer is not None:
+        return tokenizer_count(tokenizer, prompt)
+    if surely_fits(prompt, budget):
+        return 0
+    return None
+
+
+def too_long_before_sending(tokens: int | None, budget: int, endpoint: str, max_tokens: int) -> str | None:
+    """Why a prompt of `tokens` tokens is refused before it is sent to `endpoint`, or None when it fits or
+    nobody could count it. Worded as `parse_context_error` reads it back (its "bft" pattern), so the
+    document is cut to the right size."""
+    if tokens is None or tokens <= budget:
+        return None
+    return f"the prompt has {tokens} tokens and {endpoint} leaves {budget} after {max_tokens} max_tokens (known before sending)"
 
 
 def cut_at_whitespace(text: str, chars: int) -> str:
@@ -183,7 +237,7 @@ def fit_document(
     """A shorter `document` for a prompt that was too long, or None when it cannot usefully be cut."""
     allowed = refusal.allowed_input or info_budget
     if tokenizer is not None and allowed:
-        overhead = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        overhead = tokenizer_count(tokenizer, prompt)
         ids = tokenizer(document, add_special_tokens=False)["input_ids"]
         overhead -= len(ids)
         budget = int((allowed - overhead) * (1 - MARGIN / 2))
@@ -201,3 +255,103 @@ def fit_document(
     if len(cut) < MIN_CHARS or len(cut) >= len(document):
         return None
     return cut
+
+
+def cut_to_fit(
+    stage: Stage,
+    record: StageRecord,
+    prompt: str,
+    refusal: str,
+    max_input_tokens: int | None,
+    max_total_tokens: int | None,
+    chars_per_token: float,
+) -> StageRecord | None:
+    """`record` with its document cut so that `stage`'s prompt (`prompt`, refused as too long with the detail
+    `refusal` by an endpoint declaring these limits) fits the model's context, flagged
+    `truncated_to_fit:STAGE:BEFORE->AFTER_chars`; None when it cannot usefully be cut."""
+    max_new = stage.config.sampling.max_tokens
+    cut = fit_document(
+        record.document,
+        prompt,
+        parse_context_error(refusal, max_new),
+        declared_budget(max_input_tokens, max_total_tokens, max_new),
+        chars_per_token,
+        stage.tokenizer if stage.config.tokenizer else None,
+    )
+    if cut is None:
+        return None
+    flag = f"truncated_to_fit:{stage.name}:{len(record.document)}->{len(cut)}_chars"
+    return replace(record, document=cut, flags=[*record.flags, flag])
+
+
+# -- before the run: prepare's context check --------------------------------------------------------
+
+
+def prompt_tokens(stage: Stage, document: str, instruction: str, chars_per_token: float) -> tuple[int, bool]:
+    """Tokens of the stage's prompt for `document` (and `instruction`), and whether the count is exact: by the
+    stage's tokenizer when it has one, else estimated at `chars_per_token` characters a token."""
+    record = StageRecord(id="", stage="", status="", document=document, position=0, input_location="")
+    record.instruction = instruction
+    text = stage.request(record).text
+    if stage.config.tokenizer:
+        return tokenizer_count(stage.tokenizer, text), True
+    return int(len(text) / chars_per_token), False
+
+
+class ContextFit:
+    """Whether a document fits the context in every stage of the run that sends it (`prepare.context_tokens`).
+
+    A stage's budget is the context less its `max_tokens` and `context_margin`, and, where its prompt
+    holds an instruction (curate, rewrite), less room for the longest instruction backtranslation keeps
+    (`backtranslate.max_instruction_chars` at `chars_per_token`, at most its `sampling.max_tokens`).
+    Rewriting asks 2,048 new tokens of a 4,096-token Llama-2, so a draft that fits backtranslation may not
+    fit rewriting: checked up front, a document is dropped or cut once, before any request, instead of
+    refused mid-run.
+    """
+
+    def __init__(self, config: GenerateConfig, stages: list[Stage]):
+        self.config = config
+        backtranslate = config.backtranslate
+        instruction = min(
+            backtranslate.sampling.max_tokens, -(-backtranslate.max_instruction_chars // config.chars_per_token)
+        )
+        self.stages = []
+        for stage in stages:
+            holds_instruction = "instruction" in stage.template.placeholders or "generated instruction" in (
+                stage.template.placeholders
+            )
+            budget = config.prepare.context_tokens - stage.config.sampling.max_tokens - config.prepare.context_margin
+            budget -= int(instruction) if holds_instruction and stage.name != "backtranslate" else 0
+            if budget <= 0:
+                raise ConfigError(
+                    f"prepare.context_tokens leaves no room for {stage.name}'s prompt after its max_tokens"
+                    + (", an instruction" if holds_instruction else "")
+                    + " and context_margin"
+                )
+            self.stages.append((stage, budget))
+
+    def tokens(self, stage: Stage, text: str) -> int:
+        return prompt_tokens(stage, text, "", self.config.chars_per_token)[0]
+
+    def overflow(self, text: str) -> str | None:
+        """The first stage `text` does not fit, or None."""
+        return next((stage.name for stage, budget in self.stages if self.tokens(stage, text) > budget), None)
+
+    def cut(self, text: str) -> str | None:
+        """The longest beginning of `text` (cut on whitespace) that fits every stage, or None."""
+        low, high, best = 0, len(text), None
+        while low <= high:  # binary search on the number of characters kept
+            middle = (low + high) // 2
+            candidate = cut_at_whitespace(text, middle)
+            if candidate and self.overflow(candidate) is None:
+                best, low = candidate, middle + 1
+            else:
+                high = middle - 1
+        return best
+
+
+def context_check(config: GenerateConfig, stages: list[Stage]) -> ContextFit | None:
+    """The context check for `prepare.context_tokens`, or None when it is not set."""
+    if config.prepare.context_tokens is None:
+        return None
+    return ContextFit(config, stages)

@@ -2,16 +2,22 @@
 
 - `engine`: documents through the stages against the endpoints, with retries and bounds;
 - `journal`: the append-only journals a rerun resumes from;
+- `resume`: what the journals say is finished and pending, whether a folder may be resumed with a config
+  (else the earlier run set aside), whether a whole run (or a Ray block) is finished;
 - `stats`: `StageStats` and `RunStats`, what `stats.json` holds and every report reads;
 - `progress`: one progress bar per stage, for both executors;
 - `output`: journals turned into parquet configs in corpus order;
-- `rounds`: where a run that does not start with backtranslation reads: an earlier output's pool
-  (Humpback's iteration, re-scored) or any instruction set (distill);
+- `inputs`: what a run reads: the corpus through prepare, an earlier output's pool (Humpback's iteration,
+  re-scored) or any instruction set (distill);
+- `stages`: the run's stages, built once from its config;
+- `servers`: the model servers a run starts itself (`serve:`, `--serve vllm`): resolved per stage and
+  shared, placed on the GPUs, started, pointed at, described in `stats.json` and stopped;
+- `pools`: the endpoints a run sends to, probed, checked against the stages and pooled with their limits;
+- `finishing`: stats, parquet configs and the card written from the journals, and the run's summary;
 - `request_cache`: the request cache's files (one append-only writer per process, merged on read);
-- `cached_replies`: its key (what decides a reply) and the replies the engine reads from it and stores;
+- `cached_replies`: its key (what decides a reply), the replies the engine reads from it and stores, and
+  the cache a run opens;
 - `dry_run`: `--dry-run`: what a run would send and cost, before anything is sent; `cache_plan`: how
   many of those requests the cache would answer;
-- `wiring`: what every executor does around the engine (stages, pools, resume rule, finishing);
-- `finished`: whether a run is finished, so that a rerun prints its summary with no server or request;
 - `local`: the local executor; `ray_executor`: the Ray executor.
 """

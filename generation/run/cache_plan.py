@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from bft.generation.config import GenerateConfig
 from bft.generation.corpus.stream import corpus_documents
-from bft.generation.endpoints.client import Endpoint, RequestRejected
+from bft.generation.endpoints.client import Endpoint
+from bft.generation.errors import RequestRejected
+from bft.generation.method.fitting import context_check
 from bft.generation.records import KEPT, Document
-from bft.generation.run.cached_replies import ReplyCache
+from bft.generation.run.cached_replies import ReplyCache, cache_folder
 from bft.generation.run.engine import prepared_record
+from bft.generation.run.pools import probe_endpoints
 from bft.generation.run.request_cache import RequestCache
-from bft.generation.run.wiring import build_stages, cache_folder, context_check, probe_endpoints
+from bft.generation.run.stages import build_stages
 
 
 @dataclass

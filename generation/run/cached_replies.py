@@ -27,6 +27,8 @@ limits are the same, so the document is cut to the same length without asking ag
 
 A sampled reply (temperature above 0, no seed) is stored once and is then the reply: a rerun reads the
 same sample. For new samples, set a seed or run with `--no-cache`.
+
+A run opens the cache it answers from with `open_replies` (`cache.mode`), in `cache_folder`.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bft.generation.endpoints.client import RequestRejected
+from bft.generation.config import GenerateConfig
+from bft.generation.errors import RequestRejected
 from bft.generation.method.stages import Request, Stage
 from bft.generation.reasons import INPUT_TOO_LONG
 from bft.generation.records import Generation, TokenChoice
-from bft.generation.run.request_cache import RequestCache
+from bft.generation.run.request_cache import RequestCache, default_cache_dir
 
 KEY_VERSION = 1  # raise when what a request means changes (a new field that decides the reply)
 REFUSALS_STORED = {INPUT_TOO_LONG}  # refusals that depend only on the request and the declared context
@@ -190,3 +193,15 @@ def _generation(stored: dict, top_n: int) -> Generation:
     if top_n and choices is not None:
         stored["token_choices"] = [TokenChoice(c["text"], [tuple(t) for t in c["top"][:top_n]]) for c in choices]
     return Generation(**stored)
+
+
+def open_replies(config: GenerateConfig) -> ReplyCache | None:
+    """The request cache the run answers from and stores in (`cache.mode`), or None when it is off."""
+    if config.cache.mode == "off":
+        return None
+    return ReplyCache(RequestCache(cache_folder(config), config.cache.mode), run=str(Path(config.out).resolve()))
+
+
+def cache_folder(config: GenerateConfig) -> Path:
+    """The request cache's folder: `cache.path`, else the default (`request_cache.default_cache_dir`)."""
+    return Path(config.cache.path or default_cache_dir()).expanduser().resolve()

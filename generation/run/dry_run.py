@@ -38,11 +38,11 @@ from bft.generation.config import GenerateConfig
 from bft.generation.corpus.diagnosis import nothing_enters
 from bft.generation.corpus.stream import corpus_documents
 from bft.generation.layout import PREPARE
-from bft.generation.method.stages import Stage
+from bft.generation.method.fitting import context_check, prompt_tokens
 from bft.generation.reasons import EXCEEDS_CONTEXT
-from bft.generation.records import Document, Rejected, StageRecord
+from bft.generation.records import Document, Rejected
+from bft.generation.run.stages import build_stages
 from bft.generation.run.stats import RunStats
-from bft.generation.run.wiring import build_stages, context_check
 
 SHOWN_DROPPED = 10
 
@@ -82,16 +82,6 @@ class Plan:
     probe_gaps: dict[str, list[str]] = field(default_factory=dict)  # why -> stages whose time the probe left unknown
     cache_path: str | None = None  # the request cache counted (`run/cache_plan.py`), with per stage its share:
     cached: list = field(default_factory=list)  # `CachedShare`s (answered, asked, after_asking)
-
-
-def prompt_tokens(stage: Stage, document: str, instruction: str, chars_per_token: float) -> tuple[int, bool]:
-    """Tokens of the stage's prompt for `document` (and `instruction`), and whether the count is exact."""
-    record = StageRecord(id="", stage="", status="", document=document, position=0, input_location="")
-    record.instruction = instruction
-    text = stage.request(record).text
-    if stage.config.tokenizer:
-        return len(stage.tokenizer(text, add_special_tokens=False)["input_ids"]), True
-    return int(len(text) / chars_per_token), False
 
 
 def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:

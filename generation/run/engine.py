@@ -11,12 +11,13 @@ is counted (the stage's tokenizer, else the server's `/tokenize`) and its docume
 
 Faults: 429, 5xx, timeouts, resets, aborted generations and malformed bodies are retried with
 exponential backoff and jitter (longer when the server sends `Retry-After`); a prompt refused as longer
-than the context is cut to fit once (`method/fitting.py`) and retried; other refusals reject the
-document, and the same refusal for several documents in a row stops the run (a setting every request
-would meet); 401/403/404 stop the run.
+than the context is cut to fit once and retried (the context budget, before sending and after a refusal,
+is `method/fitting.py`'s); other refusals reject the document, and the same refusal for several documents
+in a row stops the run (a setting every request would meet); 401/403/404 stop the run.
 
 Every document that enters a stage leaves it as a journal line, kept or rejected with a reason, before
-it moves on (see `journal.py`): a rerun skips finished work and never writes a document twice.
+it moves on (see `journal.py`): a rerun skips finished work and never writes a document twice (what is
+finished and what is pending is `resume.py`'s to say).
 
 With a request cache (`cached_replies.py`), a request whose reply is stored is answered from it as if the
 server had just sent it (its provenance says `cached`), and every reply that comes back whole is stored.
@@ -25,27 +26,49 @@ server had just sent it (its provenance says `cached`), and every reply that com
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import time
-from dataclasses import replace
 
 from bft.generation.config import GenerateConfig
-from bft.generation.endpoints.client import Endpoint, RequestRejected, RetryableError
+from bft.generation.endpoints.client import Endpoint
 from bft.generation.endpoints.pool import EndpointPool
 from bft.generation.endpoints.processes import server_exit
-from bft.generation.errors import EndpointError
+from bft.generation.endpoints.retry import RetryPolicy
+from bft.generation.errors import EndpointError, RequestRejected, RetryableError
 from bft.generation.layout import PREPARE
-from bft.generation.method.fitting import fit_document, info_limit, parse_context_error
+from bft.generation.method.fitting import counted_here, cut_to_fit, declared_budget, too_long_before_sending
 from bft.generation.method.stages import Request, Stage
-from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG, REQUEST_FAILED, TRANSIENT_REASONS
+from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG, REQUEST_FAILED
 from bft.generation.records import KEPT, REJECTED, Document, Rejected, StageRecord
 from bft.generation.run.cached_replies import ReplyCache
 from bft.generation.run.journal import Journal
 from bft.generation.run.progress import StageBars
+from bft.generation.run.resume import read_journals
 from bft.generation.run.stats import RunStats, StageStats
 
 REFUSALS_TO_STOP = 3  # the same input_invalid refusal for this many documents in a row stops the run
+
+
+def beyond_retrying(stage: Stage, endpoint: Endpoint | None, cause: str) -> EndpointError | None:
+    """The run-stopping error when a failed request says no retry can succeed, else None: the server bft
+    started has exited (no document is to blame), or a vLLM engine died on seeded requests (the same requests
+    would kill every other replica of the build in turn)."""
+    gone = server_exit(endpoint.url) if endpoint is not None else None
+    if gone:
+        return EndpointError(
+            f"the server bft started at {endpoint.name} has exited ({gone}); see its log under "
+            "OUT/.bft/, then rerun the same command to resume (finished documents are kept)"
+        )
+    if cause == "engine_dead" and stage.sampling.seed is not None and getattr(endpoint, "server_kind", None) == "vllm":
+        return EndpointError(
+            f"the vLLM engine at {endpoint.name} died while stage {stage.name} sent seeded requests "
+            f"(sampling.seed {stage.sampling.seed}). If its log says 'RuntimeError: CPU Generator does "
+            "not use offset', it is vLLM's CPU build, which crashes on a seeded request whose prompt "
+            "is prefilled in chunks (vllm/v1/worker/gpu_model_runner.py _bookkeeping_sync): restart "
+            f"the server and run without {stage.name}.sampling.seed (a new --out), or serve on a GPU. "
+            "Otherwise see its log for the cause, restart it and rerun the same command to resume"
+        )
+    return None
 
 
 class Engine:
@@ -58,8 +81,7 @@ class Engine:
         journal_dir,
         max_retries: int = 5,
         request_timeout: float = 300.0,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
+        retry_policy: RetryPolicy | None = None,
         truncate_to_fit: bool = True,
         chars_per_token: float = 3.0,
         progress: bool = True,
@@ -71,8 +93,8 @@ class Engine:
         self.pools = pools
         self.max_retries = max_retries
         self.request_timeout = request_timeout
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        # backoff with jitter between retries; a server's Retry-After honoured up to request_timeout
+        self.retry_policy = retry_policy or RetryPolicy(longest_wait=request_timeout)
         self.truncate_to_fit = truncate_to_fit
         self.chars_per_token = chars_per_token
         self.retry_failed = retry_failed
@@ -111,44 +133,6 @@ class Engine:
     def run_stats(self) -> RunStats:
         """The counters of every stage (prepare first) and the wall time of the last `run`."""
         return RunStats(dict(self.stats), self.wall_seconds)
-
-    # -- resume ---------------------------------------------------------------------------------------
-
-    def _load_done(self) -> tuple[dict[str, set[str]], dict[str, tuple[str, int]]]:
-        """Ids finished per stage, and where the kept records whose next stage has not run yet are.
-
-        A document's latest journal entry at a stage is its outcome there. A transient failure
-        (`request_failed`, its retries used up) is not a verdict: with `retry_failed` the document is
-        not finished at that stage, so this run sends it again (`retried_from_previous_run`); the
-        journal keeps every attempt's entry, and the output the latest. Only (journal, byte offset)
-        pairs stay in memory; a record is read back when its turn comes.
-        """
-        names = list(self.journals)
-        done: dict[str, set[str]] = {}
-        kept_offsets: dict[str, dict[str, int]] = {}
-        for name in names:
-            journal = self.journals[name]
-            journal.repair()
-            latest: dict[str, tuple[int, str, str | None]] = {}
-            for offset, entry in journal.entries():
-                latest[entry["id"]] = (offset, entry["status"], entry.get("reason"))
-            done[name], kept_offsets[name] = set(), {}
-            stats = self.stats[name]
-            for doc_id, (offset, status, reason) in latest.items():
-                if self.retry_failed and status == REJECTED and reason in TRANSIENT_REASONS:
-                    stats.retried_from_previous_run += 1
-                    continue
-                done[name].add(doc_id)
-                stats.count_outcome(status, reason)
-                stats.resumed += 1
-                if status == KEPT:
-                    kept_offsets[name][doc_id] = offset
-        pending: dict[str, tuple[str, int]] = {}
-        for previous, current in zip(names[1:], names[2:], strict=False):
-            for doc_id, offset in kept_offsets[previous].items():
-                if doc_id not in done[current]:
-                    pending[doc_id] = (previous, offset)
-        return done, pending
 
     # -- requests -------------------------------------------------------------------------------------
 
@@ -198,7 +182,15 @@ class Engine:
                 if key is not None and error is not replayed:
                     self.replies.remember_refusal(key, error, endpoint)
                 if error.reason == INPUT_TOO_LONG and self.truncate_to_fit and not fitted:
-                    shorter = self._fit(stage, record, request, error, endpoint)
+                    shorter = cut_to_fit(
+                        stage,
+                        record,
+                        request.text,
+                        error.detail,
+                        getattr(endpoint, "max_input_tokens", None),
+                        getattr(endpoint, "max_total_tokens", None),
+                        self.chars_per_token,
+                    )
                     if shorter is not None:
                         fitted, record = True, shorter
                         request = stage.request(record)
@@ -216,37 +208,18 @@ class Engine:
                 self._fatal = self._fatal or error
                 raise
             except (RetryableError, TimeoutError) as error:
-                gone = server_exit(endpoint.url) if endpoint is not None else None
-                if gone:  # the server bft started died: no request can succeed, and no document is to blame
-                    self._fatal = self._fatal or EndpointError(
-                        f"the server bft started at {endpoint.name} has exited ({gone}); see its log under "
-                        "OUT/.bft/, then rerun the same command to resume (finished documents are kept)"
-                    )
-                    raise self._fatal from None
                 cause = getattr(error, "cause", "timeout")
-                if (
-                    cause == "engine_dead"
-                    and stage.sampling.seed is not None
-                    and getattr(endpoint, "server_kind", None) == "vllm"
-                ):
-                    # the same seeded requests would kill every other replica of the build in turn: stop now
-                    self._fatal = self._fatal or EndpointError(
-                        f"the vLLM engine at {endpoint.name} died while stage {stage.name} sent seeded requests "
-                        f"(sampling.seed {stage.sampling.seed}). If its log says 'RuntimeError: CPU Generator does "
-                        "not use offset', it is vLLM's CPU build, which crashes on a seeded request whose prompt "
-                        "is prefilled in chunks (vllm/v1/worker/gpu_model_runner.py _bookkeeping_sync): restart "
-                        f"the server and run without {stage.name}.sampling.seed (a new --out), or serve on a GPU. "
-                        "Otherwise see its log for the cause, restart it and rerun the same command to resume"
-                    )
+                fatal = beyond_retrying(stage, endpoint, cause)
+                if fatal is not None:
+                    self._fatal = self._fatal or fatal
                     raise self._fatal from None
                 last_cause = str(error) or cause
                 if retries >= self.max_retries:
                     return stage.failure(record, REQUEST_FAILED, last_cause, attempt, endpoint)
                 retries += 1
                 stats.retries_by_cause[cause] += 1
-                delay = min(self.backoff_cap, self.backoff_base * 2 ** (retries - 1)) * (0.5 + random.random() / 2)
                 # the server's own `Retry-After` (a rate limit's window) wins over a shorter backoff
-                await asyncio.sleep(max(delay, min(getattr(error, "retry_after", None) or 0.0, self.request_timeout)))
+                await asyncio.sleep(self.retry_policy.delay(retries, getattr(error, "retry_after", None)))
                 continue
             self._refusals.pop(endpoint.name, None)  # an answer: the refusals in a row end
             stats.prompt_tokens += generation.prompt_tokens or 0
@@ -270,21 +243,16 @@ class Engine:
         when the prompt is long enough to matter. This matters most on vLLM, which does not refuse a prompt
         that leaves less than `max_tokens`: it serves a shorter reply. Where neither can count, the server's
         own refusal says the sizes (a character estimate would cut documents that fit)."""
-        budget = info_limit(endpoint.max_input_tokens, endpoint.max_total_tokens, stage.config.sampling.max_tokens)
+        max_tokens = stage.config.sampling.max_tokens
+        budget = declared_budget(endpoint.max_input_tokens, endpoint.max_total_tokens, max_tokens)
         if budget is None:
             return
-        if stage.config.tokenizer:
-            tokens = len(stage.tokenizer(request.text, add_special_tokens=False)["input_ids"])
-        elif endpoint.surely_fits(request.text, budget):
-            return
-        else:
+        tokens = counted_here(request.text, budget, stage.tokenizer if stage.config.tokenizer else None)
+        if tokens is None:
             tokens = await endpoint.count_tokens(request.text, request.mode, stage.config.model)
-        if tokens is not None and tokens > budget:
-            raise RequestRejected(
-                INPUT_TOO_LONG,
-                f"the prompt has {tokens} tokens and {endpoint.name} leaves {budget} after "
-                f"{stage.config.sampling.max_tokens} max_tokens (known before sending)",
-            )
+        detail = too_long_before_sending(tokens, budget, endpoint.name, max_tokens)
+        if detail is not None:
+            raise RequestRejected(INPUT_TOO_LONG, detail)
 
     def _refused(self, stage: Stage, endpoint, error: RequestRejected) -> None:
         """Count a refusal of an input as invalid; the same refusal for `REFUSALS_TO_STOP` documents in a
@@ -300,27 +268,6 @@ class Engine:
                 f"{parameter}: {error.detail}; every request would meet it: fix the stage's settings "
                 f"({stage.name}.sampling, mode, model) and rerun the same command"
             )
-
-    def _fit(
-        self, stage: Stage, record: StageRecord, request: Request, error: RequestRejected, endpoint
-    ) -> StageRecord | None:
-        """The record with its document cut so the prompt fits the model's context, or None."""
-        max_new = stage.config.sampling.max_tokens
-        tokenizer = stage.tokenizer if stage.config.tokenizer else None
-        cut = fit_document(
-            record.document,
-            request.text,
-            parse_context_error(error.detail, max_new),
-            info_limit(
-                getattr(endpoint, "max_input_tokens", None), getattr(endpoint, "max_total_tokens", None), max_new
-            ),
-            self.chars_per_token,
-            tokenizer,
-        )
-        if cut is None:
-            return None
-        flag = f"truncated_to_fit:{stage.name}:{len(record.document)}->{len(cut)}_chars"
-        return replace(record, document=cut, flags=[*record.flags, flag])
 
     def _finish(self, name: str, record: StageRecord) -> None:
         self.journals[name].append(record)
@@ -357,7 +304,7 @@ class Engine:
         `total` sizes the progress bars; `count_total`, a function, may count the corpus in a thread
         meanwhile (the bars get their total, hence an ETA, when it returns).
         """
-        done, pending = self._load_done()
+        done, pending = read_journals(self.journals, self.stats, self.retry_failed)  # what earlier runs did
         for journal in self.journals.values():
             journal.open()
         limits = list({id(m.limiter): m.limiter for p in self.pools.values() for m in p.members}.values())

@@ -22,6 +22,7 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         self._handle = None
+        self._reader = None
 
     def repair(self) -> int:
         """Cut a torn (unterminated) last line left by a killed process; return bytes removed."""
@@ -66,9 +67,13 @@ class Journal:
                 offset += len(line)
 
     def read_at(self, offset: int) -> StageRecord:
-        with open(self.path, "rb") as handle:
-            handle.seek(offset)
-            return StageRecord.from_dict(json.loads(handle.readline()))
+        """The record whose line starts at `offset` (lines are only ever appended: an offset stays valid).
+
+        One read handle is kept open until `close`: writing a run's outputs reads every line this way."""
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 (held for the reads, closed in close())
+        self._reader.seek(offset)
+        return StageRecord.from_dict(json.loads(self._reader.readline()))
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +93,9 @@ class Journal:
         self._handle.flush()
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._handle is not None:
             self._handle.flush()
             os.fsync(self._handle.fileno())

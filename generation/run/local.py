@@ -2,7 +2,8 @@
 
 The default of `bft generate`. One asyncio loop, one engine, one journal folder (`.bft/journal/`); a
 rerun resumes from the journals. `--executor ray` (`run/ray_executor.py`) is the other executor; both
-are made of `run/wiring.py`'s pieces around the same engine.
+are made of the same pieces around the same engine: `stages`, `pools`, `inputs`, `cached_replies`
+(`open_replies`) and `finishing`; resuming is `resume.py`'s.
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ from pathlib import Path
 from bft.generation.config import GenerateConfig
 from bft.generation.corpus.files import count_documents
 from bft.generation.layout import journal_dir
+from bft.generation.run.cached_replies import open_replies
 from bft.generation.run.engine import Engine
-from bft.generation.run.rounds import pool_size, reads_instruction_set
-from bft.generation.run.wiring import (
-    RunSummary,
-    add_pool_events,
-    build_stages,
-    close_pools,
-    finish_run,
-    input_items,
-    open_pools,
-    open_replies,
-)
+from bft.generation.run.finishing import RunSummary, finish_run
+from bft.generation.run.inputs import input_items, pool_size, reads_instruction_set
+from bft.generation.run.pools import add_pool_events, close_pools, open_pools
+from bft.generation.run.stages import build_stages
 
 
 def generate_locally(config: GenerateConfig, progress: bool) -> RunSummary:

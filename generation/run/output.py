@@ -129,13 +129,17 @@ def write_outputs(out: Path, stage_names: list[str], journal_dirs: list[Path] | 
         journals = [Journal(folder / f"{name}.jsonl") for folder in journal_dirs or [journal_dir(out)]]
         kept = _ParquetSink(out / OUTPUT_CONFIG_NAMES[name]) if name in OUTPUT_CONFIG_NAMES else None
         sources, offsets, kept_flags = _ordered_offsets(journals)
-        for source, offset, is_kept in zip(sources.tolist(), offsets.tolist(), kept_flags.tolist(), strict=True):
-            record = journals[source].read_at(offset)
-            if is_kept:
-                if kept is not None:
-                    kept.add(record)
-            else:
-                rejected.add(record)
+        try:
+            for source, offset, is_kept in zip(sources.tolist(), offsets.tolist(), kept_flags.tolist(), strict=True):
+                record = journals[source].read_at(offset)
+                if is_kept:
+                    if kept is not None:
+                        kept.add(record)
+                else:
+                    rejected.add(record)
+        finally:
+            for journal in journals:
+                journal.close()
         if kept is not None:
             written.add(OUTPUT_CONFIG_NAMES[name], kept)
     written.add(REJECTED_CONFIG, rejected)

@@ -11,11 +11,11 @@ over it (prompts, parsing, retries, provenance), journaling into `OUT/.bft/block
 
 A finished block writes `OUT/.bft/blocks/KEY/done.json` (its stages, records, stats and its actor's
 endpoint limits) last. A rerun skips blocks with a done file for the same stages and records; a block
-that was cut short resumes from its journals, so no document is requested or written twice. A worker
-that dies is replaced by Ray and its block retried the same way. At the end the driver merges every
-block's stats into `stats.json` and every block's journals into the usual configs and card: the output
-folder looks exactly like the local executor's, `endpoints` included (`merge_endpoints` says how the
-actors' limits make one per endpoint).
+that was cut short resumes from its journals, so no document is requested or written twice (`resume.py`
+decides both, as it does for the local executor). A worker that dies is replaced by Ray and its block
+retried the same way. At the end the driver merges every block's stats into `stats.json` and every block's
+journals into the usual configs and card: the output folder looks exactly like the local executor's,
+`endpoints` included (`merge_endpoints` says how the actors' limits make one per endpoint).
 
 The output folder must be a filesystem every node of the cluster mounts (NFS, Lustre, a local disk
 for a one-machine cluster).
@@ -35,31 +35,24 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from bft.generation.config import GenerateConfig, from_dict
+from bft.generation.config import GenerateConfig
+from bft.generation.config.coerce import from_dict
 from bft.generation.corpus.blocks import BlockWork, Plan, RawBlock, block_items, fingerprint, plan_blocks, read_blocks
 from bft.generation.corpus.files import corpus_file_list
 from bft.generation.endpoints.limiter import SAMPLES
 from bft.generation.errors import BftError, ConfigError
 from bft.generation.layout import PREPARE, blocks_dir
-from bft.generation.reasons import TRANSIENT_REASONS
+from bft.generation.method.fitting import context_check
+from bft.generation.run.cached_replies import cache_folder, open_replies
 from bft.generation.run.engine import Engine
+from bft.generation.run.finishing import RunSummary, finish_run
+from bft.generation.run.pools import add_pool_events, close_pools, open_pools
 from bft.generation.run.progress import StageBars
+from bft.generation.run.resume import check_files, finished_block, record_block_done
+from bft.generation.run.stages import build_stages
 from bft.generation.run.stats import ENDPOINTS_KEY, RunStats
-from bft.generation.run.wiring import (
-    RunSummary,
-    add_pool_events,
-    build_stages,
-    cache_folder,
-    close_pools,
-    context_check,
-    finish_run,
-    open_pools,
-    open_replies,
-)
 
 READ_CPUS = 0.5  # CPUs Ray reserves per read task: reading is light next to the requests
-DONE_FILE = "done.json"
-FILES_RECORD = "ray-files.json"
 
 
 # -- the Ray Dataset of blocks ----------------------------------------------------------------------
@@ -222,27 +215,11 @@ class BlockRunner:
             actor = {**self.actor, "finished_at": time.time()}
             done = {"stages": list(config.stages), "rows": work.rows, "stats": stats}
             done |= {ENDPOINTS_KEY: run_stats.endpoints, "actor": actor}
-            temporary = folder / (DONE_FILE + ".tmp")
-            temporary.write_text(json.dumps(done), encoding="utf-8")
-            temporary.replace(folder / DONE_FILE)
+            record_block_done(folder, done)
         return done
 
 
 # -- the driver -------------------------------------------------------------------------------------
-
-
-def finished_block(folder: Path, config: GenerateConfig, work: BlockWork) -> dict | None:
-    """A block's `done.json` when an earlier run finished it for these stages and records, else None."""
-    try:
-        done = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if done.get("stages") != list(config.stages) or done.get("rows") != work.rows:
-        return None
-    lost = (s["rejected_by_reason"].get(reason) for s in done["stats"].values() for reason in TRANSIENT_REASONS)
-    if config.retry_failed and any(lost):
-        return None  # run it again: its engine sends the documents lost to transient failures once more
-    return done
 
 
 def merge_stats(blocks: list[dict], names: list[str], wall_seconds: float) -> RunStats:
@@ -351,22 +328,6 @@ def choose_actors(config: GenerateConfig, blocks: int) -> int:
             file=sys.stderr,
         )
     return actors
-
-
-def check_files(out: Path, files: list[str]) -> None:
-    """Blocks are named by file index: refuse to resume over a corpus whose file list changed."""
-    record = out / ".bft" / FILES_RECORD
-    if record.exists():
-        earlier = json.loads(record.read_text(encoding="utf-8"))
-        if earlier != files:
-            raise ConfigError(
-                f"{out} was started on a corpus of {len(earlier)} files and it now has {len(files)} "
-                f"(or other names, see {record}); blocks are named by file, so resume over the same files "
-                "or use a new --out"
-            )
-        return
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(files, indent=1) + "\n", encoding="utf-8")
 
 
 def connect(config: GenerateConfig) -> bool:

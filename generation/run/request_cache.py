@@ -57,10 +57,11 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple, get_args
 
-Mode = Literal["on", "off", "read-only"]
-MODES = ("on", "off", "read-only")
+from bft.generation.config import CacheMode
+
+MODES = get_args(CacheMode)
 FORMAT_DIR = "v1"
 DATA_SUFFIX = ".jsonl"
 KEYS_SUFFIX = ".keys"
@@ -90,7 +91,7 @@ class Stored(NamedTuple):
 class RequestCache:
     """The entries every writer of `path` stored, and this instance's own file to add to them."""
 
-    def __init__(self, path: str | Path, mode: Mode = "on"):
+    def __init__(self, path: str | Path, mode: CacheMode = "on"):
         if mode not in MODES:
             raise ValueError(f"request cache mode {mode!r}: expected one of {', '.join(MODES)}")
         self.path = Path(path).expanduser()

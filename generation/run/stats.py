@@ -16,6 +16,7 @@ from bft.generation.layout import OUTPUT_CONFIG_NAMES, PREPARE, STATS_FILE
 from bft.generation.records import KEPT, StageRecord
 
 ENDPOINTS_KEY = "endpoints"  # stats.json: per endpoint, its limit of requests in flight over the run
+SERVERS_KEY = "servers"  # stats.json: per server bft started (`run/servers.py`), what it ran and how it started
 SLOW_ANSWER_SECONDS = 10.0  # a server answering slower than this is named on the bar
 
 
@@ -139,6 +140,7 @@ class RunStats:
     stages: dict[str, StageStats]
     wall_seconds: float = 0.0
     endpoints: dict[str, dict] = field(default_factory=dict)  # each endpoint's limit (`AdaptiveLimit.summary`)
+    servers: dict[str, dict] = field(default_factory=dict)  # the servers bft started (`RunServers.facts`)
 
     @classmethod
     def empty(cls, names: list[str]) -> RunStats:
@@ -149,12 +151,19 @@ class RunStats:
         data["wall_seconds"] = round(self.wall_seconds, 3)
         if self.endpoints:
             data[ENDPOINTS_KEY] = self.endpoints
+        if self.servers:
+            data[SERVERS_KEY] = self.servers
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> RunStats:
         stages = {name: StageStats.from_dict(counts) for name, counts in stage_counts(data).items()}
-        return cls(stages, float(data.get("wall_seconds") or 0.0), dict(data.get(ENDPOINTS_KEY) or {}))
+        return cls(
+            stages,
+            float(data.get("wall_seconds") or 0.0),
+            dict(data.get(ENDPOINTS_KEY) or {}),
+            dict(data.get(SERVERS_KEY) or {}),
+        )
 
     def write(self, out: Path) -> None:
         (out / STATS_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -210,5 +219,9 @@ class RunStats:
 
 
 def stage_counts(data: dict) -> dict[str, dict]:
-    """The per-stage entries of a `stats.json` mapping (not its wall time or its `endpoints`)."""
-    return {name: counts for name, counts in data.items() if isinstance(counts, dict) and name != ENDPOINTS_KEY}
+    """The per-stage entries of a `stats.json` mapping (not its wall time, `endpoints` or `servers`)."""
+    return {
+        name: counts
+        for name, counts in data.items()
+        if isinstance(counts, dict) and name not in (ENDPOINTS_KEY, SERVERS_KEY)
+    }

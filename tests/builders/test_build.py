@@ -14,7 +14,8 @@ from bft.cards.dataset_card import check_card
 from bft.generation.cli import main
 from bft.generation.errors import BftError
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, output_of, paper_model, prompt_kind, without_invisible
+from tests.servers.models import Reply, output_of, paper_model, picky_model, prompt_kind, without_invisible
+from tests.servers.tgi import TGITestServer
 from tests.without_packages import optional_packages, run_without
 
 # Humpback sec. 2.3, pinned here literally: the tags the code defines must be these sentences
@@ -29,13 +30,6 @@ SEED = [
     },
     {"instruction": "What is a private address?", "response": "For example 192.168.1.20 on a home network."},
 ]
-
-
-def picky_model(request):
-    """Scores documents about water low, so curation rejects some candidates."""
-    if prompt_kind(request.prompt) == "curate" and "water" in request.prompt.lower():
-        return Reply("Too vague.\nScore: 2")
-    return paper_model(request)
 
 
 def generate_demo(tmp_path_factory, model) -> Path:

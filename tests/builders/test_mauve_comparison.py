@@ -50,7 +50,8 @@ def test_a_comparison_names_what_it_cannot_compare(tmp_path):
 @pytest.mark.slow
 def test_the_report_compares_configs_of_two_outputs_and_says_how(tmp_path, capsys):
     from tests.paths import DEMO_CORPUS
-    from tests.servers.tgi import Reply, TGITestServer
+    from tests.servers.models import Reply
+    from tests.servers.tgi import TGITestServer
 
     out, distilled = tmp_path / "out", tmp_path / "distilled"
     with TGITestServer() as server:

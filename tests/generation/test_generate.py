@@ -10,7 +10,8 @@ from bft.generation.cli import main
 from bft.generation.corpus.documents import read_corpus
 from bft.generation.method.prompts import load_template
 from tests.paths import DEMO_CONFIG, DEMO_CORPUS
-from tests.servers.tgi import Fault, Reply, Sequence, TGITestServer, document_of, draft_of, paper_model, prompt_kind
+from tests.servers.models import Fault, Reply, Sequence, document_of, draft_of, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 DEMO_IDS = [d.id for d in read_corpus(str(DEMO_CORPUS))]
 
@@ -276,7 +277,7 @@ def test_invalid_configs_fail_before_any_request(tmp_path, tgi, capsys, config, 
 
 
 def test_the_shipped_demo_config_is_valid():
-    from bft.generation.config import load_config
+    from bft.generation.config.files import load_config
 
     config = load_config(DEMO_CONFIG)
     assert config.curate.prefill == "Score:" and config.rewrite.sampling.stop == ["[/RES]"]
@@ -294,7 +295,7 @@ def test_stage_subset_writes_only_those_configs(tmp_path, tgi):
 
 @pytest.mark.parametrize("name", ["baft", "humpback"])
 def test_the_shipped_paper_configs_are_valid(name):
-    from bft.generation.config import load_config
+    from bft.generation.config.files import load_config
 
     config = load_config(DEMO_CONFIG.parents[1] / "configs" / f"{name}.yaml")
     # each stage on the model of its role: backward writes, forward (seed-trained) scores, chat rewrites

@@ -20,7 +20,8 @@ from bft.generation.method.escaping import JOINER, Escaper, unescape
 from bft.generation.method.prompts import load_template
 from bft.generation.method.replies import other_language, repeats_prompt
 from tests.paths import REPO
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 PLAIN = (
     "Sourdough starter needs flour and water in equal weights. Feed it every day at the same time, "
@@ -252,8 +253,9 @@ def test_the_context_check_counts_with_the_backward_model_s_tokenizer(tmp_path, 
 
 def test_the_real_dolma_sample_through_preparation(shared_dir):
     """Golden outcome of BAFT's whole-document preparation on ten real Common Crawl documents."""
-    from bft.generation.config import load_config
-    from bft.generation.run.wiring import build_stages, context_check
+    from bft.generation.config.files import load_config
+    from bft.generation.method.fitting import context_check
+    from bft.generation.run.stages import build_stages
 
     overrides = {"prepare.context_tokens": 4096, "backtranslate.mode": "raw", "stages": ["backtranslate"]}
     config = load_config(None, overrides)
@@ -272,8 +274,9 @@ def test_the_real_dolma_sample_through_preparation(shared_dir):
 def test_every_stage_of_baft_is_budgeted_before_any_request(shared_dir, overflow):
     """Rewriting asks 2,048 new tokens of a 4,096-token model: drafts that fit backtranslation but not the
     later stages are dropped (or cut) up front, not refused mid-run."""
-    from bft.generation.config import load_config
-    from bft.generation.run.wiring import build_stages, context_check
+    from bft.generation.config.files import load_config
+    from bft.generation.method.fitting import context_check
+    from bft.generation.run.stages import build_stages
 
     config = load_config(REPO / "generation" / "configs" / "baft.yaml", {"prepare.context_overflow": overflow})
     corpus = shared_dir / "data" / "dolma-cc-head-sample.jsonl"

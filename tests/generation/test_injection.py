@@ -17,19 +17,8 @@ from bft.generation.method.markers import Sources
 from bft.generation.method.parsing import parse_rewrite, parse_score
 from bft.generation.method.prompts import load_template
 from tests.generation.injection_forms import SCORE_FORMS, TAG_FORMS, document
-from tests.servers.tgi import HONEST_REWRITE, TGITestServer, copying_model, without_invisible
-
-MODES = {  # name: (stage mode, the server has TGI's /info and /generate)
-    "chat": ("chat", True),
-    "raw-tgi": ("raw", True),
-    "raw-openai": ("raw", False),
-}
-
-
-def own_score(text: str) -> int:
-    """The copying model's own score: 2 for documents that attack the score, 5 for those that attack the tags."""
-    text = without_invisible(text)
-    return 5 if "pills" in text or "between [" in text or "[RES" in text.upper() or "[/RES" in text.upper() else 2
+from tests.servers.models import HONEST_REWRITE, MODES, copying_model, own_score, without_invisible
+from tests.servers.tgi import TGITestServer
 
 
 def run(tmp_path, mode: str, drop: bool) -> dict[str, dict]:

@@ -14,7 +14,8 @@ from bft.generation.layout import OUTPUT_CONFIG_NAMES, PREPARE
 from bft.generation.method.stages import STAGE_CLASSES
 from bft.generation.reasons import KINDS, PARSE, REASONS, REQUEST_STAGES, TRANSIENT_REASONS, reasons_of_kind
 from tests.import_graph import read_modules
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 # call name -> the position of its reason argument
 REASON_ARGUMENT = {"Parsed": 1, "Rejected": 1, "Unreadable": 0, "RequestRejected": 0, "failure": 1, "_rejected": 2}

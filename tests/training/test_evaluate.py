@@ -10,9 +10,9 @@ from huggingface_hub import HfApi
 from bft.generation.cli import main
 from bft.training.evaluate import load_instructions
 from bft.training.models import resolve_model
-from tests.builders.test_tagging import tagger
 from tests.paths import DEMO_CORPUS, REPO
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind, tagger
+from tests.servers.tgi import TGITestServer
 
 # Humpback sec. 2.3, pinned here literally: the tags the code defines must be these sentences
 SEED_TAG = "Answer in the style of an AI Assistant."  # S_a

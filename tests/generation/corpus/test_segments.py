@@ -11,6 +11,7 @@ from bft.generation.cli import main
 from bft.generation.config import SegmentConfig
 from bft.generation.corpus.documents import read_corpus
 from bft.generation.corpus.segments import (
+    Block,
     Segmenter,
     has_repeated_sentences,
     header_segments,
@@ -161,3 +162,62 @@ def test_header_segments_end_to_end(tmp_path, tgi):
 )
 def test_navigation_headers_are_matched_as_whole_phrases(header, navigation):
     assert is_navigation(header, SegmentConfig().navigation_headers) is navigation
+
+
+SITE_PAGE = f"""<!doctype html><html><head><title>Garden notes</title></head><body>
+<header class="site-header"><a href="/">Garden notes</a>
+<nav class="main-menu"><ul><li><a href="/">Home</a></li><li><a href="/herbs">Herbs and spices</a></li>
+<li><a href="/tools">Garden tools</a></li><li><a href="/about">About the editors</a></li></ul></nav></header>
+<div class="breadcrumbs"><a href="/">Home</a> &rsaquo; <a href="/herbs">Herbs and spices</a></div>
+<main><article><h1>Growing basil</h1>
+<h2>Sowing basil indoors</h2>
+<p>{prose("basil", 8)}</p>
+<h2>Pinching the tops</h2>
+<p><img src="top.jpg" alt="A basil plant photographed from above"></p>
+<p>{prose("pinching", 8)}</p>
+<div id="comments" class="comments-area"><h2 class="comments-title">Reader comments</h2><ol class="comment-list">
+<li class="comment"><p class="comment-content">Lovely post, my grandmother grew basil on her sill too.</p></li>
+<li class="comment"><p class="comment-content">Thanks for sharing these tips about the tops!</p></li></ol></div>
+</article></main>
+<aside class="sidebar"><h3>Popular posts</h3><ul><li><a href="/a">Ten tomato mistakes to avoid</a></li>
+<li><a href="/b">Winter compost for beginners</a></li></ul></aside>
+<footer class="site-footer"><ul><li><a href="/imprint">Imprint and privacy policy</a></li>
+<li><a href="/cookies">Cookie settings</a></li></ul><p>Copyright 2026 Garden Notes Publishing</p></footer>
+</body></html>"""
+FURNITURE = ["Herbs and spices", "About the editors", "Ten tomato mistakes", "Cookie settings", "Copyright 2026"]
+FURNITURE += ["Reader comments", "my grandmother", "photographed from above"]  # comments, an image's alt text
+
+
+def test_menus_sidebars_and_footers_stay_out_of_the_segments():
+    """The library's main-content extraction leaves out the site's furniture and readers' comments."""
+    items = list(Segmenter(SegmentConfig(min_chars=100))(read_corpus_items([{"id": "p", "text": SITE_PAGE}])))
+    kept = {item.id: item for item in items if not hasattr(item, "reason")}
+    assert [flag for item in kept.values() for flag in item.flags] == [
+        "header:Growing basil",
+        "header:Sowing basil indoors",
+        "header:Pinching the tops",
+    ]
+    everything = "\n".join(item.text if hasattr(item, "text") else item.raw for item in items)
+    assert "Note 7 on pinching" in everything
+    assert not [furniture for furniture in FURNITURE if furniture in everything]
+
+
+def test_escaped_markup_is_text_and_never_a_header():
+    """The page's `&lt;h2&gt;` is text; only the page's own `<h2>` elements make headers."""
+    blocks = page_blocks("<h2>Real &lt;/h2&gt; header</h2><p>Write &lt;h2&gt;Fake&lt;/h2&gt; &amp; more.</p>")
+    assert [(b.level, b.text) for b in blocks] == [(2, "Real </h2> header"), (0, "Write <h2>Fake</h2> & more.")]
+
+
+def test_broken_and_odd_html_is_read_as_a_browser_reads_it():
+    """Unclosed paragraphs, a stray end tag, an unclosed header, lone surrogates, an empty header, no page."""
+    blocks = page_blocks("<h2>Soil</h3><p>Loam holds water.<p>Sand drains it.</div><h3>Clay\ud800<p>Heavy")
+    assert [(b.level, b.text) for b in blocks] == [
+        (2, "Soil"),
+        (0, "Loam holds water.\n\nSand drains it."),
+        (3, "Clay? Heavy"),  # an unclosed header holds what follows, as in a browser; a lone surrogate is "?"
+    ]
+    assert page_blocks('<H2 class="x"></H2><p>Under an empty header.</p>') == [
+        Block(2, ""),
+        Block(0, "Under an empty header."),
+    ]
+    assert page_blocks("") == [] and page_blocks("plain text, no markup") == [Block(0, "plain text, no markup")]

@@ -10,8 +10,12 @@ import pytest
 
 from bft.generation.cli import main
 from bft.generation.endpoints.limiter import AdaptiveLimit, Waiter, parse_load
-from tests.generation.run.test_engine import slow  # every answer after a fixed delay: more in flight, more tokens/s
-from tests.servers.tgi import Fault, TGITestServer, paper_model
+from tests.servers.models import (
+    Fault,
+    paper_model,
+    slow,  # every answer after a fixed delay: more in flight, more tokens/s
+)
+from tests.servers.tgi import TGITestServer
 
 
 def corpus(tmp_path, documents: int):

@@ -38,9 +38,10 @@ import yaml
 from datasets import load_dataset
 
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.client import Endpoint, RequestRejected
+from bft.generation.endpoints.client import Endpoint
 from bft.generation.endpoints.embedded import converted_checkpoint
 from bft.generation.endpoints.limiter import parse_load
+from bft.generation.errors import RequestRejected
 from bft.generation.method.fitting import parse_context_error
 from tests.paths import DEMO_CONFIG, DEMO_CORPUS
 from tests.servers.real_vllm import MODEL, SESSION

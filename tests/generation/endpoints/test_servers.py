@@ -17,7 +17,8 @@ from datasets import load_dataset
 
 from bft.generation.cli import main
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Fault, Reply, Sequence, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Fault, Reply, Sequence, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 FLAVORS = ["tgi", "vllm", "sglang"]
 

@@ -12,8 +12,10 @@ import time
 import pytest
 
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.client import Endpoint, RetryableError
-from tests.servers.tgi import Reply, TGITestServer
+from bft.generation.endpoints.client import Endpoint
+from bft.generation.errors import RetryableError
+from tests.servers.models import Reply
+from tests.servers.tgi import TGITestServer
 
 SAMPLING = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=64)
 WORDS = " ".join(f"w{n}" for n in range(12))

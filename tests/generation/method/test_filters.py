@@ -7,9 +7,10 @@ from datasets import load_dataset
 from bft.generation.cli import main
 from bft.generation.config import DEFAULT_META_PATTERNS, DEFAULT_REFUSAL_PATTERNS
 from bft.generation.method.filters import matches_any
-from bft.generation.text import copy_overlap, grounding
+from bft.generation.text import WORD_RE, copy_overlap, grounding, words
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, document_of, draft_of, paper_model, prompt_kind
+from tests.servers.models import Reply, document_of, draft_of, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 DOC = "Feed the starter once a day with equal weights of flour and water, and keep it somewhere warm overnight."
 
@@ -18,6 +19,13 @@ def test_copy_overlap_measures_how_much_of_an_instruction_is_the_document():
     assert copy_overlap("Feed the starter once a day with equal weights of flour and water", DOC) == 1.0
     assert copy_overlap("How often should I feed a sourdough starter, and with what?", DOC) == 0.0
     assert copy_overlap("Feed the starter once?", DOC) == 0.0  # too short to judge
+
+
+def test_words_are_the_same_on_the_ascii_fast_path_and_the_general_one():
+    every_ascii = "".join(chr(c) for c in range(128)) + " Mixed CASE_words 42x Don't e-mail"
+    assert words(every_ascii) == [w.lower() for w in WORD_RE.findall(every_ascii)]
+    assert words("ÉCOLE Straße İstanbul") == ["école", "straße", "i̇stanbul"]  # each word lowered whole
+    assert words("") == [] and words(None) == []
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,15 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from bft.generation.method.fitting import ContextLimit, cut_at_whitespace, fit_document, info_limit, parse_context_error
+from bft.generation.method.fitting import (
+    ContextLimit,
+    counted_here,
+    cut_at_whitespace,
+    declared_budget,
+    fit_document,
+    parse_context_error,
+    too_long_before_sending,
+)
 from bft.generation.method.parsing import expected_score, score_offset
 from bft.generation.records import TokenChoice
 
@@ -36,10 +44,26 @@ def test_server_messages_give_the_prompt_budget(message, limit):
     assert parse_context_error(message, max_new_tokens=256) == limit
 
 
-def test_info_limits_leave_room_for_the_new_tokens():
-    assert info_limit(4095, 8192, 1024) == 4095
-    assert info_limit(None, 2048, 1024) == 1024
-    assert info_limit(None, None, 1024) is None
+def test_declared_limits_leave_room_for_the_new_tokens():
+    assert declared_budget(4095, 8192, 1024) == 4095
+    assert declared_budget(None, 2048, 1024) == 1024
+    assert declared_budget(None, None, 1024) is None
+    assert declared_budget(None, 1024, 1024) is None  # a context no larger than max_tokens declares no budget
+
+
+def test_a_prompt_is_counted_before_sending_only_where_it_may_not_fit():
+    """Bytes + 256 (a chat template's own tokens) within the budget: no token is shorter than a byte, so it
+    fits whatever the tokenizer and the server is not asked to count it; one byte more and only it can say."""
+    assert counted_here("x" * 744, 1000) == 0
+    assert counted_here("x" * 745, 1000) is None
+    assert counted_here("a b c", 1, word_tokenizer(["a", "b", "c"])) == 3  # the stage's tokenizer always counts
+
+
+def test_a_prompt_refused_before_sending_is_read_back_as_its_budget():
+    assert too_long_before_sending(None, 100, "http://h", 50) is None  # nobody could count it: the server decides
+    assert too_long_before_sending(100, 100, "http://h", 50) is None
+    detail = too_long_before_sending(101, 100, "http://h", 50)
+    assert detail is not None and parse_context_error(detail, 50) == ContextLimit(100, 101)
 
 
 def test_cuts_fall_between_words():
@@ -134,7 +158,8 @@ def test_expected_scores_come_from_the_untruncated_distribution_whatever_the_ser
 
     from bft.generation.cli import main
     from tests.paths import DEMO_CORPUS
-    from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+    from tests.servers.models import Reply, paper_model, prompt_kind
+    from tests.servers.tgi import TGITestServer
 
     def scorer(request):
         if prompt_kind(request.prompt) == "curate":

@@ -20,7 +20,8 @@ from bft.generation.method.prompts import PROMPT_DIR
 from bft.generation.run.request_cache import cache_info
 from bft.generation.run.stats import StageStats
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 CACHE_FIELDS = ("cached", "first_asked_at", "first_asked_endpoint", "first_asked_run")
 CONFIGS = ("backtranslated", "curated", "rewritten", "rejected")

@@ -7,7 +7,8 @@ import yaml
 from datasets import load_dataset
 
 from bft.generation.cli import main
-from tests.servers.tgi import TGITestServer, prompt_kind
+from tests.servers.models import prompt_kind
+from tests.servers.tgi import TGITestServer
 
 
 def line(**record) -> str:

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from bft.generation.cli import main
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 DOLMA_FIELDS = "(the first record's fields: added, created, id, metadata, source, text)"
 

@@ -12,7 +12,8 @@ from datasets import load_dataset
 from bft.generation.cli import main
 from bft.generation.corpus.documents import read_corpus
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Fault, Reply, Sequence, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Fault, Reply, Sequence, paper_model, picky_model, prompt_kind, slow
+from tests.servers.tgi import TGITestServer
 
 DEMO_DOCS = list(read_corpus(str(DEMO_CORPUS)))
 DEMO_IDS = [d.id for d in DEMO_DOCS]
@@ -34,15 +35,6 @@ def config_file(tmp_path, data) -> str:
 
 def stats_of(out) -> dict:
     return json.loads((out / "stats.json").read_text())
-
-
-def slow(delay):
-    def script(request):
-        reply = paper_model(request)
-        reply.delay = delay
-        return reply
-
-    return script
 
 
 # -- concurrency ------------------------------------------------------------------------------------
@@ -285,8 +277,6 @@ def final_bars(err: str) -> dict[str, dict]:
 def test_the_final_bars_end_at_100_percent_with_the_figures_of_stats_json(tmp_path, capsys):
     """Curation rejects some pairs and the server fails a few requests: every bar still ends full, its
     total the documents that entered its stage, its retries, rejects and tokens/s those of stats.json."""
-    from tests.builders.test_build import picky_model
-
     flaky = Sequence([Fault(503, "busy", "overloaded")] * 3, then=picky_model)
     with TGITestServer(flaky) as server:
         assert main(["generate", str(DEMO_CORPUS), "--out", str(tmp_path / "o"), "--endpoint", server.url]) == 0
@@ -340,7 +330,7 @@ def test_no_file_or_log_holds_the_token(tmp_path, monkeypatch, capsys, request_c
 
 
 def test_credentials_in_endpoint_urls_are_redacted():
-    from bft.generation.endpoints.client import redact_url
+    from bft.generation.endpoints.transport import redact_url
 
     assert (
         redact_url("https://user:pw@tgi.example.com:8080/v1?api_key=abc")

@@ -24,7 +24,8 @@ from bft.generation.corpus.files import corpus_file_list
 from bft.generation.corpus.rows import rows_of_file
 from bft.generation.run.ray_executor import merge_endpoints
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 CONFIGS = ("backtranslated", "curated", "rewritten", "rejected")
 COUNTS = ("entered", "kept", "rejected", "rejected_by_reason")
@@ -39,8 +40,8 @@ def ray_cluster():
     ray.shutdown()
 
 
-def picky_model(request):
-    """The paper model, a little slow, giving low scores to some documents (so curate rejects)."""
+def slow_spam_scorer(request):
+    """The paper model, a little slow, scoring the spam documents 2 (so curate rejects them)."""
     time.sleep(0.02)
     if prompt_kind(request.prompt) == "curate" and ("Lorem ipsum" in request.prompt or "MEGA SALE" in request.prompt):
         return Reply("Score: 2")
@@ -120,7 +121,7 @@ def assert_same_output(got: Path, expected: Path) -> None:
 def test_ray_executor_gives_the_local_executors_records_and_counts(tmp_path, ray_cluster, limit):
     config = messy_corpus(tmp_path / "corpus")
     extra = ["--config", str(config)] + (["--limit", str(limit)] if limit else [])
-    with TGITestServer(picky_model) as server:
+    with TGITestServer(slow_spam_scorer) as server:
         assert generate(tmp_path / "corpus", tmp_path / "local", server.url, *extra) == 0
         local_requests = len(server.requests)
         server.requests.clear()
@@ -205,7 +206,7 @@ def block_runner_pids() -> list[int]:
 
 def test_a_worker_killed_mid_run_is_replaced_and_no_document_is_written_twice(tmp_path, ray_cluster):
     killed: list[int] = []
-    with TGITestServer(picky_model) as server:
+    with TGITestServer(slow_spam_scorer) as server:
         assert generate(DEMO_CORPUS, tmp_path / "local", server.url, "--no-cache") == 0  # (Ray's run asks)
         total = len(server.requests)
         server.requests.clear()
@@ -246,7 +247,7 @@ def test_a_run_killed_mid_way_completes_on_rerun_skipping_finished_blocks(tmp_pa
     out = tmp_path / "ray"
     command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
     command += ["--executor", "ray", "--ray-address", ray_cluster, "--config", str(block_config(tmp_path, 2))]
-    with TGITestServer(picky_model) as server:
+    with TGITestServer(slow_spam_scorer) as server:
         assert generate(DEMO_CORPUS, tmp_path / "local", server.url, "--no-cache") == 0  # (Ray's run asks)
         server.requests.clear()
         command += ["--endpoint", server.url, "--no-progress"]

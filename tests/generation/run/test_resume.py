@@ -14,7 +14,8 @@ from datasets import load_dataset
 from bft.generation.cli import main
 from bft.generation.corpus.documents import read_corpus
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, paper_model, prompt_kind
+from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 DOCS = {d.text: d.id for d in read_corpus(str(DEMO_CORPUS))}
 CONFIGS = ("backtranslated", "curated", "rewritten", "rejected")

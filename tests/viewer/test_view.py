@@ -19,14 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bft.builders.view_charts import chart_data, word_counts
-from bft.builders.view_data import Filters, Folder, grounding_segments
-from bft.builders.view_server import ViewerServer
 from bft.generation.cli import main
 from bft.generation.run.stats import stage_counts
-from tests.builders.test_build import picky_model
+from bft.viewer.charts import chart_data, word_counts
+from bft.viewer.data import Filters, Folder, grounding_segments
+from bft.viewer.server import STATIC, STATIC_FILES, ViewerServer
 from tests.paths import DEMO_CORPUS
-from tests.servers.tgi import Reply, TGITestServer, document_of, paper_model, prompt_kind
+from tests.servers.models import Reply, document_of, paper_model, picky_model, prompt_kind
+from tests.servers.tgi import TGITestServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As root on a closed network: no sandbox, and none of chromium's own background connections.
@@ -258,8 +258,6 @@ def test_a_built_dataset_is_browsed_too(generated, tmp_path):
 
 
 def test_the_page_fetches_nothing_from_elsewhere():
-    from bft.builders.view_server import STATIC, STATIC_FILES
-
     for name in ("index.html", *STATIC_FILES):
         text = (STATIC / name).read_text()
         assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", text) and "@import" not in text, name

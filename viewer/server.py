@@ -2,10 +2,10 @@
 
 Routes (all GET):
 
-    /                     the page (`builders/viewer/index.html`), its script and style under /static/
+    /                     the page (`viewer/static/index.html`), its script and style under /static/
     /api/summary          rows per config and split, the run's counters (stats.json)
     /api/charts           what the summary draws: the stage funnel, reject reasons, score and length
-                          histograms, as bins and counts (`builders/view_charts.py`; computed once)
+                          histograms, as bins and counts (`viewer/charts.py`; computed once)
     /api/facets           a part's distinct statuses, stages, reasons, flag kinds and scores, with counts
     /api/rows             a page of matching rows: config, split, offset, limit and the filters
                           (status, stage, reason, flag, min_score, max_score, q)
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bft.builders.view_charts import chart_data
-from bft.builders.view_data import Filters, Folder
 from bft.generation.errors import ConfigError
+from bft.viewer.charts import chart_data
+from bft.viewer.data import Filters, Folder
 
-STATIC = Path(__file__).parent / "viewer"
+STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"viewer.js": "text/javascript", "charts.js": "text/javascript", "viewer.css": "text/css"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bft.builders.report import sample_by_id
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.asking import ask_endpoint
+from bft.generation.endpoints.chat_batch import ask_endpoint
 from bft.generation.method.prompts import load_template
 
 TAGGER_PROMPT = Path(__file__).parent / "prompts" / "instag.txt"

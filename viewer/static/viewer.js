@@ -1,5 +1,5 @@
 // bft view: the page's script. Written for bft. Every text from the data goes in with textContent,
-// never as HTML: documents are written by strangers (see builders/view_server.py).
+// never as HTML: documents are written by strangers (see viewer/server.py).
 "use strict";
 
 const PAGE = 50;

@@ -1,8 +1,17 @@
 """Run configuration: typed, documented dataclasses shared by the CLI, YAML files and the docs.
 
 A run config is one YAML file whose keys mirror these dataclasses (see `generation/demo/demo.yaml`
-and the README's "Run configuration"). Unknown keys and wrong types are errors that name the key, and
-the resolved config is written next to the output so that a run can be reproduced.
+and the README's "Run configuration"). Each field is declared once here, with its type, default and
+help (`metadata["help"]`), as TRL's configs are; the rest is read from it:
+
+- `choices.py`: an enum-like field is typed `Literal[...]`, and that type is its one list of choices,
+  checked when the settings are made (`Checked`), whatever made them;
+- `coerce.py`: YAML mappings into these dataclasses; unknown keys and wrong types are errors that name
+  the key;
+- `checks.py`: the rules that span fields or bound numbers (stage order, score ranges, ...);
+- `files.py`: the YAML files: shipped configs by name, loading with command-line overrides, and the
+  resolved config written next to the output so that a run can be reproduced;
+- `flags.py`: command-line flags whose type, choices, stated default and help come from these fields.
 
 Defaults follow the papers: nucleus sampling with T=1.0 and p=0.9 for every stage (BAFT sec. 3), keep
 only curation score 5 (BAFT; Humpback's A_5), prompts P1-P3 verbatim, chat requests.
@@ -11,16 +20,11 @@ only curation score 5 (BAFT; Humpback's A_5), prompts P1-P3 verbatim, chat reque
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from bft.generation.errors import ConfigError
+from bft.generation.config.choices import Checked
 
 # The prompts' own markers, escaped in untrusted text before it enters a prompt (`method/escaping.py`).
 DEFAULT_MARKERS = (
@@ -55,12 +59,17 @@ DEFAULT_REFUSAL_PATTERNS = [
     r"^\W*i apologi[sz]e\b",
     r"^\W*unfortunately,? i (cannot|can'?t)\b",
 ]
-STAGES = ("backtranslate", "curate", "rewrite")  # the pipeline, in order
-ALL_STAGES = (*STAGES, "distill")  # distill runs alone, over the curated pairs of an earlier output
+# The stages a run may name (`stages`, `--stage-endpoint`): the pipeline in its order, then BAFT's distill baseline,
+# which runs alone, over the curated pairs of an earlier output.
+StageName = Literal["backtranslate", "curate", "rewrite", "distill"]
+CacheMode = Literal["on", "off", "read-only"]  # the request cache's (`run/request_cache.py`)
+ServeEngine = Literal["vllm", "sglang"]  # the engines bft starts itself (`endpoints/engines.py`)
+ALL_STAGES: tuple[StageName, ...] = typing.get_args(StageName)
+STAGES: tuple[StageName, ...] = tuple(stage for stage in ALL_STAGES if stage != "distill")  # the pipeline, in order
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Checked):
     """Decoding parameters sent with every request of a stage."""
 
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (papers: 1.0)."})
@@ -71,7 +80,48 @@ class SamplingConfig:
 
 
 @dataclass
-class StageConfig:
+class ServeConfig(Checked):
+    """Model servers bft starts itself for the run (`run/servers.py`), stops when it ends, and sends to.
+
+    The run's `serve` applies to every stage that names no endpoints of its own; a stage's own `serve` takes
+    the run's settings for the keys it leaves unset (BAFT: one model per stage). Stages whose settings come out
+    equal share the same servers.
+    """
+
+    engine: ServeEngine | None = field(
+        default=None, metadata={"help": "Start this engine's OpenAI-compatible server; unset: start none."}
+    )
+    model: str = field(default="", metadata={"help": "The model it serves: a local folder or a Hub id."})
+    name: str = field(
+        default="",
+        metadata={"help": "The model's served name (the stages' model); unset: the Hub id, or a folder's name."},
+    )
+    python: str = field(
+        default="",
+        metadata={"help": "The Python that has the engine installed (e.g. .venv-vllm/bin/python); unset: bft's own."},
+    )
+    args: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Engine arguments passed through as given (--tensor-parallel-size 4, --max-model-len 8192, "
+            "--dtype bfloat16, ...); an item with spaces is split as a shell would (the flag: "
+            "--serve-arg='--max-model-len 8192', with '=' since the value starts with '--')."
+        },
+    )
+    replicas: int | None = field(
+        default=None,
+        metadata={
+            "help": "Replicas to start; unset: one per group of GPUs a replica takes (the product of the parallel "
+            "sizes in args) among the visible GPUs, shared out between differing servers, or one on the CPU."
+        },
+    )
+    startup_timeout: float | None = field(
+        default=None, metadata={"help": "Seconds a replica may take to become ready; unset: 900."}
+    )
+
+
+@dataclass
+class StageConfig(Checked):
     """How one stage talks to its model.
 
     `mode: chat` sends the prompt (without the Llama-2 `[INST]` wrapper) as the user turn to
@@ -82,8 +132,14 @@ class StageConfig:
     `prefill` is appended to the prompt and counted as the start of the reply.
     """
 
-    mode: str = field(default="chat", metadata={"help": "chat | raw"})
-    raw_format: str = field(default="llama2", metadata={"help": "raw prompts: llama2 | chat_template"})
+    mode: Literal["chat", "raw"] = field(
+        default="chat",
+        metadata={"help": "chat: the user turn to /v1/chat/completions; raw: the prompt text itself (see above)."},
+    )
+    raw_format: Literal["llama2", "chat_template"] = field(
+        default="llama2",
+        metadata={"help": "Raw prompts: the papers' [INST] form (llama2) or the model's own chat template."},
+    )
     tokenizer: str | None = field(
         default=None,
         metadata={
@@ -116,12 +172,16 @@ class StageConfig:
     max_concurrency: int | Literal["auto"] | None = field(
         default="auto",
         metadata={
-            "help": "Requests in flight per endpoint: auto (default) finds each endpoint's best load by itself "
+            "help": "Requests in flight per endpoint: auto finds each endpoint's best load by itself "
             "(endpoints/limiter.py); a number fixes it. One limit per endpoint, shared by the stages that send "
             "there (the largest number any of them sets)."
         },
     )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    serve: ServeConfig | None = field(
+        default=None,
+        metadata={"help": "This stage's own servers (see ServeConfig); the keys it leaves unset are the run's serve."},
+    )
 
 
 @dataclass
@@ -144,7 +204,7 @@ class BacktranslateConfig(StageConfig):
 class CurateConfig(StageConfig):
     """Stage 2 (P1): score each (instruction, document) pair on the 5-point rubric and keep the best."""
 
-    score_mode: str = field(
+    score_mode: Literal["parsed", "expected"] = field(
         default="parsed",
         metadata={
             "help": "parsed: keep on the score the model wrote. expected: keep on the expected score sum p(k)*k "
@@ -198,7 +258,7 @@ class DistillConfig(StageConfig):
 
 
 @dataclass
-class CorpusConfig:
+class CorpusConfig(Checked):
     """Where documents come from."""
 
     path: str = field(
@@ -209,14 +269,14 @@ class CorpusConfig:
     split: str = field(default="train", metadata={"help": "Hub datasets: split to stream."})
     revision: str | None = field(default=None, metadata={"help": "Hub datasets: revision (tag, branch or commit)."})
     limit: int | None = field(default=None, metadata={"help": "Read at most this many documents."})
-    duplicate_ids: str = field(
+    duplicate_ids: Literal["error", "rename"] = field(
         default="error",
         metadata={
             "help": "A document id seen twice: error (stop, naming both records) or rename (the later one "
             "becomes ID#2, ID#3, ... and is flagged duplicate_id)."
         },
     )
-    invalid_utf8: str = field(
+    invalid_utf8: Literal["reject", "replace", "error"] = field(
         default="reject",
         metadata={
             "help": "A line that is not valid UTF-8: reject (a rejected record, reason invalid_utf8), replace "
@@ -231,7 +291,7 @@ class CorpusConfig:
             "error (stop, naming the file and line). A file that is a JSON array is always an error."
         },
     )
-    invalid_unicode: str = field(
+    invalid_unicode: Literal["reject", "replace"] = field(
         default="reject",
         metadata={
             "help": "Text that cannot be written as UTF-8 (lone UTF-16 surrogates, e.g. from a JSON \\ud83d "
@@ -246,12 +306,12 @@ class CorpusConfig:
 
 
 @dataclass
-class SegmentConfig:
+class SegmentConfig(Checked):
     """Humpback's header segments (see `generation/corpus/segments.py`); off unless `mode: headers`."""
 
-    mode: str = field(
+    mode: Literal["none", "headers"] = field(
         default="none",
-        metadata={"help": "none: whole documents (BAFT) | headers: the text under each HTML header (Humpback)."},
+        metadata={"help": "none: whole documents (BAFT); headers: the text under each HTML header (Humpback)."},
     )
     min_chars: int = field(default=600, metadata={"help": "Shorter segments are dropped (Humpback: 600)."})
     max_chars: int = field(default=3000, metadata={"help": "Longer segments are dropped (Humpback: 3,000)."})
@@ -285,7 +345,7 @@ class SegmentConfig:
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Checked):
     """Rules applied to each document before any prompt (see `generation/corpus/prepare.py`)."""
 
     escape_markers: bool = field(
@@ -295,11 +355,16 @@ class PrepareConfig:
     markers: list[str] = field(
         default_factory=lambda: list(DEFAULT_MARKERS), metadata={"help": "The markers escaped in prompts."}
     )
-    control_characters: str = field(default="strip", metadata={"help": "NUL and other controls: strip | reject."})
-    html: str = field(default="strip", metadata={"help": "HTML left in the text: strip | keep | reject."})
+    control_characters: Literal["strip", "reject"] = field(
+        default="strip",
+        metadata={"help": "NUL and other control characters: removed (strip) or the document rejected."},
+    )
+    html: Literal["strip", "keep", "reject"] = field(
+        default="strip", metadata={"help": "HTML left in the text: removed (strip), kept, or the document rejected."}
+    )
     max_document_chars: int = field(default=100_000, metadata={"help": "Longer documents are cut or rejected."})
-    oversize: str = field(
-        default="truncate", metadata={"help": "Documents over max_document_chars: truncate | reject."}
+    oversize: Literal["truncate", "reject"] = field(
+        default="truncate", metadata={"help": "Documents over max_document_chars: cut to it (truncate) or rejected."}
     )
     min_document_chars: int = field(default=1, metadata={"help": "Shorter documents (after cleaning) are rejected."})
     dedup: bool = field(
@@ -315,7 +380,7 @@ class PrepareConfig:
             "set, else chars_per_token. What does not fit is handled by context_overflow, before any request."
         },
     )
-    context_overflow: str = field(
+    context_overflow: Literal["reject", "cut"] = field(
         default="reject",
         metadata={
             "help": "A document that does not fit: reject (exceeds_context, naming the stage; BAFT keeps whole "
@@ -326,7 +391,7 @@ class PrepareConfig:
 
 
 @dataclass
-class CacheConfig:
+class CacheConfig(Checked):
     """The request cache (`run/cached_replies.py`): each reply that came back whole, stored under what decides
     it (the served model, the whole request), so a run with an edited config asks only what changed."""
 
@@ -337,7 +402,7 @@ class CacheConfig:
             "cluster); unset: $BFT_REQUEST_CACHE, else $BFT_CACHE/requests, else ~/.cache/bft/requests."
         },
     )
-    mode: Literal["on", "off", "read-only"] = field(
+    mode: CacheMode = field(
         default="on",
         metadata={
             "help": "on: answer from the cache what it holds and store each new reply; read-only: answer from it, "
@@ -348,7 +413,7 @@ class CacheConfig:
 
 
 @dataclass
-class RayConfig:
+class RayConfig(Checked):
     """`--executor ray`: where the Ray cluster is and how the corpus is split over its actors."""
 
     address: str | None = field(
@@ -378,15 +443,26 @@ class RayConfig:
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(Checked):
     """A whole `bft generate` run."""
 
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    out: str = field(default="", metadata={"help": "Output directory."})
-    stages: list[str] = field(default_factory=lambda: list(STAGES), metadata={"help": "Stages to run, in order."})
-    endpoints: list[str] = field(
-        default_factory=list, metadata={"help": "Endpoint URLs; empty starts the embedded SmolLM2 server."}
+    out: str = field(default="", metadata={"help": "Output folder (rerun with the same folder to resume)."})
+    stages: list[StageName] = field(
+        default_factory=lambda: list(STAGES),
+        metadata={
+            "help": "Stages to run, in pipeline order; a run may start with curate to re-score an earlier pool, and "
+            "distill runs alone."
+        },
     )
+    endpoints: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Endpoint URLs of every stage that names none of its own (given on the command line, they "
+            "replace the stages' own too); none at all, and no serve, starts the embedded SmolLM2 server."
+        },
+    )
+    serve: ServeConfig = field(default_factory=ServeConfig)
     token_env: str = field(default="HF_TOKEN", metadata={"help": "Environment variable holding the endpoint token."})
     request_timeout: float = field(
         default=300.0,
@@ -448,7 +524,7 @@ class GenerateConfig:
     check_prompt_echo: bool = field(
         default=True, metadata={"help": "Reject replies that repeat the prompt's own text (reply_repeats_prompt)."}
     )
-    executor: str = field(
+    executor: Literal["local", "ray"] = field(
         default="local",
         metadata={
             "help": "local: one process streams the corpus; ray: blocks of it on a Ray cluster's actors "
@@ -465,184 +541,8 @@ class GenerateConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def stage(self, name: str) -> StageConfig:
+        """The settings of stage `name` (one of `ALL_STAGES`)."""
         return getattr(self, name)
-
-    def validate(self) -> None:
-        unknown = [s for s in self.stages if s not in ALL_STAGES]
-        if unknown or not self.stages:
-            raise ConfigError(f"stages: unknown {unknown or 'empty list'}; choose from {list(ALL_STAGES)}")
-        if "distill" in self.stages:
-            if self.stages != ["distill"]:
-                raise ConfigError("stages: distill runs alone, over the curated pairs of an earlier bft output")
-            return self._validate_settings()
-        order = [STAGES.index(s) for s in self.stages]
-        if order != sorted(order) or len(set(order)) != len(order):
-            raise ConfigError(f"stages: {self.stages} must be in pipeline order {list(STAGES)} without repeats")
-        if order[0] == 2:
-            raise ConfigError("stages: a run starts with backtranslate, or with curate to re-score an existing pool")
-        self._validate_settings()
-
-    def _validate_settings(self) -> None:
-        for name in ALL_STAGES:
-            stage = self.stage(name)
-            if stage.mode not in ("chat", "raw"):
-                raise ConfigError(f"{name}.mode: {stage.mode!r} is not 'chat' or 'raw'")
-            if stage.raw_format not in ("llama2", "chat_template"):
-                raise ConfigError(f"{name}.raw_format: {stage.raw_format!r} is not 'llama2' or 'chat_template'")
-            if stage.prefill and stage.mode != "raw":
-                raise ConfigError(
-                    f"{name}.prefill needs mode: raw (a chat endpoint cannot continue a prefilled answer)"
-                )
-            if isinstance(stage.max_concurrency, int) and stage.max_concurrency < 1:
-                raise ConfigError(f"{name}.max_concurrency must be at least 1")
-            if not stage.sampling.temperature >= 0:
-                raise ConfigError(f"{name}.sampling.temperature must be >= 0")
-            if not 0 < stage.sampling.top_p <= 1:
-                raise ConfigError(f"{name}.sampling.top_p must be in (0, 1]")
-            if stage.sampling.max_tokens < 1:
-                raise ConfigError(f"{name}.sampling.max_tokens must be at least 1")
-        if self.curate.score_mode not in ("parsed", "expected"):
-            raise ConfigError(f"curate.score_mode: {self.curate.score_mode!r} is not 'parsed' or 'expected'")
-        if not 1 <= self.curate.threshold <= 5:
-            raise ConfigError("curate.min_score must be in 1-5")
-        if not 1 <= self.curate.top_n_tokens <= 20:
-            raise ConfigError("curate.top_n_tokens must be in 1-20")
-        if not 1 <= self.curate.samples <= 16:
-            raise ConfigError("curate.samples must be in 1-16")
-        if self.chars_per_token <= 0:
-            raise ConfigError("chars_per_token must be positive")
-        if self.dead_after < 1:
-            raise ConfigError("dead_after must be at least 1")
-        if self.request_timeout <= 0 or self.probe_interval <= 0 or self.endpoints_down_timeout <= 0:
-            raise ConfigError("request_timeout, probe_interval and endpoints_down_timeout must be positive")
-        if self.corpus.limit is not None and self.corpus.limit < 1:
-            raise ConfigError("corpus.limit must be at least 1")
-        for where, value, allowed in (
-            ("corpus.duplicate_ids", self.corpus.duplicate_ids, ("error", "rename")),
-            ("corpus.invalid_utf8", self.corpus.invalid_utf8, ("reject", "replace", "error")),
-            ("corpus.malformed_lines", self.corpus.malformed_lines, ("reject", "error")),
-            ("corpus.invalid_unicode", self.corpus.invalid_unicode, ("reject", "replace")),
-            ("prepare.context_overflow", self.prepare.context_overflow, ("reject", "cut")),
-            ("prepare.control_characters", self.prepare.control_characters, ("strip", "reject")),
-            ("prepare.html", self.prepare.html, ("strip", "keep", "reject")),
-            ("prepare.oversize", self.prepare.oversize, ("truncate", "reject")),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
-        if self.executor not in ("local", "ray"):
-            raise ConfigError(f"executor: {self.executor!r} is not 'local' or 'ray'")
-        if self.ray.block_size < 1 or (self.ray.actors is not None and self.ray.actors < 1):
-            raise ConfigError("ray.block_size and ray.actors must be at least 1")
-        if self.ray.actor_cpus < 0:
-            raise ConfigError("ray.actor_cpus must not be negative")
-        if self.segment.mode not in ("none", "headers"):
-            raise ConfigError(f"segment.mode: {self.segment.mode!r} is not 'none' or 'headers'")
-        if not 0 < self.segment.min_chars <= self.segment.max_chars:
-            raise ConfigError("segment.min_chars must be positive and at most segment.max_chars")
-        if self.prepare.max_document_chars < 100 or self.corpus.max_record_bytes < 1024:
-            raise ConfigError("prepare.max_document_chars must be >= 100 and corpus.max_record_bytes >= 1024")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass `cls` from nested dicts; unknown keys and wrong types raise `ConfigError`."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    values = {}
-    for name, value in data.items():
-        values[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        for option in inner[:-1]:  # the first type the value fits (`int | Literal["auto"]`)
-            try:
-                return _coerce(option, value, where)
-            except ConfigError:
-                continue
-        return _coerce(inner[-1], value, where)
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin is list:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # baft.yaml, humpback.yaml: `--config baft`
-
-
-def shipped_configs() -> list[str]:
-    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
-
-
-def find_config(name: str) -> Path:
-    """A run config: `name` as a file, else a shipped config of that name (`baft`, `humpback`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = SHIPPED_CONFIGS / f"{name.removesuffix('.yaml')}.yaml"
-    if "/" not in name and shipped.is_file():
-        return shipped
-    close = difflib.get_close_matches(path.stem, shipped_configs(), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"config {name!r}: no such file, and not a shipped config ({', '.join(shipped_configs())}){hint}")
-
-
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> GenerateConfig:
-    """Read a YAML run config (optional), apply CLI overrides (dotted keys), validate."""
-    data: dict[str, Any] = {}
-    if path:
-        path = find_config(str(path))
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {error}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    try:
-        config = from_dict(GenerateConfig, data)
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {error}" if path else str(error)) from None
-    config.validate()
-    return config
-
-
-def dump_config(config: GenerateConfig, path: Path, redact=None) -> None:
-    """Write the resolved config as YAML; `redact(url)` hides credentials in endpoint URLs."""
-    data = config.to_dict()
-    if redact is not None:
-        data["endpoints"] = [redact(u) for u in data["endpoints"]]
-        for stage in ALL_STAGES:
-            data[stage]["endpoints"] = [redact(u) for u in data[stage]["endpoints"]]
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

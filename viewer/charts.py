@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bft.builders.view_data import Folder, Part
 from bft.generation.layout import REJECTED_CONFIG
 from bft.generation.records import KEPT, REJECTED
 from bft.generation.run.stats import stage_counts
+from bft.viewer.data import Folder, Part
 
 MAX_BINS = 20  # bins of a binned histogram, at most
 SCORE_BIN = 0.25  # expected scores: quarter points, so thresholds such as 4.5 fall on a bin's edge

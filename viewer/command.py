@@ -4,12 +4,12 @@
 
 The page (served on 127.0.0.1 only, working offline: no CDN, no font or script from elsewhere) draws the
 stage funnel, reject reasons, curation and expected scores and each config's instruction and response
-lengths (`builders/view_charts.py`, inline SVG), shows the run's counts beside `stats.json`, every
+lengths (`viewer/charts.py`, inline SVG), shows the run's counts beside `stats.json`, every
 config's records page by page, each record's document beside its instruction, the curation reply and
 score, the rewrite with the words it shares with the document highlighted (grounding), rejected records
 by stage and reason (each headed by the stage that rejected it), flags and provenance. Filters: config,
 status, stage, reason, score range, flag, full-text search; a button draws a random sample. Rows are read
-from the parquet files on demand (`builders/view_data.py`), so a million-row folder opens as fast as a
+from the parquet files on demand (`viewer/data.py`), so a million-row folder opens as fast as a
 small one. Stop it with Ctrl-C.
 """
 
@@ -20,7 +20,7 @@ import threading
 import webbrowser
 from pathlib import Path
 
-from bft.builders.view_server import ViewerServer
+from bft.viewer.server import ViewerServer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,9 @@
-"""Where a run that does not start with backtranslation reads its records: an earlier output's pool, or an
-instruction set.
+"""What a run reads: the corpus through the prepare rules, an earlier output's pool, or an instruction set.
+
+`input_items` is the one answer, for the engine, the finished-run check and the executors: a run that starts
+with backtranslation reads the corpus (`corpus/stream.py`, with prepare's context check,
+`method/fitting.py`); one that starts with `curate` or `distill` reads an earlier `bft generate` output's
+pool, or (`distill`) any instruction set.
 
 Humpback's iteration: curate the same instruction pool again with the next model.
 
@@ -31,13 +35,27 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from bft.generation.config import GenerateConfig, load_config
-from bft.generation.corpus.stream import corpus_records
+from bft.generation.config import GenerateConfig
+from bft.generation.config.files import load_config
+from bft.generation.corpus.stream import corpus_documents, corpus_records
 from bft.generation.errors import ConfigError
 from bft.generation.layout import PREPARE, RUN_CONFIG_FILE, config_file, read_rows
+from bft.generation.method.fitting import context_check
+from bft.generation.method.stages import Stage
 from bft.generation.records import KEPT, Document, Rejected, StageRecord
 
 POOL_OF = {"curate": "backtranslated", "distill": "curated"}  # first stage -> the config it reads
+
+
+def input_items(config: GenerateConfig, stages: list[Stage] | None = None):
+    """What the run's first stage reads, in order: an instruction set (`distill`), an earlier output's pool
+    (`curate`, `distill`), or the corpus through the prepare rules (with the context check of `stages`)."""
+    corpus, first = config.corpus, config.stages[0]
+    if reads_instruction_set(config):  # distill over any instruction set
+        return read_instruction_set(config)
+    if first in ("curate", "distill"):  # an earlier output's pool: re-scored, or its pairs distilled
+        return read_pool(Path(corpus.path), corpus.limit, first)
+    return corpus_documents(config, context_check(config, stages) if stages is not None else None)
 
 
 def reads_instruction_set(config: GenerateConfig) -> bool:
@@ -112,8 +130,9 @@ def read_pool(folder: Path, limit: int | None = None, first_stage: str = "curate
         yield record
 
 
-# What a round that re-scores a pool keeps of the round that made it: how it scored, not where or with what.
-NOT_INHERITED = {"endpoints", "model", "max_concurrency"}
+# What a round that re-scores a pool keeps of the round that made it: how it scored, not where or with what
+# (nor the servers bft started for it).
+NOT_INHERITED = {"endpoints", "model", "max_concurrency", "serve"}
 
 
 def scoring_rule_of_the_pool(config: GenerateConfig, overrides: dict) -> GenerateConfig:

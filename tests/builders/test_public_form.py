@@ -8,13 +8,13 @@ import pytest
 import yaml
 from datasets import load_dataset
 
-from bft.builders.public import public_location, public_url, public_value
+from bft.builders.public_form import public_location, public_url, public_value
 from bft.cards.common import model_terms
 from bft.cards.dataset_card import check_card
 from bft.cards.plots import shared_bins
 from bft.generation.cli import main
-from tests.builders.test_build import picky_model
 from tests.paths import DEMO_CORPUS
+from tests.servers.models import picky_model
 from tests.servers.tgi import TGITestServer
 
 

@@ -1,5 +1,5 @@
 // bft view: the summary's charts, drawn as inline SVG from /api/charts (bins and counts the server
-// computed; builders/view_charts.py). Written for bft. Every chart is a <figure> with a caption, an SVG
+// computed; viewer/charts.py). Written for bft. Every chart is a <figure> with a caption, an SVG
 // with a <title> and a <desc> that state its numbers, a <title> per bar, and the numbers as a table.
 // Text from the data goes in with textContent; no style attribute (the page's CSP allows none).
 "use strict";

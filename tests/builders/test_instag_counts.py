@@ -2,20 +2,11 @@
 
 import asyncio
 import json
-import re
 
+from bft.builders.instag_counts import parse_tags, tag_configs
 from bft.builders.report import add_tag_counts, data_report
-from bft.builders.tagging import parse_tags, tag_configs
-from tests.servers.tgi import Reply, TGITestServer
-
-
-def tagger(request):
-    """A tagger that gives one tag per sentence of the response it is shown, and nothing readable for code."""
-    response = request.prompt.split("Response:\n", 1)[1].split("\n\nAnswer with one JSON array", 1)[0]
-    if response.startswith("def "):
-        return Reply("I cannot tag this.")
-    sentences = [s for s in re.split(r"[.!?]\s", response) if s.strip()]
-    return Reply("Tags: " + json.dumps([{"tag": f"skill {i}", "explanation": "x"} for i in range(len(sentences))]))
+from tests.servers.models import tagger
+from tests.servers.tgi import TGITestServer
 
 
 def test_the_report_counts_instag_style_tags_per_config_and_ignores_tags_the_response_spells_out(tmp_path, capsys):

