@@ -135,7 +135,7 @@ def corpus_help() -> str:
 def overrides_from(args: argparse.Namespace) -> dict:
     """The config keys the command line sets: CORPUS, the table's flags, and --stage-endpoint's."""
     overrides = {"corpus.path": args.corpus}
-    if args.endpoint:  # the command line wins over the config: every stage goes to these endpoints
+    if args.endpoint or args.serve:  # the command line wins over the config: every stage goes to these endpoints
         for stage in ALL_STAGES:
             overrides[f"{stage}.endpoints"] = []
     overrides.update(flag_overrides(CONFIG_FLAGS, args))
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         config = scoring_rule_of_the_pool(config, overrides)
     note_routes(config)
     served = served_stages(config)  # (refused here, before anything is written, when it conflicts)
-    use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr))
+    use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr), skip=served)
     if args.dry_run or args.probe is not None:
         return dry_run(config, args)
     out = Path(config.out)

@@ -114,11 +114,12 @@ def launch_command(
 
 
 def flag_value(words: list[str], spellings: tuple[str, ...]) -> str | None:
-    """The value given to a flag in any of its spellings (`--tp-size 4`, `--tp-size=4`); the last one wins."""
+    """The value given to a flag in any of its spellings (`--tp-size 4`, `--tp-size=4`, and with underscores,
+    `--tensor_parallel_size 4`, which vLLM's parser accepts too); the last one wins."""
     value = None
     for i, word in enumerate(words):
         name, equals, given = word.partition("=")
-        if name in spellings:
+        if name.startswith("--") and name.replace("_", "-") in spellings or name in spellings:
             value = given if equals else (words[i + 1] if i + 1 < len(words) else None)
     return value
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from bft.generation.errors import EndpointError
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
+KILLED_WAIT = 10.0  # seconds `stop` waits for a SIGKILLed group to be gone
 RUNNING: dict[str, ServerProcess] = {}  # the servers this process started, by URL
 # The process-group keeper a real engine runs under (`sh -c GROUP_KEEPER NAME COMMAND...`): runs the command and
 # ends the whole process group when it exits (with its exit status) or when this `sh` is told to stop (SIGTERM:
@@ -116,7 +117,18 @@ def sockets_of_group(group: int) -> set[str]:
 
 
 def group_alive(group: int) -> bool:
-    """Whether any process of process group `group` is left."""
+    """Whether any running process of process group `group` is left. A zombie (ended, not yet reaped) is not:
+    under a parent that never reaps (bft as PID 1 in a container), it would otherwise be waited for forever."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for stat in proc.glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()  # after `pid (comm)`: state ppid pgrp ...
+            except OSError:
+                continue  # (ended meanwhile)
+            if len(fields) > 2 and int(fields[2]) == group and fields[0] != "Z":
+                return True
+        return False
     try:
         os.killpg(group, 0)
     except ProcessLookupError:
@@ -229,19 +241,25 @@ class ServerProcess:
         """SIGTERM to the whole process group; SIGKILL if it has not ended in `grace` seconds. Returns once no
         process of the group is left (the group keeper exits as soon as it has signalled the others)."""
         RUNNING.pop(self.url, None)
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            self.kill()
-        deadline = time.monotonic() + grace
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=grace)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        # also when the keeper had already exited (the server crashed, or never became ready): what it
+        # signalled once may still be ending, or ignore SIGTERM (an engine core, workers holding GPUs)
+        deadline, killed_at = time.monotonic() + grace, None
         while group_alive(self.process.pid):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if killed_at is None and now > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
-                deadline = float("inf")  # (SIGKILL ends them: wait for that)
+                killed_at = now
+            elif killed_at is not None and now > killed_at + KILLED_WAIT:
+                break  # (SIGKILL cannot be ignored: what is left is ending in the kernel)
             time.sleep(0.05)
 
     def kill(self) -> None:

@@ -32,16 +32,19 @@ def use_embedded(config: GenerateConfig, server) -> None:
     config.endpoints = [server.url]
     for name in config.stages:
         stage_config = config.stage(name)
+        if stage_config.endpoints:  # its own (or bft's servers'): not the embedded model's stage
+            continue
         stage_config.model = stage_config.model or server.model_name
         if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
             stage_config.tokenizer = str(server.model_dir)
 
 
-def use_served_tokenizers(config: GenerateConfig, log=print) -> None:
+def use_served_tokenizers(config: GenerateConfig, log=print, skip=()) -> None:
     """Give each stage that applies the chat template itself (`raw_format: chat_template`) and names no
-    tokenizer the tokenizer of the model its endpoint serves (`endpoints/served_tokenizer.py`), saying so."""
+    tokenizer the tokenizer of the model its endpoint serves (`endpoints/served_tokenizer.py`), saying so.
+    Stages in `skip` (those bft serves itself) get their served model's own when their servers start."""
     token = os.environ.get(config.token_env) or None
-    for name in config.stages:
+    for name in (name for name in config.stages if name not in skip):
         stage_config = config.stage(name)
         urls = stage_config.endpoints or config.endpoints
         applies_template = stage_config.mode == "raw" and stage_config.raw_format == "chat_template"

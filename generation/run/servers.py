@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -73,21 +74,53 @@ def resolve(run: ServeConfig, stage: ServeConfig | None, where: str) -> ServeSpe
     model = pick("model")
     if not model:
         raise ConfigError(f"{where}: serve.engine {engine} needs serve.model (a local folder or a Hub id)")
+    if Path(model).expanduser().exists():  # a local folder by its absolute path: the server reports it as `root`,
+        model = str(Path(model).expanduser().resolve())  # which keys the request cache by the folder's files
+    args = tuple(pick("args"))
+    check_args(args, where)
+    replicas, startup_timeout = pick("replicas"), pick("startup_timeout")
+    if replicas is not None and replicas < 1:
+        raise ConfigError(f"{where}: serve.replicas is {replicas}: at least 1 (unset: one per GPU group)")
+    if startup_timeout is not None and startup_timeout <= 0:
+        raise ConfigError(f"{where}: serve.startup_timeout is {startup_timeout}: seconds, more than 0")
     return ServeSpec(
         engine=engine,
         model=model,
         served_name=pick("name") or served_name_of(model),
         python=pick("python") or sys.executable,
-        args=tuple(pick("args")),
-        replicas=pick("replicas"),
-        startup_timeout=pick("startup_timeout") or DEFAULT_STARTUP_TIMEOUT,
+        args=args,
+        replicas=replicas,
+        startup_timeout=startup_timeout or DEFAULT_STARTUP_TIMEOUT,
     )
+
+
+# engine flags bft sets itself (where it listens, what it serves), and flags whose values are secrets, which
+# would be written into run_config.yaml, stats.json and a built dataset's files
+OWN_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model-name")
+SECRET_FLAG_RE = re.compile(r"^--[\w-]*(api[-_]?key|token|secret|password)", re.IGNORECASE)
+
+
+def check_args(args: tuple[str, ...], where: str) -> None:
+    """Refuse engine arguments bft sets itself or that carry a secret (named with what to do instead)."""
+    for word in (word for arg in args for word in shlex.split(arg)):
+        flag = word.split("=", 1)[0]
+        if flag in OWN_FLAGS or flag.replace("_", "-") in OWN_FLAGS:
+            raise ConfigError(
+                f"{where}: serve.args sets {flag}, which bft sets itself (serve.model, serve.name; the host and "
+                "port are its own): leave it out"
+            )
+        if SECRET_FLAG_RE.match(flag):
+            raise ConfigError(
+                f"{where}: serve.args has {flag}: a secret in the arguments would be written into run_config.yaml "
+                "and stats.json; give it in the environment instead (e.g. HF_TOKEN for the Hub)"
+            )
 
 
 def served_stages(config) -> dict[str, ServeSpec]:
     """The run's stages that bft serves, with their specs (equal specs: the same servers). A stage's own
-    endpoints win over the run's serve; a stage with both its own endpoints and its own serve, or a run with
-    both endpoints and serve, is refused."""
+    endpoints win over the run's serve; a stage with both its own endpoints and its own serve, a run with
+    both endpoints and serve, a run serve that no stage takes, two different servers under one name, and a
+    Ray run (its actors reach only their own machine's 127.0.0.1) are refused."""
     if config.serve.engine and config.endpoints:
         raise ConfigError("give endpoints (--endpoint) or serve (--serve), not both")
     specs: dict[str, ServeSpec] = {}
@@ -100,6 +133,24 @@ def served_stages(config) -> dict[str, ServeSpec]:
         spec = resolve(config.serve, stage.serve, name)
         if spec is not None:
             specs[name] = spec
+    if config.serve.engine and not specs:
+        raise ConfigError(
+            f"serve.engine {config.serve.engine}: every stage has its own endpoints, so no stage would be served; "
+            "drop the stages' endpoints (--serve on the command line does) or the serve settings"
+        )
+    named: dict[str, ServeSpec] = {}
+    for spec in specs.values():
+        other = named.setdefault(spec.served_name, spec)
+        if other != spec:
+            raise ConfigError(
+                f"two different servers would both be named {spec.served_name!r} ({other.model} and {spec.model}, "
+                "or other settings): give one of them serve.name"
+            )
+    if specs and config.executor == "ray":
+        raise ConfigError(
+            "serve with --executor ray is not supported yet: the servers listen on this machine's 127.0.0.1, "
+            "which the Ray actors on other machines cannot reach; start them yourself and give --endpoint"
+        )
     return specs
 
 
@@ -200,26 +251,33 @@ class RunServers:
                     server.wait()
                     self.log(f"bft generate: {server.what} is ready at {server.url} ({server.started_in:.0f} s)")
                 self.versions[spec] = servers[0].version()
+            self.point_stages()
         except BaseException:
             self.stop()
             raise
-        self.point_stages()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def stop(self) -> None:
+        """Stop every replica; one that fails to stop does not keep the others running."""
+        failures = []
         for servers in self.replicas.values():
             for server in servers:
-                server.stop()
+                try:
+                    server.stop()
+                except Exception as error:  # (raised once the others are stopped)
+                    failures.append(error)
+        if failures:
+            raise failures[0]
 
     def point_stages(self) -> None:
-        """Each served stage sends to its spec's replicas (whose `/v1/models` names the served model, which the
-        stage then asks for, as with any endpoint)."""
+        """Each served stage sends to its spec's replicas and asks for the model they serve."""
         for name, spec in self.stages.items():
             stage = self.config.stage(name)
             stage.endpoints = [server.url for server in self.replicas[spec]]
+            stage.model = stage.model or spec.served_name
             if stage.mode == "raw" and stage.raw_format == "chat_template" and not stage.tokenizer:
                 stage.tokenizer = spec.model  # the served model's own tokenizer
 

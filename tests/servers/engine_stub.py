@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 STARTING_SECONDS = 1.0
+SLOW_REPLIES = "BFT_STUB_SLOW_REPLIES"  # an environment variable: seconds before each reply
 
 
 def install(folder: Path) -> Path:
@@ -35,6 +36,7 @@ def main() -> None:
         parser.add_argument(flag, required=True)
     parser.add_argument("--port", type=int, required=True)
     args, engine_args = parser.parse_known_args()
+    from tests.servers.models import slow
     from tests.servers.tgi import TGITestServer
 
     with TGITestServer(model_id=args.served_model_name, flavor="sglang", port=args.port) as server:
@@ -44,6 +46,8 @@ def main() -> None:
         print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
         print(f"engine args {engine_args}", flush=True)
         time.sleep(STARTING_SECONDS)
+        if os.environ.get(SLOW_REPLIES):  # every reply after that many seconds (a run still going when killed)
+            server.script = slow(float(os.environ[SLOW_REPLIES]))
         server.starting = False
         while True:
             time.sleep(1)

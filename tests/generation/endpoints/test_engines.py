@@ -77,6 +77,7 @@ def test_an_argument_with_quotes_stays_one_word():
         (VLLM, ["--tensor-parallel-size 2", "--tensor-parallel-size 8"], 8),  # the last one wins, as argparse
         (VLLM, ["--data-parallel-size 2", "-tp 2"], 4),
         (VLLM, ["--tp-size 4"], 1),  # SGLang's spelling: not vLLM's
+        (VLLM, ["--tensor_parallel_size=2", "--pipeline_parallel_size 2"], 4),  # its parser takes underscores
         (SGLANG, ["--tp-size 4"], 4),
         (SGLANG, ["--tensor-parallel-size=2", "--pp-size", "2", "--dp-size 2"], 8),
         (SGLANG, ["-tp 4"], 1),  # vLLM's short form: not SGLang's

@@ -8,20 +8,29 @@ or inherited."""
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from bft.generation.cli import build_parser
 from bft.generation.cli import main as bft
+from bft.generation.config import ALL_STAGES
 from bft.generation.config.files import dump_config, load_config
 from bft.generation.errors import ConfigError
+from bft.generation.generate import overrides_from
 from bft.generation.layout import RUN_CONFIG_FILE
 from bft.generation.layout import config_file as config_file_of
 from bft.generation.run.inputs import scoring_rule_of_the_pool
+from bft.generation.run.pools import use_embedded
 from bft.generation.run.resume import differing_settings
 from bft.generation.run.servers import ServeSpec, place_replicas, served_stages, visible_gpus
 from bft.generation.run.stats import RunStats, stage_counts
@@ -96,11 +105,43 @@ def test_a_stage_with_its_own_endpoints_is_not_served_and_a_local_model_is_serve
         ),
         ({"serve": {"engine": "vllm"}}, "backtranslate: serve.engine vllm needs serve.model"),
         ({"rewrite": {"serve": {"model": "m"}}}, "rewrite: serve settings but no serve.engine"),
+        (
+            {"serve": {"engine": "vllm", "model": "m"}, **{s: {"endpoints": ["http://a"]} for s in ALL_STAGES}},
+            "every stage has its own endpoints, so no stage would be served",
+        ),
+        (
+            {"serve": {"engine": "vllm", "model": "org/a"}, "rewrite": {"serve": {"args": ["--dtype half"]}}},
+            "two different servers would both be named 'org/a'",
+        ),
+        ({"serve": {"engine": "vllm", "model": "m"}, "executor": "ray"}, "serve with --executor ray is not supported"),
+        ({"serve": {"engine": "vllm", "model": "m", "args": ["--port 8000"]}}, "serve.args sets --port"),
+        ({"serve": {"engine": "sglang", "model": "m", "args": ["--model_path=x"]}}, "serve.args sets --model_path"),
+        ({"serve": {"engine": "vllm", "model": "m", "args": ["--api-key sk-1"]}}, "serve.args has --api-key"),
+        ({"serve": {"engine": "vllm", "model": "m", "args": ["--hf-token=hf_1"]}}, "serve.args has --hf-token"),
+        ({"serve": {"engine": "vllm", "model": "m", "replicas": 0}}, "serve.replicas is 0: at least 1"),
+        ({"serve": {"engine": "vllm", "model": "m", "startup_timeout": -1}}, "serve.startup_timeout is -1"),
     ],
 )
 def test_conflicting_or_half_serve_settings_are_refused(tmp_path, data, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         served_stages(load_config(config_file(tmp_path, data)))
+
+
+def test_a_local_model_is_served_by_its_absolute_path_whatever_way_it_is_written(tmp_path, monkeypatch):
+    """The server reports the path it was given (`root`), which keys the request cache by the folder's files
+    only when it is absolute: a model retrained into `models/final` must not get its predecessor's replies."""
+    (tmp_path / "models" / "final").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    specs = served_stages(load_config(config_file(tmp_path, {"serve": {"engine": "vllm", "model": "models/final"}})))
+    assert {spec.model for spec in specs.values()} == {str(tmp_path / "models" / "final")}
+
+
+def test_serve_on_the_command_line_takes_the_stages_from_a_configs_endpoints(tmp_path):
+    """`--serve` wins over a config whose stages name endpoints, as `--endpoint` does (the shipped `baft`)."""
+    overrides = overrides_from(
+        build_parser("generate").parse_args(["generate", "c.jsonl", "--out", "o", "--serve", "vllm"])
+    )
+    assert all(overrides[f"{stage}.endpoints"] == [] for stage in ALL_STAGES)
 
 
 # -- replicas on GPUs -------------------------------------------------------------------------------------------
@@ -162,11 +203,12 @@ def answering(url: str) -> bool:
 
 
 def gone(pid: int) -> bool:
+    """Whether process `pid` has ended (a zombie its new parent has not reaped yet has ended too)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return True
-    return False
+    return state == "Z"
 
 
 def pid_in(log) -> int:
@@ -280,3 +322,42 @@ def test_rescoring_a_pool_keeps_its_scoring_rule_but_not_its_scorers_server(tmp_
     overrides = {"corpus.path": str(earlier), "stages": ["curate"]}
     config = scoring_rule_of_the_pool(load_config(None, overrides), overrides)
     assert config.curate.score_mode == "expected" and config.curate.serve is None
+
+
+def test_the_embedded_server_takes_only_the_stages_without_endpoints(tmp_path):
+    """A stage bft serves itself (or one given its own endpoint) keeps its model when the embedded server
+    starts for the others: asking its server for SmolLM2 would be refused."""
+    config = load_config(config_file(tmp_path, {"rewrite": {"endpoints": ["http://127.0.0.1:9"], "model": None}}))
+    embedded = SimpleNamespace(url="http://127.0.0.1:8", model_name="smollm2", model_dir=tmp_path / "smollm2")
+    use_embedded(config, embedded)
+    assert config.endpoints == [embedded.url]
+    assert [config.stage(name).model for name in ("backtranslate", "curate", "rewrite")] == ["smollm2", "smollm2", None]
+
+
+def test_servers_die_with_bft_when_bft_is_killed_mid_run(tmp_path, stub_sglang, monkeypatch):
+    """SIGKILL leaves bft no chance to stop anything: the parent-death signal reaches each replica's
+    process-group keeper, which ends its group."""
+    monkeypatch.setenv(engine_stub.SLOW_REPLIES, "30")  # the run is still waiting for replies when killed
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bft.generation.cli", "generate", str(DEMO_CORPUS), "--out", str(out)]
+    command += ["--limit", "2", "--no-progress", "--serve", "sglang", "--serve-model", "org/backward"]
+    bft_process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in bft_process.stderr:
+            if " is ready at " in line:
+                break
+        else:
+            pytest.fail(f"bft ended (code {bft_process.wait()}) before its server was ready")
+        log = out / ".bft" / "servers" / "org-backward-0.log"
+        replica = pid_in(log)
+        assert not gone(replica)
+        bft_process.kill()
+        assert bft_process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        bft_process.kill()
+        bft_process.stderr.close()
+    deadline = time.monotonic() + 60
+    while not gone(replica):
+        assert time.monotonic() < deadline, f"the replica (pid {replica}) outlived bft's SIGKILL by a minute"
+        time.sleep(0.1)
+    assert not (out / "stats.json").exists()  # (killed mid-run, not after it)
