@@ -24,11 +24,15 @@ pytestmark = pytest.mark.slow
 
 
 def vllm_processes() -> dict[int, str]:
-    """The processes of any vLLM on this machine (API servers, engine cores, workers), by id."""
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    """The running processes of any vLLM on this machine (API servers, engine cores, workers), by id. A zombie
+    (ended, waiting for its new parent to reap it) is not running."""
+    listing = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
     found = {}
     for line in listing.splitlines():
-        pid, _, args = line.strip().partition(" ")
+        parts = line.split(None, 2)
+        if len(parts) < 3 or parts[1].startswith("Z"):
+            continue
+        pid, _, args = parts
         if ("vllm" in args.lower()) and "pytest" not in args and "ps -eo" not in args:
             found[int(pid)] = args
     return found
