@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bft.generation.config import ServeConfig
-from bft.generation.endpoints.engines import ENGINES, EngineServer, gpus_per_replica
+from bft.generation.endpoints.engines import ENGINES, EngineServer, gpus_per_replica, split_args
 from bft.generation.errors import ConfigError
 from bft.generation.layout import servers_dir
 
@@ -102,7 +101,7 @@ SECRET_FLAG_RE = re.compile(r"^--[\w-]*(api[-_]?key|token|secret|password)", re.
 
 def check_args(args: tuple[str, ...], where: str) -> None:
     """Refuse engine arguments bft sets itself or that carry a secret (named with what to do instead)."""
-    for word in (word for arg in args for word in shlex.split(arg)):
+    for word in split_args(args):
         flag = word.split("=", 1)[0]
         if flag in OWN_FLAGS or flag.replace("_", "-") in OWN_FLAGS:
             raise ConfigError(
