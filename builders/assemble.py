@@ -48,6 +48,7 @@ from bft.generation.layout import OUTPUT_CONFIG_NAMES, RUN_CONFIG_FILE, STATS_FI
 from bft.generation.method.tags import SEED_TAG, WEB_TAG
 from bft.generation.reasons import PARSE, REQUEST_STAGES, reasons_of_kind
 from bft.generation.run.finishing import why_empty
+from bft.generation.run.money import cost_line
 from bft.generation.run.stats import ENDPOINTS_KEY, SERVERS_KEY, RunStats
 from bft.generation.text import file_sha256
 
@@ -137,6 +138,7 @@ def build(
             empty_configs=[f"{where}: {why}" for where, why in built.empty.items()],
             license_name=license_name or "",
             license_link=license_link or "",
+            cost=cost_line(stats.costs()),  # from stats.json's `cost` entries: what the run paid for its tokens
         )
         facts.model_terms = model_terms([entry["model"] for entry in facts.stages])
         facts.report = report(train, count, unit, eval_set, analyses)

@@ -16,7 +16,14 @@ Examples:
     bft generate dolma/ --out out/ --serve vllm --serve-model meta-llama/Llama-3.1-8B-Instruct \
         --serve-arg="--max-model-len 8192"
 
-    # one GPU serving the models in turn: run a stage, swap the model, rerun with one stage more
+    # ... on a Ray cluster: each replica in an actor placed by Ray, spread over the nodes
+    bft generate dolma/ --out /shared/out --executor ray --ray-address auto --serve vllm \
+        --serve-model meta-llama/Llama-3.1-70B-Instruct --serve-arg="-tp 4"
+
+    # BAFT's models in turn on the same GPUs: the backward model for backtranslate and curate, then the rewriter
+    bft generate dolma/ --out out/ --config baft.yaml --serve-in-turn   # (its stages' serve: settings)
+
+    # your own server, one model at a time: run a stage, swap the model, rerun with one stage more
     bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate
     bft generate dolma/ --out out/ --endpoint http://gpu:8080 --stages backtranslate,curate,rewrite
 
@@ -54,7 +61,9 @@ from bft.generation.run.inputs import scoring_rule_of_the_pool
 from bft.generation.run.local import generate_locally
 from bft.generation.run.pools import use_embedded, use_served_tokenizers
 from bft.generation.run.ray_executor import generate_on_ray
+from bft.generation.run.ray_servers import RayServers
 from bft.generation.run.resume import check_resumable
+from bft.generation.run.served_in_turn import generate_in_turn
 from bft.generation.run.servers import RunServers, served_stages
 
 # The flags that set a run setting: flag -> the field's dotted path in `GenerateConfig` (`*.model`: every stage's
@@ -83,6 +92,8 @@ CONFIG_FLAGS = {
     "--serve-arg": "serve.args",
     "--serve-python": "serve.python",
     "--serve-replicas": "serve.replicas",
+    "--serve-max-restarts": "serve.max_restarts",
+    "--serve-in-turn": "serve.order=in_turn",
 }
 REQUIRED_FLAGS = ("--out",)  # a run needs somewhere to write
 
@@ -179,16 +190,25 @@ def run(args: argparse.Namespace) -> int:
     if summary is not None:
         print(f"bft generate: {out} is finished: every record has its outcome; nothing to send", file=sys.stderr)
     else:
+        in_turn = bool(served) and config.serve.order == "in_turn"  # each turn's servers: `generate_in_turn`
         with contextlib.ExitStack() as running:
-            servers = running.enter_context(RunServers(config, out, log=say)) if served else None
-            if not (config.endpoints or all(config.stage(s).endpoints for s in config.stages)):
+            servers = None
+            if served and not in_turn:  # on this machine, or each replica in a Ray actor
+                serving = RayServers if config.executor == "ray" else RunServers
+                servers = running.enter_context(serving(config, out, log=say))
+            if not (config.endpoints or all(live_elsewhere(config, s, served) for s in config.stages)):
                 say("bft generate: no --endpoint given: starting the embedded SmolLM2-135M-Instruct server")
                 log = out / ".bft" / "embedded-server.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 use_embedded(config, running.enter_context(EmbeddedServer(converted_checkpoint(), log_path=log)))
-            summary = execute(config, progress)
-        if servers is not None:  # (stats.json is written by then: the servers' facts added to it)
-            summary.stats.servers = servers.facts()
+            if in_turn:
+                summary, facts = generate_in_turn(config, progress, log=say)
+            else:
+                summary = execute(config, progress)
+        if servers is not None:
+            facts = servers.facts()
+        if served:  # (stats.json is written by then: the servers' facts added to it)
+            summary.stats.servers = facts
             summary.stats.write(out)
     print_summary(out, summary, time.monotonic() - started)
     problem = all_rejected_for_one_reason(config, summary)
@@ -196,6 +216,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"bft generate: error: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def live_elsewhere(config: GenerateConfig, stage: str, served) -> bool:
+    """Whether a stage needs no embedded server: it has endpoints, servers bft starts, or sends by batch."""
+    stage_config = config.stage(stage)
+    return bool(stage_config.endpoints) or stage in served or stage_config.send == "batch"
 
 
 def say(line: str) -> None:

@@ -15,6 +15,8 @@ once. A `bft generate` output folder OUT:
     .bft/blocks/KEY/journal/           the same per block, for `--executor ray`
     .bft/earlier/TIME/                 an earlier run's files, set aside when the folder got a changed config
     .bft/servers/NAME-N.log            the log of each server replica bft started for the run (`serve:`)
+    .bft/batches/STAGE.jsonl           the ledger of a `send: batch` stage's provider batches (`run/batching.py`)
+    .bft/batches/vllm/ID.*             vLLM run_batch jobs' request, output and log files (`batch.api: vllm`)
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def earlier_runs_dir(out: Path) -> Path:
 
 def servers_dir(out: Path) -> Path:
     return out / ".bft" / "servers"
+
+
+def batch_ledger(out: Path, stage: str) -> Path:
+    """The ledger of `stage`'s provider batches: one line per batch submitted, one when its results were taken."""
+    return out / ".bft" / "batches" / f"{stage}.jsonl"
+
+
+def batch_jobs_dir(out: Path) -> Path:
+    """Where the batch jobs bft runs itself (vLLM's run_batch) keep their files."""
+    return out / ".bft" / "batches" / "vllm"
 
 
 def config_file(out: Path, config: str) -> Path | None:

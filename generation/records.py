@@ -104,6 +104,7 @@ class Provenance:
     first_asked_at: str | None = None  # a cached reply: when a server gave it (UTC, ISO 8601)
     first_asked_endpoint: str | None = None  # a cached reply: the endpoint that gave it
     first_asked_run: str | None = None  # a cached reply: the output folder of the run that asked it
+    batch: str | None = None  # a reply that came by a provider batch (`send: batch`): the batch's id
 
 
 @dataclass
@@ -173,6 +174,7 @@ PROVENANCE_TYPE = pa.struct(
         ("first_asked_at", pa.string()),
         ("first_asked_endpoint", pa.string()),
         ("first_asked_run", pa.string()),
+        ("batch", pa.string()),
     ]
 )
 

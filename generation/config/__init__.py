@@ -64,6 +64,9 @@ DEFAULT_REFUSAL_PATTERNS = [
 StageName = Literal["backtranslate", "curate", "rewrite", "distill"]
 CacheMode = Literal["on", "off", "read-only"]  # the request cache's (`run/request_cache.py`)
 ServeEngine = Literal["vllm", "sglang"]  # the engines bft starts itself (`endpoints/engines.py`)
+ServeOrder = Literal["together", "in_turn"]  # the servers of every stage at once, or stage by stage
+BatchApi = Literal["openai", "anthropic", "vllm"]  # the batch APIs a stage can send through (`endpoints/batches/`)
+SendMode = Literal["live", "batch"]  # how a stage's requests go out: one by one, or in provider batches
 ALL_STAGES: tuple[StageName, ...] = typing.get_args(StageName)
 STAGES: tuple[StageName, ...] = tuple(stage for stage in ALL_STAGES if stage != "distill")  # the pipeline, in order
 
@@ -118,6 +121,87 @@ class ServeConfig(Checked):
     startup_timeout: float | None = field(
         default=None, metadata={"help": "Seconds a replica may take to become ready; unset: 900."}
     )
+    max_restarts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Times a replica that exits mid-run is restarted (same port and arguments; its requests are "
+            "retried meanwhile) before the run stops naming its log; unset: 3."
+        },
+    )
+    order: ServeOrder | None = field(
+        default=None,
+        metadata={
+            "help": "together: every stage's servers at once; in_turn: the stages' models one after another on the "
+            "same GPUs (start the first stage's servers, run every document through it, stop them, start the next "
+            "stage's, ...). A run setting, not a stage's; unset: together."
+        },
+    )
+
+
+@dataclass
+class BatchConfig(Checked):
+    """A stage's requests sent as provider batches (`send: batch`): written to request files, submitted,
+    polled, downloaded and fed through the same parsing, journals and provenance as live requests
+    (`run/batching.py`). A run stopped while batches are pending resumes them by id."""
+
+    api: BatchApi = field(
+        default="openai",
+        metadata={
+            "help": "openai: /v1/files + /v1/batches (OpenAI and the providers that copy its format); anthropic: "
+            "/v1/messages/batches; vllm: vLLM's offline run_batch on this machine (no server)."
+        },
+    )
+    url: str = field(
+        default="",
+        metadata={
+            "help": "The provider's base URL; unset: the API's own (https://api.openai.com, https://api.anthropic.com)."
+        },
+    )
+    token_env: str = field(
+        default="",
+        metadata={"help": "Environment variable holding the API key; unset: OPENAI_API_KEY or ANTHROPIC_API_KEY."},
+    )
+    max_requests: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most requests in one batch; unset: the provider's limit (OpenAI 50,000; Anthropic 100,000)."
+        },
+    )
+    max_bytes: int | None = field(
+        default=None,
+        metadata={
+            "help": "Largest request file of one batch; unset: the provider's limit (OpenAI 200 MB; Anthropic 256 MB)."
+        },
+    )
+    completion_window: str = field(default="24h", metadata={"help": "OpenAI: the batch's completion window."})
+    poll_interval: float = field(
+        default=30.0, metadata={"help": "Seconds between the first status checks; grows to poll_max."}
+    )
+    poll_max: float = field(default=300.0, metadata={"help": "Longest wait between status checks, in seconds."})
+    python: str = field(
+        default="", metadata={"help": "api vllm: the Python with vLLM installed (e.g. .venv-vllm/bin/python)."}
+    )
+    model_path: str = field(default="", metadata={"help": "api vllm: the model folder or Hub id run_batch loads."})
+    args: list[str] = field(
+        default_factory=list, metadata={"help": "api vllm: run_batch's own arguments, passed through."}
+    )
+
+
+@dataclass
+class PriceConfig(Checked):
+    """What a stage's model costs, per million tokens, to put a price on a run (`run/money.py`): shown by
+    `--dry-run`, on the progress bars as it is spent, in stats.json and on the card. Replies the request
+    cache answers cost nothing."""
+
+    input: float = field(default=0.0, metadata={"help": "Price of a million prompt tokens."})
+    output: float = field(default=0.0, metadata={"help": "Price of a million completion tokens."})
+    batch_discount: float = field(
+        default=0.5,
+        metadata={
+            "help": "Fraction of the price a batch request costs (`send: batch`); providers sell batches at half."
+        },
+    )
+    currency: str = field(default="USD", metadata={"help": "The currency of the prices, as printed."})
 
 
 @dataclass
@@ -181,6 +265,14 @@ class StageConfig(Checked):
     serve: ServeConfig | None = field(
         default=None,
         metadata={"help": "This stage's own servers (see ServeConfig); the keys it leaves unset are the run's serve."},
+    )
+    send: SendMode = field(
+        default="live",
+        metadata={"help": "live: requests to the endpoints one by one; batch: provider batches (see BatchConfig)."},
+    )
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    price: PriceConfig | None = field(
+        default=None, metadata={"help": "What the stage's model costs per million tokens; unset: not priced."}
     )
 
 

@@ -16,6 +16,7 @@ def check_config(config: GenerateConfig) -> None:
     check_stages(config.stages)
     check_stage_settings(config)
     check_run_settings(config)
+    check_batch_settings(config)
 
 
 def check_stages(stages: list[str]) -> None:
@@ -74,3 +75,43 @@ def check_run_settings(config: GenerateConfig) -> None:
         raise ConfigError("segment.min_chars must be positive and at most segment.max_chars")
     if config.prepare.max_document_chars < 100 or config.corpus.max_record_bytes < 1024:
         raise ConfigError("prepare.max_document_chars must be >= 100 and corpus.max_record_bytes >= 1024")
+
+
+def check_batch_settings(config: GenerateConfig) -> None:
+    """The stages that send by provider batch (`send: batch`): what no batch run can do, refused before anything
+    is sent. (What one API cannot send, such as Anthropic's raw prompts, and a missing API key are refused when
+    the run opens its batch senders, `run/batching.py`, still before any request.)"""
+    for name in config.stages:
+        stage = config.stage(name)
+        if stage.send != "batch":
+            continue
+        batch = stage.batch
+        if config.executor == "ray":
+            raise ConfigError(
+                f"{name}.send: batch runs on the local executor only, not executor ray (--executor ray): drop "
+                f"--executor ray, or send {name} live"
+            )
+        engine = (stage.serve.engine if stage.serve is not None else None) or config.serve.engine
+        if engine:
+            raise ConfigError(
+                f"{name}.send: batch sends to {name}.batch.api {batch.api}, so bft would serve {name} for nothing "
+                f"(serve.engine {engine}): give the served stages their own serve: and {name} none, or send it live"
+            )
+        if stage.endpoints:
+            raise ConfigError(
+                f"{name}.endpoints: {name} has send: batch, which sends to {name}.batch ({batch.api}), not to "
+                "endpoints: drop one of them"
+            )
+        if batch.api in ("openai", "anthropic") and not stage.model:
+            raise ConfigError(f"{name}.model: send: batch through {batch.api} needs the model its requests name")
+        if batch.api == "vllm" and not (batch.python and batch.model_path):
+            raise ConfigError(
+                f"{name}.batch: api vllm runs vLLM's run_batch on this machine and needs batch.python (a Python "
+                "with vLLM) and batch.model_path (the model folder or Hub id)"
+            )
+        if not 0 < batch.poll_interval <= batch.poll_max:
+            raise ConfigError(f"{name}.batch.poll_interval must be positive and at most {name}.batch.poll_max")
+        if (batch.max_requests is not None and batch.max_requests < 1) or (
+            batch.max_bytes is not None and batch.max_bytes < 1
+        ):
+            raise ConfigError(f"{name}.batch.max_requests and max_bytes must be at least 1 when set")

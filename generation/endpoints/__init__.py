@@ -21,5 +21,7 @@
   and GPUs per replica, and `EngineServer`, one replica as a subprocess;
 - `embedded`: the embedded SmolLM2 server the demo starts when no endpoint is given;
 - `served_tokenizer`: the tokenizer of the model an endpoint serves, for the chat template applied by bft;
-- `vllm_server`: the real vLLM's CPU build as a subprocess, as tests and benchmarks start it.
+- `vllm_server`: the real vLLM's CPU build as a subprocess, as tests and benchmarks start it;
+- `batches`: provider batch APIs (OpenAI's files and batches, Anthropic's Message Batches, vLLM's offline
+  `run_batch`): request files written, submitted, polled and read back as replies.
 """

@@ -224,21 +224,8 @@ class Endpoint:
 
     def _generation(self, reply: ServedReply, sampling: SamplingConfig | None) -> Generation:
         """The reply as bft keeps it, once it is known to be whole and not cut short for room."""
-        finish = reply.finish_reason
-        if finish in FAILED_FINISH:
-            raise RetryableError(f"finish_{finish}", f"{self.name} ended the generation with finish_reason {finish!r}")
-        self._check_room(finish, reply.usage, sampling)
-        details = reply.usage.get("completion_tokens_details") or {}
-        return Generation(
-            text=reply.text,
-            finish_reason=normalize_finish_reason(finish),
-            prompt_tokens=reply.usage.get("prompt_tokens"),
-            completion_tokens=reply.usage.get("completion_tokens"),
-            model=reply.model or (self.model_id if self.api == "tgi" else None),
-            token_choices=reply.token_choices,
-            reasoning=reply.reasoning,
-            reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
-        )
+        self._check_room(reply.finish_reason, reply.usage, sampling)
+        return generation_of(reply, self.name, self.model_id if self.api == "tgi" else None)
 
     def _check_room(self, finish: str | None, usage: dict[str, Any], sampling: SamplingConfig | None) -> None:
         """Refuse a reply the server cut short for lack of room, as if it had refused the prompt.
@@ -267,3 +254,22 @@ class Endpoint:
             f"of {context} (finish_reason length; the server lowered max_tokens without a word)",
             "max_tokens",
         )
+
+
+def generation_of(reply: ServedReply, where: str, model: str | None = None) -> Generation:
+    """A whole reply as bft keeps it (live or from a batch, `run/batching.py`): `abort` / `error` finishes are
+    failures, retried; `model` names the model when the reply does not (TGI names none)."""
+    finish = reply.finish_reason
+    if finish in FAILED_FINISH:
+        raise RetryableError(f"finish_{finish}", f"{where} ended the generation with finish_reason {finish!r}")
+    details = reply.usage.get("completion_tokens_details") or {}
+    return Generation(
+        text=reply.text,
+        finish_reason=normalize_finish_reason(finish),
+        prompt_tokens=reply.usage.get("prompt_tokens"),
+        completion_tokens=reply.usage.get("completion_tokens"),
+        model=reply.model or model,
+        token_choices=reply.token_choices,
+        reasoning=reply.reasoning,
+        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+    )

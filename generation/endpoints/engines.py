@@ -167,11 +167,24 @@ def answers(engine: Engine, url: str, served_name: str, timeout: float = 300.0) 
 
 def engine_version(engine: Engine, url: str) -> str | None:
     """The version the running server reports of itself, or None."""
+    return engine_facts(engine, url)["version"]
+
+
+def engine_facts(engine: Engine, url: str) -> dict[str, str | None]:
+    """What the running server says of itself: its `version`, and the model `revision` it loaded where it says
+    (SGLang's `/server_info` is its server arguments plus `version`, `revision` among them: its
+    `docs/backend/server_arguments.md`; vLLM's `/version` and `/v1/models` name none); None where it does not."""
     for route in engine.version_routes:
         body = get_json(url + route)
         if body is not None and isinstance(body.get("version"), str):
-            return body["version"]
-    return None
+            revision = body.get("revision")
+            return {"version": body["version"], "revision": revision if isinstance(revision, str) else None}
+    return {"version": None, "revision": None}
+
+
+def revision_arg(args: list[str] | tuple[str, ...]) -> str | None:
+    """The model revision the engine arguments ask for (`--revision`, vLLM's and SGLang's flag), or None."""
+    return flag_value(split_args(args), ("--revision",))
 
 
 @dataclass
@@ -191,20 +204,29 @@ class EngineServer(ServerProcess):
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     startup_timeout: float = 900.0
+    max_restarts: int = 0  # times it is restarted when it exits mid-run (`run/servers.py` restarts it)
+    host: str = "127.0.0.1"  # the address it listens on: this machine only, or a Ray node's address
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
         self.process = None
+        self.restarts_left = self.max_restarts
         self.what = f"{self.engine.label} serving {self.served_name}"
         self.began: float | None = None
-        self.started_in: float | None = None  # seconds from launch to ready
+        self.started_in: float | None = None  # seconds from launch to ready, of the first start
+        self.restarts = 0  # relaunches after an exit mid-run (`run/servers.py`)
+        self.restarted: list[dict] = []  # per restart: how it had ended, and its start-up seconds or its failure
+        self.first_launch: float | None = None  # when it was first launched (for its serving time)
+        self.stopped_at: float | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return launch_command(self.engine, self.python, self.model, self.served_name, self.port, self.args)
+        return launch_command(
+            self.engine, self.python, self.model, self.served_name, self.port, self.args, host=self.host
+        )
 
     def begin(self) -> None:
         """Launch the replica under the group keeper, without waiting for it."""
@@ -214,17 +236,47 @@ class EngineServer(ServerProcess):
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.began = time.monotonic()
+        self.first_launch = self.first_launch or self.began
         command = ["sh", "-c", GROUP_KEEPER, f"{self.engine.name}-group", *self.command()]
         self.launch(command, env, self.log_path, signal_number=signal.SIGTERM)  # the keeper ends the group
 
-    def wait(self) -> None:
-        """Wait until the replica generates; stop it and raise past `startup_timeout`."""
+    def wait(self) -> float:
+        """Wait until the replica generates; stop it and raise past `startup_timeout`. Returns the seconds from
+        this launch to ready."""
         self.wait_ready(self.startup_timeout, self.log_path, lambda: answers(self.engine, self.url, self.served_name))
-        self.started_in = time.monotonic() - (self.began or time.monotonic())
+        seconds = time.monotonic() - (self.began or time.monotonic())
+        self.started_in = self.started_in if self.started_in is not None else seconds
+        return seconds
 
     def start(self) -> None:
         self.begin()
         self.wait()
 
+    def stop(self, grace: float = 20.0) -> None:
+        super().stop(grace)
+        if self.first_launch is not None:
+            self.stopped_at = time.monotonic()
+
+    def exit_report(self) -> str | None:
+        """How it ended for good: its exit, its restarts and its log."""
+        how = self.exit_description()
+        return self.ended_for_good(how) if how is not None else None
+
+    def ended_for_good(self, how: str) -> str:
+        """`how` it ended, with its restarts and its log: what the error that stops the run says."""
+        return (
+            f"{how}; restarted {self.restarts} times, the most serve.max_restarts allows ({self.max_restarts}); "
+            f"its log: {self.log_path}"
+        )
+
+    def serving_seconds(self) -> float | None:
+        """Seconds from its first launch to its last stop (or now): what its GPUs were held for."""
+        if self.first_launch is None:
+            return None
+        return (self.stopped_at or time.monotonic()) - self.first_launch
+
     def version(self) -> str | None:
         return engine_version(self.engine, self.url)
+
+    def facts(self) -> dict[str, str | None]:
+        return engine_facts(self.engine, self.url)

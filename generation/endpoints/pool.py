@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from bft.generation.endpoints.client import Endpoint
 from bft.generation.endpoints.failures import DOWN_CAUSES, OVERLOAD_CAUSES
 from bft.generation.endpoints.limiter import AdaptiveLimit, Waiter
+from bft.generation.endpoints.processes import server_restarting
 from bft.generation.errors import EndpointError, RetryableError
 
 
@@ -189,9 +190,11 @@ class EndpointPool:
             self._changed()  # waiters look again: with no live endpoint left, their deadline starts
 
     def _may_leave(self, member: Member) -> bool:
-        """Another endpoint is live, or this one has answered nothing for `probe_interval` seconds."""
+        """Another endpoint is live, this one has answered nothing for `probe_interval` seconds, or it is a server
+        bft is restarting (its requests would only spend their retries until it is ready)."""
         others = any(m.alive for m in self.members if m is not member)
-        return others or time.monotonic() - member.last_success >= self.probe_interval
+        silent = time.monotonic() - member.last_success >= self.probe_interval
+        return others or silent or server_restarting(member.endpoint.url)
 
     async def _probe(self, member: Member) -> None:
         while True:

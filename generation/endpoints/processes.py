@@ -10,6 +10,11 @@ A server never starts on a port another process listens on, and is never taken a
 process answered there: the port is tried before the start (`port_taken`), the process that listens on it
 is checked to be the server's own once `/health` answers (`listens_elsewhere`, from `/proc` on Linux), and
 a server that exits before it was ready while its port is taken says so (`PortInUseError`).
+
+A server may be restarted when it exits (`run/servers.py` watches the replicas bft starts): while it has
+restarts left (`restarts_left`), its exit is not reported, so the engine retries the requests it was sent and
+the endpoint pool waits for it to answer again; once none are left (`give_up`), `server_exit` reports how it
+ended, how often it was restarted and where its log is.
 """
 
 from __future__ import annotations
@@ -40,9 +45,30 @@ GROUP_KEEPER = 'trap \'trap "" TERM; kill 0; exit 143\' TERM; "$@" & wait $!; co
 
 
 def server_exit(url: str) -> str | None:
-    """How the server bft started at `url` ended, or None (still running, or not one bft started)."""
+    """How the server bft started at `url` ended for good (with its log, once its restarts are spent); None
+    while it runs, while a restart of it is to come or under way, or when it is not one bft started."""
     server = RUNNING.get(url)
-    return server.exit_description() if server is not None else None
+    if server is None:
+        return None
+    if server.gave_up is not None:
+        return server.gave_up
+    if server.restarts_left > 0:
+        return None
+    return server.exit_report()
+
+
+def server_restarting(url: str) -> bool:
+    """Whether the server bft started at `url` is down with a restart of it to come or under way: its requests
+    can only fail until it is ready again, so its endpoint leaves rotation at once (`EndpointPool`)."""
+    server = RUNNING.get(url)
+    return server is not None and server.gave_up is None and (server.restarting or not server.alive())
+
+
+def give_up(server: ServerProcess, why: str) -> None:
+    """Record that `server` has ended for good (its restarts spent, or a restart failed): `server_exit` says
+    `why` from now on, so that the requests sent to it stop the run instead of waiting for it."""
+    server.gave_up, server.restarts_left = why, 0
+    RUNNING[server.url] = server
 
 
 def free_port() -> int:
@@ -157,6 +183,9 @@ class ServerProcess:
     process: subprocess.Popen | None = None
     host = "127.0.0.1"  # the address it listens on; a subclass gives `port`
     port = 0
+    restarts_left = 0  # restarts a watcher will still make when it exits (`run/servers.py`)
+    restarting = False  # a watcher is launching it again and waiting until it is ready
+    gave_up: str | None = None  # how it ended for good, once no restart is left (`give_up`)
 
     @property
     def url(self) -> str:
@@ -233,6 +262,10 @@ class ServerProcess:
             name = signal.Signals(-code if code < 0 else code - 128).name
             return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
         return f"exit code {code}"
+
+    def exit_report(self) -> str | None:
+        """How it ended, as the error that stops a run says it (a subclass adds its restarts and log)."""
+        return self.exit_description()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

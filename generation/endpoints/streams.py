@@ -15,6 +15,12 @@ parser reads both. The chunk shapes are the OpenAI protocol's as vLLM implements
   the error its status would have been.
 - The stream must end with `data: [DONE]` or a finish reason; a connection that closes before either is a
   dropped reply (retried), never a short answer.
+- A server that ignores the request's stop sequences (`transformers serve` with continuous batching does:
+  it drops `stop_strings` from a batched request) would generate to `max_tokens` after one. Once text
+  arrives past a stop sequence (`stopped`), bft stops reading, which closes the connection and so cancels
+  the generation, and the reply is what a server that honours stops would have sent: the text before the
+  first stop, finish reason `stop`, its tokens counted by chunks. A server that sends the stop string and
+  then ends (finish reason, `[DONE]`) is read to its end as usual.
 """
 
 from __future__ import annotations
@@ -41,8 +47,12 @@ class MalformedStream(Exception):
 class Gathered:
     """The chunks of one streamed reply, folded as they come (`add`), then the whole body (`body`)."""
 
-    def __init__(self, chat: bool):
+    def __init__(self, chat: bool, stops: list[str] | tuple[str, ...] = ()):
         self.chat = chat
+        self.stops = [stop for stop in stops if stop]
+        self.stopped = False  # text arrived after a stop sequence: the server ignores stops (module docstring)
+        self._stop_at: int | None = None  # where the first stop sequence begins in the text, once seen
+        self._joined = ""  # the text so far, for the stop search (kept only when there are stops)
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.logprob_content: list[dict] = []  # chat: logprobs.content items
@@ -110,17 +120,35 @@ class Gathered:
                     self.top_logprobs.extend(logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"]))
             if piece:
                 self.text.append(piece)
+                if self.stops:
+                    self._watch_stops(piece)
             if piece or thought:
                 self.streamed_chunks += 1
 
+    def _watch_stops(self, piece: str) -> None:
+        """Note where the first stop sequence begins; text after it says the server did not stop there."""
+        if self._stop_at is not None:
+            self.stopped = True
+            return
+        searched_from = max(0, len(self._joined) - max(len(stop) for stop in self.stops) + 1)
+        self._joined += piece
+        hits = [(at, at + len(stop)) for stop in self.stops if (at := self._joined.find(stop, searched_from)) >= 0]
+        if hits:
+            self._stop_at, stop_end = min(hits)
+            self.stopped = len(self._joined) > stop_end  # the same chunk went on past the stop
+
     def body(self) -> dict[str, Any]:
-        """The reply as the server would have sent it whole."""
+        """The reply as the server would have sent it whole (cut at its first stop sequence when `stopped`)."""
+        if self.stopped:
+            self.finish_reason = "stop"
         if not self.done and self.finish_reason is None:
             raise MalformedStream("the stream ended before a finish reason or [DONE]")
         usage = dict(self.usage)
         if usage.get("completion_tokens") is None:  # no usage chunk: the text chunks, a token each
             usage["completion_tokens"] = self.streamed_chunks
         text = "".join(self.text)
+        if self.stopped and self._stop_at is not None:
+            text = text[: self._stop_at]
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if self.reasoning:

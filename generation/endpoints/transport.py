@@ -150,10 +150,12 @@ class Transport:
                     raw = await response.read()
                     raise status_error(status, raw.decode("utf-8", "replace"), self.name + route, headers)
                 if payload.get("stream") and response.content_type == "text/event-stream":
-                    gathered = Gathered(chat=route == "/v1/chat/completions")
+                    gathered = Gathered(chat=route == "/v1/chat/completions", stops=payload.get("stop") or ())
                     async for line in response.content:  # to the end of the body, so the connection is reused
                         watch.heard()
                         gathered.add_line(line)
+                        if gathered.stopped:  # past a stop the server ignores: closing cancels the generation
+                            break
                     return gathered.body(), headers
                 raw = await response.read()  # a whole body (TGI /generate, or a server that does not stream)
                 watch.heard()

@@ -19,7 +19,14 @@ check), and nothing is written to the output folder. Per stage it says:
 - **dropped for length**: the documents prepare would drop (or cut) for `prepare.context_tokens`,
   named, before any request is paid for;
 - **the request cache's share**: per stage, the documents whose requests the cache would answer, those
-  it would ask, and those whose requests depend on a reply still to come (`run/cache_plan.py`).
+  it would ask, and those whose requests depend on a reply still to come (`run/cache_plan.py`);
+- **money**, for each stage with a `price:` (`run/money.py`): the most it can cost (its prompt tokens as
+  counted above, for each of its samples, plus `max_tokens` per request; the batch discount applied
+  with `send: batch`; printed rounded up, so that it stays a bound), and after `--probe N` the expected
+  cost: the requests of the documents expected to reach it, at the prompt and completion tokens per
+  request the probe's server counted. The cache's share is not taken off: a bound holds whatever the
+  cache holds.
+  Stages in different currencies are totalled per currency. Unpriced stages say nothing about money.
 
 When no document would enter the first stage, there is nothing to estimate: the plan says so, and
 `nothing_enters` holds the reasons counted and what to check (`corpus/diagnosis.py`), which
@@ -41,10 +48,12 @@ from bft.generation.layout import PREPARE
 from bft.generation.method.fitting import context_check, prompt_tokens
 from bft.generation.reasons import EXCEEDS_CONTEXT
 from bft.generation.records import Document, Rejected
+from bft.generation.run.money import Cost, figure, money, money_total, per_currency, stage_price
 from bft.generation.run.stages import build_stages
 from bft.generation.run.stats import RunStats
 
 SHOWN_DROPPED = 10
+TIME_WIDTH = 12  # the time column's width when a cost column follows it
 
 
 @dataclass
@@ -62,6 +71,9 @@ class StagePlan:
     tokens_per_second: float | None = None  # measured (probe) or given (--throughput)
     seconds: float | None = None
     measured: bool = False  # its rate and time come from the probe, not from --throughput
+    samples: int = 1  # requests per document
+    max_cost: Cost | None = None  # the most it can cost; None: not priced
+    expected_cost: Cost | None = None  # from the probe's completion tokens per request
 
 
 @dataclass
@@ -108,6 +120,8 @@ def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:
             totals[stage.name][1] &= exact
     for index, stage in enumerate(stages):
         requests = plan.entering * stage.samples
+        price = stage_price(stage.name, stage.config)
+        max_completion = requests * stage.config.sampling.max_tokens
         plan.stages.append(
             StagePlan(
                 name=stage.name,
@@ -116,9 +130,11 @@ def plan_run(config: GenerateConfig, throughput: float | None = None) -> Plan:
                 prompt_tokens=totals[stage.name][0],
                 exact_tokens=totals[stage.name][1],
                 requests=requests,
-                max_completion_tokens=requests * stage.config.sampling.max_tokens,
+                max_completion_tokens=max_completion,
                 tokens_per_second=throughput,
-                seconds=requests * stage.config.sampling.max_tokens / throughput if throughput else None,
+                seconds=max_completion / throughput if throughput else None,
+                samples=stage.samples,
+                max_cost=price.cost(totals[stage.name][0] * stage.samples, max_completion) if price else None,
             )
         )
     if not plan.entering:
@@ -156,6 +172,8 @@ def add_probe(plan: Plan, config: GenerateConfig, documents: int, execute) -> Pl
             expected = 0.0
             continue
         rate = counts.completion_tokens / counts.seconds if counts.requests and counts.seconds else None
+        if counts.requests:
+            _expect_cost(stage, counts.prompt_tokens / counts.requests, counts.completion_tokens / counts.requests)
         if rate:
             per_request = counts.completion_tokens / counts.requests
             stage.tokens_per_second, stage.measured = rate, True
@@ -167,6 +185,17 @@ def add_probe(plan: Plan, config: GenerateConfig, documents: int, execute) -> Pl
         expected *= counts.kept / counts.entered
         before = stage.name
     return plan
+
+
+def _expect_cost(stage: StagePlan, prompt_per_request: float, completion_per_request: float) -> None:
+    """A priced stage's expected cost: the requests of the documents expected to reach it, each with the
+    prompt and completion tokens per request the probe's server counted (the plan's own prompt counts are
+    bounds, with room for the longest instruction, and without the chat template)."""
+    if stage.max_cost is None or stage.expected_documents is None:
+        return
+    requests = stage.expected_documents * stage.samples
+    price = stage.max_cost.price
+    stage.expected_cost = price.cost(round(requests * prompt_per_request), round(requests * completion_per_request))
 
 
 def _unmeasured(plan: Plan, stage: StagePlan, why: str) -> None:
@@ -208,6 +237,37 @@ def _time_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def _stage_cost(stage: StagePlan) -> str:
+    """A stage's money, as its documents are shown: `~expected <= most CURRENCY`; `-` when not priced."""
+    most = stage.max_cost
+    if most is None:
+        return "-"
+    expected = f"~{figure(stage.expected_cost.amount)} " if stage.expected_cost is not None else ""
+    return f"{expected}<= {money(most.amount, most.currency, up=True)}" + (" batch" if most.batch else "")
+
+
+def _cost_lines(plan: Plan) -> list[str]:
+    """The run's money: the most it can cost, per currency; what the probe expects; the batch prices."""
+    priced = [s for s in plan.stages if s.max_cost is not None]
+    if not priced:
+        return []
+    which = (
+        "all stages" if len(priced) == len(plan.stages) else f"the priced stages ({', '.join(s.name for s in priced)})"
+    )
+    line = f"  cost, {which}: at most {money_total(per_currency(s.max_cost for s in priced), up=True)}"
+    unknown = [s.name for s in priced if s.expected_cost is None]
+    if plan.probe and not unknown:
+        expected = per_currency(s.expected_cost for s in priced)
+        line += f"; expected ~{money_total(expected)} (tokens per request measured on {plan.probe} documents)"
+    elif plan.probe:
+        line += f"; expected: unknown for {', '.join(unknown)} (the probe measured no reply of it)"
+    lines = [line]
+    batch = [f"{s.name} at {s.max_cost.price.paid_share:g} of its price" for s in priced if s.max_cost.batch]
+    if batch:
+        lines.append(f"  batch: requests sent as provider batches (send: batch) cost less: {', '.join(batch)}")
+    return lines
+
+
 def format_plan(plan: Plan) -> str:
     """The plan as the terminal shows it."""
     lines = ["bft generate --dry-run: nothing was written" + (f"; {plan.probe} documents probed" if plan.probe else
@@ -220,9 +280,10 @@ def format_plan(plan: Plan) -> str:
     if plan.nothing_enters:
         lines.append(f"  no document would enter {plan.first_stage}: nothing to send, nothing to estimate")
         return "\n".join(lines)
+    priced = any(s.max_cost is not None for s in plan.stages)
     lines.append(
         f"  {'stage':<14} {'documents':>14} {'prompt tokens':>16} {'requests':>9} {'completion tokens':>18}"
-        f" {'tokens/s':>9}  time"
+        f" {'tokens/s':>9}  " + (f"{'time':<{TIME_WIDTH}} cost" if priced else "time")
     )
     for s in plan.stages:
         documents = f"{s.documents}" if s.exact_documents else f"<= {s.documents}"
@@ -230,9 +291,10 @@ def format_plan(plan: Plan) -> str:
             documents = f"~{s.expected_documents} {documents}"
         tokens = f"{'' if s.name == 'backtranslate' else '<= '}{'' if s.exact_tokens else '~'}{s.prompt_tokens:,}"
         rate = f"{s.tokens_per_second:,.0f}" if s.tokens_per_second else "-"
+        time = f"{_duration(s.seconds):<{TIME_WIDTH}} {_stage_cost(s)}" if priced else _duration(s.seconds)
         lines.append(
             f"  {s.name:<14} {documents:>14} {tokens:>16} {s.requests:>9} {'<= ' + format(s.max_completion_tokens, ','):>18}"
-            f" {rate:>9}  {_duration(s.seconds)}"
+            f" {rate:>9}  {time}"
         )
     if plan.stages and not all(s.exact_tokens for s in plan.stages):
         lines.append(
@@ -240,6 +302,7 @@ def format_plan(plan: Plan) -> str:
             "for exact counts); prompts with an instruction counted with room for the longest one kept"
         )
     lines += _time_lines(plan)
+    lines += _cost_lines(plan)
     if plan.dropped_for_length:
         shown = ", ".join(plan.dropped_for_length[:SHOWN_DROPPED])
         more = (

@@ -21,6 +21,13 @@ finished and what is pending is `resume.py`'s to say).
 
 With a request cache (`cached_replies.py`), a request whose reply is stored is answered from it as if the
 server had just sent it (its provenance says `cached`), and every reply that comes back whole is stored.
+
+A stage with `send: batch` sends nothing live: its requests, built and looked up in the cache the same way,
+wait on its `BatchSender` (`batching.py`: which batch, when it is sent, the ledger a rerun resumes from), and
+its replies and failures are read as live ones are; an item a batch returned expired, canceled or errored,
+or a batch that failed, is sent again in a new batch (no backoff: the batch is the wait). The run then holds
+enough documents to fill a batch, and the batches being filled are sent as soon as every document waits on
+one while no more can come (`batching.Parking`).
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from bft.generation.method.fitting import counted_here, cut_to_fit, declared_bud
 from bft.generation.method.stages import Request, Stage
 from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG, REQUEST_FAILED
 from bft.generation.records import KEPT, REJECTED, Document, Rejected, StageRecord
+from bft.generation.run.batching import MAX_DOCUMENTS_IN_FLIGHT, BatchSender, DocumentWaits, Parking
 from bft.generation.run.cached_replies import ReplyCache
 from bft.generation.run.journal import Journal
+from bft.generation.run.money import stage_price
 from bft.generation.run.progress import StageBars
 from bft.generation.run.resume import read_journals
 from bft.generation.run.stats import RunStats, StageStats
@@ -51,13 +60,14 @@ REFUSALS_TO_STOP = 3  # the same input_invalid refusal for this many documents i
 
 def beyond_retrying(stage: Stage, endpoint: Endpoint | None, cause: str) -> EndpointError | None:
     """The run-stopping error when a failed request says no retry can succeed, else None: the server bft
-    started has exited (no document is to blame), or a vLLM engine died on seeded requests (the same requests
-    would kill every other replica of the build in turn)."""
+    started has exited for good (no document is to blame; one that is being restarted is waited for, and the
+    request retried), or a vLLM engine died on seeded requests (the same requests would kill every other
+    replica of the build in turn)."""
     gone = server_exit(endpoint.url) if endpoint is not None else None
     if gone:
         return EndpointError(
-            f"the server bft started at {endpoint.name} has exited ({gone}); see its log under "
-            "OUT/.bft/, then rerun the same command to resume (finished documents are kept)"
+            f"the server bft started at {endpoint.name} has exited ({gone}); fix what its log shows, then "
+            "rerun the same command to resume (finished documents are kept)"
         )
     if cause == "engine_dead" and stage.sampling.seed is not None and getattr(endpoint, "server_kind", None) == "vllm":
         return EndpointError(
@@ -87,10 +97,12 @@ class Engine:
         progress: bool = True,
         retry_failed: bool = True,
         replies: ReplyCache | None = None,
+        senders: dict[str, BatchSender] | None = None,
     ):
         self.stages = stages
         self.replies = replies
         self.pools = pools
+        self.senders = senders or {}  # the stages sent by batch (`send: batch`), which have no pool
         self.max_retries = max_retries
         self.request_timeout = request_timeout
         # backoff with jitter between retries; a server's Retry-After honoured up to request_timeout
@@ -100,6 +112,11 @@ class Engine:
         self.retry_failed = retry_failed
         self.journals = {name: Journal(journal_dir / f"{name}.jsonl") for name in [PREPARE] + [s.name for s in stages]}
         self.stats = {name: StageStats() for name in self.journals}
+        for stage in stages:  # a priced stage's counters put a price on its tokens (`run/money.py`)
+            self.stats[stage.name].price = stage_price(stage.name, stage.config)
+        for name, sender in self.senders.items():
+            sender.stats = self.stats[name]
+        self.parking = Parking([sender.flush for sender in self.senders.values()])
         self.progress = progress
         self._bars = StageBars([], enabled=False)
         self._fatal: BaseException | None = None
@@ -115,6 +132,7 @@ class Engine:
         journal_dir,
         progress: bool,
         replies: ReplyCache | None = None,
+        senders: dict[str, BatchSender] | None = None,
     ) -> Engine:
         """The engine of a `bft generate` run: the one place its settings reach it (both executors)."""
         return cls(
@@ -128,6 +146,7 @@ class Engine:
             progress=progress,
             retry_failed=config.retry_failed,
             replies=replies,
+            senders=senders,
         )
 
     def run_stats(self) -> RunStats:
@@ -136,14 +155,20 @@ class Engine:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    async def _attempt(self, stage: Stage, record: StageRecord, sample: int = 0) -> StageRecord:
+    async def _attempt(
+        self, stage: Stage, record: StageRecord, sample: int = 0, waits: DocumentWaits | None = None
+    ) -> StageRecord:
         """Send one stage's request with retries (sample number `sample` of the record's); return this stage's
-        record for the document. A request the cache holds is answered from it."""
+        record for the document. A request the cache holds is answered from it; a batch stage's request waits
+        on its batch (`waits`: the document's, which the batch senders watch)."""
         stats = self.stats[stage.name]
-        pool = self.pools[stage.name]
+        sender = self.senders.get(stage.name)
+        pool = self.pools[stage.name] if sender is None else None
+        endpoints = pool.endpoints if pool is not None else [sender.source]
         config = stage.config
         request = stage.request(record)
-        endpoint: Endpoint | None = None
+        endpoint = None
+        batch_id: str | None = None  # the batch whose answer is being read, for the provenance
         retries, attempt, fitted, last_cause = 0, 0, False, ""
         key, looked_up = None, None  # the cache key of `request`, and the request it was looked up for
         replayed: RequestRejected | None = None  # a refusal the cache stored, raised again
@@ -167,17 +192,24 @@ class Engine:
             attempt += 1
             try:
                 if self.replies is not None and looked_up is not request:
-                    looked_up, key = request, self.replies.key(stage, request, sample, pool.endpoints)
-                    hit = self.replies.lookup(key, request, pool.endpoints)
+                    looked_up, key = request, self.replies.key(stage, request, sample, endpoints)
+                    hit = self.replies.lookup(key, request, endpoints)
                     if isinstance(hit, RequestRejected):  # handled as the server's, by the endpoint it is valid for
                         stats.cache_hits += 1
-                        endpoint, replayed = pool.endpoints[0], hit
+                        endpoint, replayed = endpoints[0], hit
                         raise hit
                     if hit is not None:
                         stats.cache_hits += 1
                         return stage.outcome(record, hit[0], attempt, hit[1])
                     stats.cache_misses += 1
-                endpoint, generation = await pool.run(call)
+                if sender is not None:
+                    answer = await sender.ask(
+                        sender.item(stage, record.id, request, sample), waits or DocumentWaits(self.parking)
+                    )
+                    endpoint, batch_id = sender.source, answer.batch_id or None
+                    generation = sender.generation(answer)
+                else:
+                    endpoint, generation = await pool.run(call)
             except RequestRejected as error:
                 if key is not None and error is not replayed:
                     self.replies.remember_refusal(key, error, endpoint)
@@ -203,21 +235,23 @@ class Engine:
                     detail = error.detail
                 if error.reason == INPUT_INVALID:
                     self._refused(stage, endpoint, error)
-                return stage.failure(record, error.reason, detail, attempt, endpoint)
+                return stamped(stage.failure(record, error.reason, detail, attempt, endpoint), batch_id)
             except EndpointError as error:
                 self._fatal = self._fatal or error
                 raise
             except (RetryableError, TimeoutError) as error:
                 cause = getattr(error, "cause", "timeout")
-                fatal = beyond_retrying(stage, endpoint, cause)
+                fatal = beyond_retrying(stage, endpoint, cause) if sender is None else None
                 if fatal is not None:
                     self._fatal = self._fatal or fatal
                     raise self._fatal from None
                 last_cause = str(error) or cause
                 if retries >= self.max_retries:
-                    return stage.failure(record, REQUEST_FAILED, last_cause, attempt, endpoint)
+                    return stamped(stage.failure(record, REQUEST_FAILED, last_cause, attempt, endpoint), batch_id)
                 retries += 1
                 stats.retries_by_cause[cause] += 1
+                if sender is not None and cause.startswith("batch_"):  # sent again in a new batch: no backoff
+                    continue
                 # the server's own `Retry-After` (a rate limit's window) wins over a shorter backoff
                 await asyncio.sleep(self.retry_policy.delay(retries, getattr(error, "retry_after", None)))
                 continue
@@ -234,7 +268,7 @@ class Engine:
                 raise error
             if key is not None:
                 self.replies.remember(key, request, generation, endpoint)
-            return stage.outcome(record, generation, attempt, endpoint)
+            return stamped(stage.outcome(record, generation, attempt, endpoint), batch_id)
 
     async def _check_budget(self, stage: Stage, request: Request, endpoint: Endpoint) -> None:
         """Refuse, before sending, a prompt that cannot fit the context the server declared (TGI `/info`,
@@ -276,19 +310,31 @@ class Engine:
         pool = self.pools.get(name)
         self._bars.advance(name, 1, int(record.kept), stats, pool.limit_text() if pool else None)
 
-    async def _process(self, record: StageRecord, start: int) -> None:
+    async def _process(self, record: StageRecord, start: int, waits: DocumentWaits | None = None) -> None:
+        waits = waits or DocumentWaits(self.parking)
         for stage in self.stages[start:]:
             begun = time.monotonic()
             if stage.samples > 1:
-                results = await asyncio.gather(*(self._attempt(stage, record, i) for i in range(stage.samples)))
-                result = stage.combine(record, list(results))
+                waits.begin(stage.samples)  # all of them now: a sample not yet started is not waiting on a batch
+                branches = (self._branch(stage, record, i, waits) for i in range(stage.samples))
+                result = stage.combine(record, list(await asyncio.gather(*branches)))
             else:
-                result = await self._attempt(stage, record)
+                waits.begin()
+                result = await self._branch(stage, record, 0, waits)
             self.stats[stage.name].timed(begun, time.monotonic())
             self._finish(stage.name, result)
+            waits.settle()  # journaled: the batch answers it used are taken
             if result.status != KEPT:
                 return
             record = result
+
+    async def _branch(self, stage: Stage, record: StageRecord, sample: int, waits: DocumentWaits) -> StageRecord:
+        """One request of a document in flight (`_attempt`), counted for the batch senders' `Parking` from
+        before it starts (`waits.begin`) to its end."""
+        try:
+            return await self._attempt(stage, record, sample, waits)
+        finally:
+            waits.end()
 
     # -- the run --------------------------------------------------------------------------------------
 
@@ -311,7 +357,9 @@ class Engine:
 
         # documents in flight: twice what the endpoints may take at most, so the next documents are read and
         # prepared before a limit grows to want them, and memory stays bounded whatever the corpus's size
-        in_flight = max_documents_in_flight or max(4, 2 * sum(limit.fixed or limit.ceiling for limit in limits))
+        in_flight = max_documents_in_flight or max(
+            4, 2 * sum(limit.fixed or limit.ceiling for limit in limits), self._batch_room()
+        )
 
         self._bars = StageBars(list(self.journals), total, enabled=self.progress)
         for name in self.journals:  # what earlier runs finished
@@ -324,11 +372,12 @@ class Engine:
         stage_names = [s.name for s in self.stages]
         wall = time.monotonic()
 
-        def task_done(task: asyncio.Task) -> None:
+        def task_done(task: asyncio.Task, waits: DocumentWaits) -> None:
             tasks.discard(task)
             room.set()
             if not task.cancelled() and task.exception() is not None:
                 self._fatal = self._fatal or task.exception()
+            self.parking.leave(waits)
 
         try:
             for item in documents:
@@ -350,12 +399,17 @@ class Engine:
                     if where is None:  # rejected at an earlier stage: finished
                         continue
                     record = self.journals[where[0]].read_at(where[1])
-                while len(tasks) >= in_flight:
-                    room.clear()
-                    await room.wait()
-                task = asyncio.create_task(self._process(record, start))
+                if len(tasks) >= in_flight:
+                    self.parking.reader(False)  # no more can come until a document is done
+                    while len(tasks) >= in_flight:
+                        room.clear()
+                        await room.wait()
+                    self.parking.reader(True)
+                waits = self.parking.enter()
+                task = asyncio.create_task(self._process(record, start, waits))
                 tasks.add(task)
-                task.add_done_callback(task_done)
+                task.add_done_callback(lambda done, waits=waits: task_done(done, waits))
+            self.parking.reader(False)  # every document is in: the batches being filled are all there will be
             while tasks and self._fatal is None:  # a fatal error cancels the rest at once (rerun resumes them)
                 await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
             if self._fatal is not None:
@@ -372,6 +426,11 @@ class Engine:
             self._bars.close(self.stats)
             self.wall_seconds = time.monotonic() - wall
 
+    def _batch_room(self) -> int:
+        """Documents to hold for the batch stages: enough to fill a batch, at most `MAX_DOCUMENTS_IN_FLIGHT`."""
+        sizes = [sender.api.limits.max_requests for sender in self.senders.values()]
+        return min(max(sizes), MAX_DOCUMENTS_IN_FLIGHT) if sizes else 0
+
     def _passed_prepare(self) -> None:
         """Count a document read and passed on by prepare (its rejections are counted as journaled)."""
         stats = self.stats[PREPARE]
@@ -383,6 +442,13 @@ class Engine:
         if counting.cancelled() or counting.exception() is not None:
             return
         self._bars.set_total(counting.result())
+
+
+def stamped(record: StageRecord, batch_id: str | None) -> StageRecord:
+    """`record` with its stage's provenance naming the batch its reply came by, if it came by one."""
+    if batch_id:
+        record.provenance[-1].batch = batch_id
+    return record
 
 
 def prepared_record(document: Document) -> StageRecord:

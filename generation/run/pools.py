@@ -6,7 +6,8 @@ Before the run: the embedded server's address and model filled in where no endpo
 API), what the server is known to refuse for every request refused up front (`check_parameters`), and each
 stage's endpoints put in a pool with each endpoint's one limit (`open_pools`, `give_limit`). After it: the
 pools closed (`close_pools`) and their events and limits added to the run's stats (`add_pool_events`).
-Both executors do this the same way; a Ray actor opens its own pools with its share of each limit.
+Both executors do this the same way; a Ray actor opens its own pools with its share of each limit. A stage
+with `send: batch` has no endpoints here: it is given none of them, and no pool (`batching.py` sends it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def use_embedded(config: GenerateConfig, server) -> None:
     config.endpoints = [server.url]
     for name in config.stages:
         stage_config = config.stage(name)
-        if stage_config.endpoints:  # its own (or bft's servers'): not the embedded model's stage
+        if stage_config.endpoints or stage_config.send == "batch":  # its own, bft's servers', or a batch API
             continue
         stage_config.model = stage_config.model or server.model_name
         if stage_config.raw_format == "chat_template" and not stage_config.tokenizer:
@@ -46,6 +47,8 @@ def use_served_tokenizers(config: GenerateConfig, log=print, skip=()) -> None:
     token = os.environ.get(config.token_env) or None
     for name in (name for name in config.stages if name not in skip):
         stage_config = config.stage(name)
+        if stage_config.send == "batch":  # no endpoint to ask (a batch stage names its own tokenizer)
+            continue
         urls = stage_config.endpoints or config.endpoints
         applies_template = stage_config.mode == "raw" and stage_config.raw_format == "chat_template"
         if applies_template and not stage_config.tokenizer and urls:

@@ -5,7 +5,8 @@ first bar's total is the corpus (once counted); every later bar's total is what 
 so far, so it grows while that stage runs and is exact once it is done. A finished run therefore ends
 every bar at 100 %, whatever the earlier stages rejected. Beside the counts each bar shows what
 `StageStats.progress_postfix` says (requests and tokens per second over the stage's own time, retries,
-rejects: the figures `stats.json` holds; the current limit of requests in flight at the stage's
+rejects: the figures `stats.json` holds; the money a priced stage has spent so far, from the tokens it
+was charged for (`run/money.py`); the current limit of requests in flight at the stage's
 endpoints; and a slow server, named), refreshed at most twice a second and
 once more, from the final counters, when the bars close. The local engine advances a bar per document,
 the Ray driver per finished block.
@@ -17,6 +18,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from bft.generation.run.money import money
 from bft.generation.run.stats import StageStats
 
 REFRESH_SECONDS = 0.5
@@ -61,6 +63,9 @@ class StageBars:
 
     def _postfix(self, name: str, stats: StageStats) -> dict:
         postfix = stats.progress_postfix()
+        cost = stats.cost()
+        if cost is not None:
+            postfix["spent"] = money(cost.amount, cost.currency)
         if name in self._limits:
             postfix["limit"] = self._limits[name]
         return postfix

@@ -60,7 +60,7 @@ OPERATIONAL_KEYS = {
 }
 # The keys of a `serve` setting that say how its servers run, not which model answers (engine, model, name and
 # the engine's arguments do).
-SERVE_OPERATIONAL_KEYS = ("python", "replicas", "startup_timeout")
+SERVE_OPERATIONAL_KEYS = ("python", "replicas", "startup_timeout", "max_restarts", "order")
 
 
 # -- what is finished, what is pending --------------------------------------------------------------
@@ -128,6 +128,10 @@ def _meaning(config: GenerateConfig) -> dict:
     for stage in ALL_STAGES:
         data.setdefault(stage, {}).pop("endpoints", None)
         data[stage].pop("max_concurrency", None)
+        # how requests go out (live or by batch, polled how often) and what they cost change no reply: a rerun
+        # that changes them resumes (and finds its pending batches) instead of setting the folder aside
+        for key in ("send", "batch", "price"):
+            data[stage].pop(key, None)
     for serve in (data.get("serve"), *(data[stage].get("serve") for stage in ALL_STAGES)):
         for key in SERVE_OPERATIONAL_KEYS if isinstance(serve, dict) else ():
             serve.pop(key, None)

@@ -12,8 +12,17 @@ the others share the rest equally, one replica per group. Each replica sees only
 `endpoints`; the served name is then the model they ask for, from `/v1/models`), and stops them all when the
 run ends, however it ends (an error, Ctrl-C; SIGKILL by the parent-death signal, `endpoints/processes.py`).
 Each replica's log is `OUT/.bft/servers/NAME-N.log`; `facts()` is the `servers` entry of `stats.json` (engine,
-version, model, served name, Python, arguments, stages, and per replica its URL, GPUs, start-up seconds,
-restarts and log).
+version, model and its revision where the arguments or the server say it, served name, Python, arguments,
+stages, GPU hours, how long its start-up and its work took, and per replica its URL, GPUs, start-up seconds,
+restarts with how each went, serving seconds and log).
+
+A replica that exits mid-run is restarted (`serve.max_restarts`, default 3): a thread watches them, and one
+that has exited is launched again on the same port with the same arguments. Meanwhile its exit is not
+reported to the engine (`processes.server_exit`), so the requests it was sent fail as a dead server's do and
+are retried: the endpoint pool takes it out of rotation and back once it answers (`endpoints/pool.py`), and
+the stage waits for it up to `endpoints_down_timeout`, which is raised to the start-up timeout when shorter.
+Once its restarts are spent (or a restart fails and none is left), the next failed request stops the run
+naming its log; the journals keep what was finished, so the same command resumes.
 """
 
 from __future__ import annotations
@@ -23,15 +32,20 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bft.generation.config import ServeConfig
-from bft.generation.endpoints.engines import ENGINES, EngineServer, gpus_per_replica, split_args
-from bft.generation.errors import ConfigError
+from bft.generation.endpoints.engines import ENGINES, EngineServer, gpus_per_replica, revision_arg, split_args
+from bft.generation.endpoints.processes import give_up
+from bft.generation.errors import ConfigError, EndpointError
 from bft.generation.layout import servers_dir
 
 DEFAULT_STARTUP_TIMEOUT = 900.0  # seconds: a 70B model's weights from a network disk take minutes
+DEFAULT_MAX_RESTARTS = 3  # restarts of one replica in one run: a crash now and then, not a server that cannot run
+WATCH_INTERVAL = 0.2  # seconds between looks at the replicas
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class ServeSpec:
     args: tuple[str, ...]
     replicas: int | None
     startup_timeout: float
+    max_restarts: int = DEFAULT_MAX_RESTARTS
 
     @property
     def gpus_per_replica(self) -> int:
@@ -77,7 +92,11 @@ def resolve(run: ServeConfig, stage: ServeConfig | None, where: str) -> ServeSpe
         model = str(Path(model).expanduser().resolve())  # which keys the request cache by the folder's files
     args = tuple(pick("args"))
     check_args(args, where)
-    replicas, startup_timeout = pick("replicas"), pick("startup_timeout")
+    replicas, startup_timeout, max_restarts = pick("replicas"), pick("startup_timeout"), pick("max_restarts")
+    if stage is not None and stage.order is not None:
+        raise ConfigError(f"{where}: serve.order is a run setting (the run's serve), not a stage's")
+    if max_restarts is not None and max_restarts < 0:
+        raise ConfigError(f"{where}: serve.max_restarts is {max_restarts}: 0 or more (unset: {DEFAULT_MAX_RESTARTS})")
     if replicas is not None and replicas < 1:
         raise ConfigError(f"{where}: serve.replicas is {replicas}: at least 1 (unset: one per GPU group)")
     if startup_timeout is not None and startup_timeout <= 0:
@@ -90,6 +109,7 @@ def resolve(run: ServeConfig, stage: ServeConfig | None, where: str) -> ServeSpe
         args=args,
         replicas=replicas,
         startup_timeout=startup_timeout or DEFAULT_STARTUP_TIMEOUT,
+        max_restarts=DEFAULT_MAX_RESTARTS if max_restarts is None else max_restarts,
     )
 
 
@@ -119,7 +139,7 @@ def served_stages(config) -> dict[str, ServeSpec]:
     """The run's stages that bft serves, with their specs (equal specs: the same servers). A stage's own
     endpoints win over the run's serve; a stage with both its own endpoints and its own serve, a run with
     both endpoints and serve, a run serve that no stage takes, two different servers under one name, and a
-    Ray run (its actors reach only their own machine's 127.0.0.1) are refused."""
+    Ray run serving in turn are refused."""
     if config.serve.engine and config.endpoints:
         raise ConfigError("give endpoints (--endpoint) or serve (--serve), not both")
     specs: dict[str, ServeSpec] = {}
@@ -145,10 +165,10 @@ def served_stages(config) -> dict[str, ServeSpec]:
                 f"two different servers would both be named {spec.served_name!r} ({other.model} and {spec.model}, "
                 "or other settings): give one of them serve.name"
             )
-    if specs and config.executor == "ray":
+    if specs and config.executor == "ray" and config.serve.order == "in_turn":
         raise ConfigError(
-            "serve with --executor ray is not supported yet: the servers listen on this machine's 127.0.0.1, "
-            "which the Ray actors on other machines cannot reach; start them yourself and give --endpoint"
+            "serve.order in_turn with --executor ray is not supported: serve the models in turn with the local "
+            "executor, or all at once on the cluster"
         )
     return specs
 
@@ -213,11 +233,22 @@ def log_name(served_name: str) -> str:
 
 
 class RunServers:
-    """The servers of one run: started on entering (all at once, then waited for), stopped on leaving."""
+    """The servers of one run (or of the stages named in `only`): started on entering (all at once, then waited
+    for), watched and restarted while the run goes on, stopped on leaving. `served` is `served_stages(config)`
+    when the caller resolved it before any stage was pointed at a server (serving in turn)."""
 
-    def __init__(self, config, out: Path, log=print, gpus: list[str] | None = None):
+    def __init__(
+        self,
+        config,
+        out: Path,
+        log=print,
+        gpus: list[str] | None = None,
+        only: list[str] | None = None,
+        served: dict[str, ServeSpec] | None = None,
+    ):
         self.config = config
-        self.stages = served_stages(config)
+        served = served_stages(config) if served is None else served
+        self.stages = {name: spec for name, spec in served.items() if only is None or name in only}
         self.log = log
         specs = list(dict.fromkeys(self.stages.values()))
         self.placement = place_replicas(specs, visible_gpus() if gpus is None else gpus)
@@ -233,34 +264,42 @@ class RunServers:
                     env={"CUDA_VISIBLE_DEVICES": group} if group is not None else {},
                     log_path=servers_dir(out) / f"{log_name(spec.served_name)}-{i}.log",
                     startup_timeout=spec.startup_timeout,
+                    max_restarts=spec.max_restarts,
                 )
                 for i, group in enumerate(groups)
             ]
-        self.versions: dict[ServeSpec, str | None] = {}
+        self.told: dict[ServeSpec, dict[str, str | None]] = {}  # what each server says of itself
+        self.entered: float | None = None
+        self.ready: float | None = None  # when every replica generated
+        self.left: float | None = None
+        self.restarter = Restarter([server for servers in self.replicas.values() for server in servers], log)
 
     def __enter__(self) -> RunServers:
+        self.entered = time.monotonic()
         try:
             for servers in self.replicas.values():
                 for server in servers:
-                    where = f"GPUs {server.env['CUDA_VISIBLE_DEVICES']}" if server.env else "the CPU"
-                    self.log(f"bft generate: starting {server.what} on {where} (log: {server.log_path})")
+                    self.log(f"bft generate: starting {server.what} on {where(server)} (log: {server.log_path})")
                     server.begin()
             for spec, servers in self.replicas.items():
                 for server in servers:
                     server.wait()
                     self.log(f"bft generate: {server.what} is ready at {server.url} ({server.started_in:.0f} s)")
-                self.versions[spec] = servers[0].version()
+                self.told[spec] = servers[0].facts()
             self.point_stages()
         except BaseException:
             self.stop()
             raise
+        self.ready = time.monotonic()
+        self.restarter.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def stop(self) -> None:
-        """Stop every replica; one that fails to stop does not keep the others running."""
+        """Stop watching, then stop every replica; one that fails to stop does not keep the others running."""
+        self.restarter.halt()  # no relaunch begins after this; one waiting to be ready fails as its replica stops
         failures = []
         for servers in self.replicas.values():
             for server in servers:
@@ -268,40 +307,187 @@ class RunServers:
                     server.stop()
                 except Exception as error:  # (raised once the others are stopped)
                     failures.append(error)
+        self.restarter.join()
+        if self.left is None:
+            self.left = time.monotonic()
+            for servers in self.replicas.values():
+                for server in servers:
+                    self.log(f"bft generate: stopped {server.what} at {server.url}")
         if failures:
             raise failures[0]
 
+    # -- the stages and the facts -------------------------------------------------------------------------
+
     def point_stages(self) -> None:
-        """Each served stage sends to its spec's replicas and asks for the model they serve."""
-        for name, spec in self.stages.items():
-            stage = self.config.stage(name)
-            stage.endpoints = [server.url for server in self.replicas[spec]]
-            stage.model = stage.model or spec.served_name
-            if stage.mode == "raw" and stage.raw_format == "chat_template" and not stage.tokenizer:
-                stage.tokenizer = spec.model  # the served model's own tokenizer
+        point_stages(
+            self.config, self.stages, {spec: [s.url for s in servers] for spec, servers in self.replicas.items()}
+        )
+
+    def timing(self) -> dict:
+        """How long these servers took to start (launch to every replica ready) and then served the run."""
+        return timing(self.entered, self.ready, self.left)
 
     def facts(self) -> dict[str, dict]:
-        """The `servers` entry of `stats.json`: per server, what it ran and how each replica started."""
+        """The `servers` entry of `stats.json` (`server_facts`)."""
         out = Path(self.config.out)
-        facts = {}
-        for spec, servers in self.replicas.items():
-            facts[spec.served_name] = {
-                "engine": spec.engine,
-                "version": self.versions.get(spec),
-                "model": spec.model,
-                "python": spec.python,
-                "args": list(spec.args),
-                "served_name": spec.served_name,
-                "stages": [name for name, s in self.stages.items() if s == spec],
-                "replicas": [
-                    {
-                        "url": server.url,
-                        "gpus": server.env.get("CUDA_VISIBLE_DEVICES"),
-                        "startup_seconds": round(server.started_in, 1) if server.started_in is not None else None,
-                        "restarts": 0,
-                        "log": str(server.log_path.relative_to(out)) if server.log_path else None,
-                    }
-                    for server in servers
-                ],
-            }
-        return facts
+        return {
+            spec.served_name: server_facts(
+                spec,
+                [name for name, s in self.stages.items() if s == spec],
+                self.told.get(spec, {}),
+                [replica_facts(server, out) for server in servers],
+                self.timing(),
+            )
+            for spec, servers in self.replicas.items()
+        }
+
+
+def point_stages(config, stages: dict[str, ServeSpec], urls: dict[ServeSpec, list[str]]) -> None:
+    """Each served stage sends to its spec's replicas (`urls`) and asks for the model they serve. A stage waits
+    for a replica being restarted at least as long as one may take to start."""
+    for name, spec in stages.items():
+        stage = config.stage(name)
+        stage.endpoints = list(urls[spec])
+        stage.model = stage.model or spec.served_name
+        if stage.mode == "raw" and stage.raw_format == "chat_template" and not stage.tokenizer:
+            stage.tokenizer = spec.model  # the served model's own tokenizer
+        if spec.max_restarts and config.endpoints_down_timeout < spec.startup_timeout:
+            config.endpoints_down_timeout = spec.startup_timeout
+
+
+def timing(entered: float | None, ready: float | None, left: float | None) -> dict:
+    """Start-up seconds (launch to every replica ready) and work seconds (ready to stopped, or now)."""
+    now = time.monotonic()
+    startup = (ready or now) - entered if entered is not None else None
+    work = (left or now) - ready if ready is not None else None
+    return {
+        "startup_seconds": round(startup, 1) if startup is not None else None,
+        "work_seconds": round(work, 1) if work is not None else None,
+    }
+
+
+def server_facts(spec: ServeSpec, stages: list[str], told: dict, replicas: list[dict], timed: dict) -> dict:
+    """One server's entry in `stats.json` `servers`: what it ran (engine, its version, the model and its revision
+    where the arguments or the server say it, arguments), the stages it served, GPU hours (each replica's GPUs
+    times its serving seconds), how long its start-up and work took, and its replicas (`replica_facts`)."""
+    gpu_seconds = sum(
+        len(replica["gpus"].split(",")) * (replica["serving_seconds"] or 0.0) for replica in replicas if replica["gpus"]
+    )
+    return {
+        "engine": spec.engine,
+        "version": told.get("version"),
+        "model": spec.model,
+        "revision": revision_arg(spec.args) or told.get("revision"),
+        "python": spec.python,
+        "args": list(spec.args),
+        "served_name": spec.served_name,
+        "stages": stages,
+        "gpu_hours": round(gpu_seconds / 3600, 4),
+        "serving": [{"stages": stages, **timed}],
+        "replicas": replicas,
+    }
+
+
+def where(server: EngineServer) -> str:
+    return f"GPUs {server.env['CUDA_VISIBLE_DEVICES']}" if server.env else "the CPU"
+
+
+def replica_facts(server: EngineServer, out: Path, gpus: str | None = None) -> dict:
+    """One replica's entry in `stats.json`: where it ran (its GPUs: its `CUDA_VISIBLE_DEVICES`, unless given),
+    its start-up, its restarts, how long it served and its log."""
+    serving = server.serving_seconds()
+    return {
+        "url": server.url,
+        "gpus": gpus if gpus is not None else server.env.get("CUDA_VISIBLE_DEVICES"),
+        "startup_seconds": round(server.started_in, 1) if server.started_in is not None else None,
+        "restarts": server.restarts,
+        "restarted": list(server.restarted),
+        "serving_seconds": round(serving, 1) if serving is not None else None,
+        "log": str(server.log_path.relative_to(out)) if server.log_path else None,
+    }
+
+
+class Restarter:
+    """Restarts the replicas that exit, from a thread of its own, until `halt` (each at most its `max_restarts`
+    times; `RunServers` locally, a Ray replica's actor on its node)."""
+
+    def __init__(self, servers: list[EngineServer], log=print):
+        self.servers = servers
+        self.log = log
+        self._lock = threading.Lock()  # a relaunch and the run's end do not cross
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._watcher = threading.Thread(target=self.watch, name="bft-servers-watch", daemon=True)
+        self._watcher.start()
+
+    def halt(self) -> None:
+        """No relaunch begins after this returns (one waiting for its replica fails once the replica is stopped)."""
+        with self._lock:
+            self._stopping.set()
+
+    def join(self) -> None:
+        if self._watcher is not None:
+            self._watcher.join()
+
+    def watch(self) -> None:
+        """Restart each replica that exits, until halted."""
+        while not self._stopping.wait(WATCH_INTERVAL):
+            for server in self.servers:
+                if server.gave_up is None and not server.alive() and not self._stopping.is_set():
+                    self.restart(server)
+
+    def restart(self, server: EngineServer) -> None:
+        """Launch an exited replica again on its port with its arguments, and wait until it generates; try again
+        while restarts are left, then give it up (the next failed request stops the run, naming its log).
+
+        Each restart is kept for `stats.json` as how the replica had ended and its start-up seconds, or that it
+        did not become ready (the error itself, which may name local paths, goes to the run's output only), or
+        that the run ended before it was seen ready (`run_ended_first`: the documents may have been answered by
+        then, since the engine sends as soon as it answers)."""
+        how = server.exit_description() or "exited"
+        server.restarting = True
+        try:
+            self._restart(server, how)
+        finally:
+            server.restarting = False
+
+    def _restart(self, server: EngineServer, how: str) -> None:
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                if server.restarts_left <= 0:
+                    why = server.ended_for_good(how)
+                    give_up(server, why)
+                    self.log(f"bft generate: {server.what} at {server.url} is not restarted again: {why}")
+                    return
+                server.restarts += 1
+                self.log(
+                    f"bft generate: {server.what} at {server.url} ended ({how}); restarting it "
+                    f"(restart {server.restarts} of at most {server.max_restarts}; log: {server.log_path})"
+                )
+                try:
+                    server.stop()  # what the exit left of its group (helpers holding the GPUs)
+                    server.begin()
+                    failed = None
+                except EndpointError as error:  # (its port taken meanwhile, its Python gone)
+                    failed = error
+            try:
+                if failed is not None:
+                    raise failed
+                seconds = server.wait()
+            except EndpointError as error:
+                server.restarts_left -= 1
+                if self._stopping.is_set():  # the run ended first (it may have been served all the same)
+                    server.restarted.append({"after": how, "ready": False, "run_ended_first": True})
+                    return
+                server.restarted.append({"after": how, "ready": False})
+                self.log(f"bft generate: the restart of {server.what} at {server.url} failed: {error}")
+                how = f"its restart failed: {error}"
+                continue
+            server.restarts_left -= 1
+            server.restarted.append({"after": how, "ready": True, "startup_seconds": round(seconds, 1)})
+            self.log(f"bft generate: {server.what} is back at {server.url} ({seconds:.0f} s)")
+            return

@@ -3,6 +3,8 @@
 One typed object (`RunStats`) is written by both executors and read by everything that reports on a
 run: the summary `bft generate` prints, the generation card, `bft build`'s card and its data report.
 `stats.json` is `{STAGE: {counters}, ..., "wall_seconds": S}`, stages in run order, `prepare` first.
+A priced stage (`price:`) also holds its `cost` (`run/money.py`) from the tokens it was charged for, and
+the run its total per currency under `cost`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from pathlib import Path
 
 from bft.generation.layout import OUTPUT_CONFIG_NAMES, PREPARE, STATS_FILE
 from bft.generation.records import KEPT, StageRecord
+from bft.generation.run.money import AMOUNT_DIGITS, Cost, Price, per_currency
 
 ENDPOINTS_KEY = "endpoints"  # stats.json: per endpoint, its limit of requests in flight over the run
 SERVERS_KEY = "servers"  # stats.json: per server bft started (`run/servers.py`), what it ran and how it started
+COST_KEY = "cost"  # stats.json: what the run cost, per currency (`run/money.py`)
 SLOW_ANSWER_SECONDS = 10.0  # a server answering slower than this is named on the bar
 
 
@@ -39,14 +43,27 @@ class StageStats:
     endpoint_events: Counter = field(default_factory=Counter)
     resumed: int = 0
     retried_from_previous_run: int = 0  # transient failures of an earlier run, sent again by this one
+    # a `send: batch` stage's provider batches (`run/batching.py`), stats.json's `batches`
+    batches_submitted: int = 0
+    batch_items: int = 0  # requests sent in those batches (also in `requests`)
+    batches_resumed: int = 0  # batches an earlier run submitted that this one waited on (its ledger's)
+    batch_items_resumed: int = 0
+    batches_failed: int = 0  # batches that failed as a whole: every item sent again
+    batch_items_failed: Counter = field(default_factory=Counter)  # items back without a reply, by kind
     first_start: float | None = None
     last_end: float | None = None
     answer_seconds: float | None = None  # a moving mean of how long the server takes to answer (not saved)
+    price: Price | None = None  # the stage's price (`run/money.py`); None: not priced
 
     @property
     def seconds(self) -> float:
         """Wall time from this stage's first request to its last answer (requests overlap)."""
         return (self.last_end - self.first_start) if self.first_start is not None and self.last_end else 0.0
+
+    def cost(self) -> Cost | None:
+        """What the stage's tokens cost at its price (None when not priced). The token counters hold only
+        replies a server gave (a reply the request cache answered adds none), so cached replies cost nothing."""
+        return self.price.cost(self.prompt_tokens, self.completion_tokens) if self.price is not None else None
 
     def timed(self, begun: float, ended: float) -> None:
         self.first_start = begun if self.first_start is None else min(self.first_start, begun)
@@ -84,6 +101,9 @@ class StageStats:
         self.endpoint_events.update(counts["endpoint_events"])
         self.resumed += counts["resumed_from_journal"]
         self.retried_from_previous_run += counts.get("retried_from_previous_run", 0)
+        self.add_batches(counts.get("batches") or {})
+        if self.price is None and counts.get("cost"):  # a block's (or stats.json's) price comes with its counts
+            self.price = Price.from_dict(counts["cost"])
 
     @classmethod
     def from_dict(cls, counts: dict) -> StageStats:
@@ -95,7 +115,7 @@ class StageStats:
         return stats
 
     def as_dict(self) -> dict:
-        return {
+        counts = {
             "entered": self.entered,
             "kept": self.kept,
             "rejected": self.rejected,
@@ -115,6 +135,33 @@ class StageStats:
             "requests_per_second": round(self.requests / self.seconds, 2) if self.seconds else None,
             "completion_tokens_per_second": round(self.completion_tokens / self.seconds, 2) if self.seconds else None,
         }
+        cost = self.cost()
+        if cost is not None:
+            counts["cost"] = cost.as_dict()
+        if self.batches_submitted or self.batches_resumed:
+            counts["batches"] = self.batch_counts()
+        return counts
+
+    def batch_counts(self) -> dict:
+        """stats.json's `batches` of a stage sent by batch: batches submitted, resumed and failed, their items,
+        and the items that came back without a reply, by kind (expired, canceled, errored, refused)."""
+        return {
+            "submitted": self.batches_submitted,
+            "items": self.batch_items,
+            "resumed": self.batches_resumed,
+            "resumed_items": self.batch_items_resumed,
+            "failed": self.batches_failed,
+            "failed_items": dict(sorted(self.batch_items_failed.items())),
+        }
+
+    def add_batches(self, batches: dict) -> None:
+        """Add a `batch_counts()` (of stats.json, or another engine's) to these."""
+        self.batches_submitted += batches.get("submitted", 0)
+        self.batch_items += batches.get("items", 0)
+        self.batches_resumed += batches.get("resumed", 0)
+        self.batch_items_resumed += batches.get("resumed_items", 0)
+        self.batches_failed += batches.get("failed", 0)
+        self.batch_items_failed.update(batches.get("failed_items") or {})
 
     def progress_postfix(self) -> dict:
         """What the progress bar shows beside done/total, rate and ETA: the figures `stats.json` will hold
@@ -153,7 +200,15 @@ class RunStats:
             data[ENDPOINTS_KEY] = self.endpoints
         if self.servers:
             data[SERVERS_KEY] = self.servers
+        if costs := self.costs():
+            data[COST_KEY] = {
+                currency: round(amount, AMOUNT_DIGITS) for currency, amount in per_currency(costs.values()).items()
+            }
         return data
+
+    def costs(self) -> dict[str, Cost]:
+        """What each priced stage cost, in run order (none when no stage is priced)."""
+        return {name: cost for name, stats in self.stages.items() if (cost := stats.cost()) is not None}
 
     @classmethod
     def from_json(cls, data: dict) -> RunStats:
@@ -219,9 +274,9 @@ class RunStats:
 
 
 def stage_counts(data: dict) -> dict[str, dict]:
-    """The per-stage entries of a `stats.json` mapping (not its wall time, `endpoints` or `servers`)."""
+    """The per-stage entries of a `stats.json` mapping (not its wall time, `endpoints`, `servers` or `cost`)."""
     return {
         name: counts
         for name, counts in data.items()
-        if isinstance(counts, dict) and name not in (ENDPOINTS_KEY, SERVERS_KEY)
+        if isinstance(counts, dict) and name not in (ENDPOINTS_KEY, SERVERS_KEY, COST_KEY)
     }

@@ -141,23 +141,37 @@ def test_a_server_that_lists_no_model_needs_model_and_gets_it(tmp_path, capsys):
         assert {r.payload["model"] for r in server.requests} == {"/models/m1"}
 
 
-def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path):
+RAMBLE = " and so on" * 300  # 900 tokens after the stop: what a server that ignores stops goes on to generate
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path, stream):
+    """Whole replies are cut at their first stop sequence by bft; a streamed one is also hung up on once text
+    comes past the stop, so the server stops generating (`transformers serve` ignores stops when batching)."""
     config = write_config(
         tmp_path / "c.yaml",
-        {"curate": {"mode": "raw", "prefill": "Score:", "sampling": {"stop": ["\n"]}}},
+        {"stream": stream, "curate": {"mode": "raw", "prefill": "Score:", "sampling": {"stop": ["\n"]}}},
     )
     rambling = Sequence(
         [],
         then=lambda r: (
-            Reply("Score: 5\nNow another pair. Score: 1") if prompt_kind(r.prompt) == "curate" else paper_model(r)
+            Reply("Score: 5\nNow another pair. Score: 1" + RAMBLE, token_delay=0.01)
+            if prompt_kind(r.prompt) == "curate"
+            else paper_model(r)
         ),
     )
-    with TGITestServer(rambling, tgi_info=False, honour_stop=False) as server:
+    with TGITestServer(rambling, tgi_info=False, honour_stop=False, flavor="vllm") as server:
         args = ("--out", tmp_path / "o", "--endpoint", server.url, "--config", config, "--limit", 2)
         assert generate(DEMO_CORPUS, *args) == 0
+        streamed = server.tokens_streamed
     curated = load(tmp_path / "o", "curated")
     assert list(curated["score"]) == [5, 5]  # read before the stop, not the rambling after it
-    assert curated[0]["provenance"][1]["raw_output"] == " 5\nNow another pair. Score: 1"  # kept as it came
+    reply = curated[0]["provenance"][1]
+    if stream:  # hung up past the stop: the reply a server honouring stops sends, and the ramble not generated
+        assert (reply["raw_output"], reply["finish_reason"]) == (" 5", "stop")
+        assert streamed < 2 * 450  # of the two curate replies' 2 x 907 tokens, at most half were sent
+    else:  # a whole reply, kept as it came
+        assert reply["raw_output"].startswith(" 5\nNow another pair. Score: 1 and so on")
 
 
 def test_overload_and_server_errors_are_retried(tmp_path):

@@ -94,6 +94,7 @@ class TGITestServer:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.tokens_streamed = 0  # tokens written to streams, over all requests (a client that hangs up stops them)
         # Prometheus /metrics in the flavor's names, as if `metrics_batch` sequences run and the rest wait
         # (None: no /metrics, as servers started without them)
         self.metrics_batch: int | None = None
@@ -354,6 +355,8 @@ class TGITestServer:
                 logprobs = protocol.completion_logprobs([token], [top], offset) if wants_logprobs else None
                 send(protocol.chunk(head, text=token, logprobs=logprobs))
             offset += len(token)
+            with self.lock:
+                self.tokens_streamed += 1
         if reply.stream_error is not None:  # the engine failed after the reply began: an event, then [DONE]
             send({"error": reply.stream_error})
             return end()

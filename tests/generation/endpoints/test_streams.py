@@ -83,3 +83,25 @@ def test_a_stream_without_its_end_or_with_garbage_is_malformed():
         feed(True, chat_chunk("Hel")).body()  # no finish reason, no [DONE]: cut short
     with pytest.raises(MalformedStream):
         feed(True, "data: {not json")
+
+
+def test_text_past_a_stop_sequence_ends_the_reply_there_and_a_stop_at_the_end_does_not():
+    """A server that ignores stops goes on after one (stopped: bft hangs up and cuts); one that sends the stop
+    string and then its finish is read to its end as it came (the stage cuts it later)."""
+    gathered = Gathered(False, stops=["[/RES]", "\n\n"])
+    for piece in ("Hello", " wor", "ld[/R", "ES]", " more"):
+        assert not gathered.stopped
+        gathered.add({"choices": [{"index": 0, "text": piece}]})
+    assert gathered.stopped
+    assert gathered.body()["choices"][0] | {"logprobs": None} == {
+        "index": 0, "text": "Hello world", "finish_reason": "stop", "logprobs": None
+    }  # fmt: skip
+
+    ended = Gathered(True, stops=["[/RES]"])
+    for event in (chat_chunk("Hello [/RES]"), chat_chunk(finish="stop")):
+        ended.add(event)
+    assert not ended.stopped and ended.body()["choices"][0]["message"]["content"] == "Hello [/RES]"
+
+    first = Gathered(True, stops=["B", "A"])  # the earliest stop wins, whichever is listed first
+    first.add(chat_chunk("xxAyyB and on"))
+    assert first.stopped and first.body()["choices"][0]["message"]["content"] == "xx"

@@ -3,11 +3,12 @@ check read one rule, so a transient failure is sent again by both (or by neither
 
 from types import SimpleNamespace
 
+from bft.generation.config import BatchConfig, GenerateConfig, PriceConfig
 from bft.generation.layout import PREPARE
 from bft.generation.reasons import REQUEST_FAILED
 from bft.generation.records import KEPT, REJECTED, StageRecord
 from bft.generation.run.journal import Journal
-from bft.generation.run.resume import latest_outcomes, read_journals, through_the_stages
+from bft.generation.run.resume import differing_settings, latest_outcomes, read_journals, through_the_stages
 from bft.generation.run.stats import StageStats
 
 STAGES = ["backtranslate", "curate"]
@@ -59,3 +60,18 @@ def test_the_latest_line_is_the_outcome_and_a_transient_failure_is_sent_again_by
     done, _ = read_journals(journals, stats, retry_failed=False)  # `retry_failed: false`: the failure is a verdict
     assert "c" in done["backtranslate"] and stats["backtranslate"].retried_from_previous_run == 0
     assert through_the_stages("c", outcomes, SimpleNamespace(stages=STAGES, retry_failed=False))
+
+
+def test_how_requests_go_out_and_what_they_cost_resume_a_folder_but_a_new_model_does_not():
+    """Changing `send`, `batch` (a poll interval, the API) or `price` changes no reply: the rerun resumes the
+    folder and so finds its pending batches; another model changes the replies: the folder is set aside."""
+    old = GenerateConfig()
+    old.rewrite.model = "gpt-4o"
+    new = GenerateConfig()
+    new.rewrite.model = "gpt-4o"
+    new.rewrite.send = "batch"
+    new.rewrite.batch = BatchConfig(api="anthropic", poll_interval=5.0)
+    new.rewrite.price = PriceConfig(input=2.5, output=10.0)
+    assert differing_settings(old, new) == []
+    new.rewrite.model = "gpt-4.1"
+    assert differing_settings(old, new) == ["rewrite.model: 'gpt-4o' -> 'gpt-4.1'"]

@@ -113,13 +113,21 @@ def test_a_stage_with_its_own_endpoints_is_not_served_and_a_local_model_is_serve
             {"serve": {"engine": "vllm", "model": "org/a"}, "rewrite": {"serve": {"args": ["--dtype half"]}}},
             "two different servers would both be named 'org/a'",
         ),
-        ({"serve": {"engine": "vllm", "model": "m"}, "executor": "ray"}, "serve with --executor ray is not supported"),
+        (
+            {"serve": {"engine": "vllm", "model": "m", "order": "in_turn"}, "executor": "ray"},
+            "serve.order in_turn with --executor ray is not supported",
+        ),
         ({"serve": {"engine": "vllm", "model": "m", "args": ["--port 8000"]}}, "serve.args sets --port"),
         ({"serve": {"engine": "sglang", "model": "m", "args": ["--model_path=x"]}}, "serve.args sets --model_path"),
         ({"serve": {"engine": "vllm", "model": "m", "args": ["--api-key sk-1"]}}, "serve.args has --api-key"),
         ({"serve": {"engine": "vllm", "model": "m", "args": ["--hf-token=hf_1"]}}, "serve.args has --hf-token"),
         ({"serve": {"engine": "vllm", "model": "m", "replicas": 0}}, "serve.replicas is 0: at least 1"),
         ({"serve": {"engine": "vllm", "model": "m", "startup_timeout": -1}}, "serve.startup_timeout is -1"),
+        ({"serve": {"engine": "vllm", "model": "m", "max_restarts": -1}}, "serve.max_restarts is -1: 0 or more"),
+        (
+            {"serve": {"engine": "vllm", "model": "m"}, "rewrite": {"serve": {"order": "in_turn"}}},
+            "rewrite: serve.order is a run setting",
+        ),
     ],
 )
 def test_conflicting_or_half_serve_settings_are_refused(tmp_path, data, message):
@@ -220,13 +228,20 @@ def test_generate_starts_a_replica_per_gpu_group_sends_to_them_and_stops_them(tm
     out = tmp_path / "out"
     argv = ["generate", str(DEMO_CORPUS), "--out", str(out), "--limit", "3", "--no-progress"]
     argv += ["--serve", "sglang", "--serve-model", "org/backward", "--serve-arg=--tp-size 2", "--serve-arg=--chunked"]
+    argv += ["--serve-arg=--revision 0123abc"]
     assert bft(argv) == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rewrite"]["kept"] > 0
     (server,) = stats["servers"].values()
     assert (server["engine"], server["version"], server["model"]) == ("sglang", protocol.SGLANG_VERSION, "org/backward")
-    assert server["args"] == ["--tp-size 2", "--chunked"] and server["stages"] == ["backtranslate", "curate", "rewrite"]
-    assert server["served_name"] == "org/backward"
+    assert server["args"] == ["--tp-size 2", "--chunked", "--revision 0123abc"]
+    assert server["stages"] == ["backtranslate", "curate", "rewrite"]
+    assert (server["served_name"], server["revision"]) == ("org/backward", "0123abc")
+    # four GPUs held from the first launch to the stop: GPU hours, and how long the start-up and the work took
+    seconds = sum(replica["serving_seconds"] for replica in server["replicas"])
+    assert server["gpu_hours"] == pytest.approx(2 * seconds / 3600, abs=1e-4) and server["gpu_hours"] > 0
+    (serving,) = server["serving"]
+    assert serving["startup_seconds"] >= engine_stub.STARTING_SECONDS and serving["work_seconds"] > 0
     assert [(r["gpus"], r["restarts"], r["log"]) for r in server["replicas"]] == [
         ("0,1", 0, ".bft/servers/org-backward-0.log"),
         ("2,3", 0, ".bft/servers/org-backward-1.log"),
@@ -235,7 +250,7 @@ def test_generate_starts_a_replica_per_gpu_group_sends_to_them_and_stops_them(tm
     for replica in server["replicas"]:
         log = out / replica["log"]
         assert f"CUDA_VISIBLE_DEVICES={replica['gpus']}" in log.read_text()
-        assert "engine args ['--tp-size', '2', '--chunked']" in log.read_text()
+        assert "engine args ['--tp-size', '2', '--chunked', '--revision', '0123abc']" in log.read_text()
         assert not answering(replica["url"]) and gone(pid_in(log))
     rows = pq.read_table(config_file_of(out, "rewritten")).to_pylist()
     assert len(rows) == stats["rewrite"]["kept"]
@@ -300,11 +315,16 @@ def test_the_servers_entry_of_stats_json_is_read_back_and_is_not_a_stage():
 
 
 def test_a_rerun_with_the_servers_run_otherwise_resumes_and_one_with_another_model_starts_afresh(tmp_path):
-    """How the servers run (their Python, replicas, start-up time) does not change the data; the model and the
-    engine's arguments do."""
+    """How the servers run (their Python, replicas, start-up time, restarts, together or in turn) does not change
+    the data; the model and the engine's arguments do."""
     base = {"serve": {"engine": "vllm", "model": "org/m", "args": ["--dtype bfloat16"]}}
     old = load_config(config_file(tmp_path, base))
-    moved = {"serve": {**base["serve"], "python": "/other/python", "replicas": 2, "startup_timeout": 60}}
+    moved = {
+        "serve": {
+            **base["serve"],
+            **{"python": "/other/python", "replicas": 2, "startup_timeout": 60, "max_restarts": 0, "order": "in_turn"},
+        }
+    }
     assert differing_settings(old, load_config(config_file(tmp_path, moved))) == []
     staged = {**base, "rewrite": {"serve": {"python": "/other/python"}}}
     assert differing_settings(old, load_config(config_file(tmp_path, staged))) == []
