@@ -139,6 +139,7 @@ def build(
             license_name=license_name or "",
             license_link=license_link or "",
             cost=cost_line(stats.costs()),  # from stats.json's `cost` entries: what the run paid for its tokens
+            servers=server_lines(stats_json.get(SERVERS_KEY) or {}),  # (their public form, as written above)
         )
         facts.model_terms = model_terms([entry["model"] for entry in facts.stages])
         facts.report = report(train, count, unit, eval_set, analyses)
@@ -418,3 +419,22 @@ def plots(folder: Path, stats: RunStats, rows_by_config: dict, scores: dict, cou
         histogram(folder / "plots" / "lengths.png", series, "Response lengths", unit)
         plots.append({"title": "Response lengths", "path": "plots/lengths.png"})
     return plots
+
+
+def server_lines(servers: dict) -> list[str]:
+    """One card line per model server bft started for the run (`stats.json` `servers`): the engine and its
+    version, the model and its revision, the served name, the stages, the engine arguments, the replicas,
+    their restarts and the GPU hours."""
+    lines = []
+    for name, server in servers.items():
+        replicas = server.get("replicas") or []
+        restarts = sum(replica.get("restarts") or 0 for replica in replicas)
+        version = f" {server['version']}" if server.get("version") else ""
+        revision = f" at revision `{server['revision']}`" if server.get("revision") else ""
+        args = " ".join(server.get("args") or []) or "no extra arguments"
+        lines.append(
+            f"{server.get('engine')}{version} serving `{server.get('model')}`{revision} as `{name}` for "
+            f"{', '.join(server.get('stages') or [])}, with `{args}`; {len(replicas)} replica(s), "
+            f"{restarts} restart(s), {server.get('gpu_hours') or 0:g} GPU hours"
+        )
+    return lines

@@ -54,6 +54,7 @@ class BuildFacts:
     license_link: str = ""
     model_terms: list[str] = field(default_factory=list)  # the generating models' terms of use, one line each
     cost: str = ""  # what the run cost, one line (`run/money.py` `cost_line`); empty when no stage was priced
+    servers: list[str] = field(default_factory=list)  # the model servers bft started, one line each
 
     def train_rows(self) -> dict[str, int]:
         """Rows of each config's train split."""

@@ -59,6 +59,7 @@ from bft.generation.run.dry_run import add_probe, format_plan, plan_run
 from bft.generation.run.finishing import RunSummary, finished_run
 from bft.generation.run.inputs import scoring_rule_of_the_pool
 from bft.generation.run.local import generate_locally
+from bft.generation.run.money import stage_price
 from bft.generation.run.pools import use_embedded, use_served_tokenizers
 from bft.generation.run.ray_executor import generate_on_ray
 from bft.generation.run.ray_servers import RayServers
@@ -163,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if config.stages[0] == "curate" and not args.config:
         config = scoring_rule_of_the_pool(config, overrides)
+    for stage in config.stages:  # a price that cannot be is named now, before any server or request
+        stage_price(stage, config.stage(stage))
     note_routes(config)
     served = served_stages(config)  # (refused here, before anything is written, when it conflicts)
     use_served_tokenizers(config, log=lambda line: print(line, file=sys.stderr), skip=served)
@@ -254,6 +257,13 @@ def dry_run(config: GenerateConfig, args: argparse.Namespace) -> int:
     if plan.entering and (shares := cached_shares(config)) is not None:
         plan.cached, plan.cache_path = shares, str(cache_folder(config))
     if args.probe:
+        batched = [stage for stage in config.stages if config.stage(stage).send == "batch"]
+        if batched:  # a probe would submit real, paid batches and wait on them for up to a day
+            raise ConfigError(
+                f"--probe sends real requests, and {', '.join(batched)} send by batch (send: batch): a probe "
+                "would submit paid batches and wait hours for them. Drop --probe (the plan needs no probe), or "
+                "probe with those stages on send: live"
+            )
         if not (config.endpoints or all(config.stage(s).endpoints for s in config.stages)):
             raise ConfigError("--probe sends real requests: give --endpoint (or the stages' endpoints)")
         add_probe(plan, config, args.probe, lambda probe: execute(probe, progress=False))  # (cache off: measured)

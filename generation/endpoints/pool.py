@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from bft.generation.endpoints.client import Endpoint
 from bft.generation.endpoints.failures import DOWN_CAUSES, OVERLOAD_CAUSES
 from bft.generation.endpoints.limiter import AdaptiveLimit, Waiter
-from bft.generation.endpoints.processes import server_restarting
+from bft.generation.endpoints.processes import server_exit, server_restarting
 from bft.generation.errors import EndpointError, RetryableError
 
 
@@ -127,6 +127,18 @@ class EndpointPool:
                         return self._took(member)
                     member.limiter.give_back()  # it left the rotation meanwhile
                 continue
+            ended = [server_exit(m.endpoint.url) for m in self.members]
+            if all(ended):  # servers bft started, their restarts spent: no wait can bring them back
+                raise EndpointError(
+                    f"stage {self.stage}: the server bft started at {self.members[0].endpoint.name} has exited "
+                    f"({ended[0]}); rerun the same command to resume (finished documents are kept)"
+                )
+            if any(server_restarting(m.endpoint.url) for m in self.members):
+                # a restart under way is bounded by its own start-up timeout: wait for it, looking again now and
+                # then (it may give up), without spending the down timeout
+                none_live_since = None
+                await self._wait([], self.probe_interval)
+                continue
             none_live_since = none_live_since or loop.time()
             remaining = none_live_since + self.down_timeout - loop.time()
             if remaining <= 0 or await self._wait([], remaining) is False:
@@ -178,7 +190,8 @@ class EndpointPool:
 
     async def _failed(self, member: Member, why: str = "") -> None:
         member.failures_in_a_row += 1
-        if member.alive and member.failures_in_a_row >= self.dead_after and self._may_leave(member):
+        restarting = server_restarting(member.endpoint.url)  # (a server bft restarts leaves at its first failure)
+        if member.alive and (member.failures_in_a_row >= self.dead_after or restarting) and self._may_leave(member):
             member.alive = False
             self.events["removed"] += 1
             last = f" (last: {why[:200]})" if why else ""

@@ -71,6 +71,12 @@ def give_up(server: ServerProcess, why: str) -> None:
     RUNNING[server.url] = server
 
 
+def forget(server: ServerProcess) -> None:
+    """Stop reporting on `server` (`server_exit`, `server_restarting`): it was stopped at the run's end."""
+    if RUNNING.get(server.url) is server:
+        del RUNNING[server.url]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -272,8 +278,13 @@ class ServerProcess:
 
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM to the whole process group; SIGKILL if it has not ended in `grace` seconds. Returns once no
-        process of the group is left (the group keeper exits as soon as it has signalled the others)."""
-        RUNNING.pop(self.url, None)
+        process of the group is left (the group keeper exits as soon as it has signalled the others).
+
+        The server is forgotten (`RUNNING`) unless a restart of it is under way (`restarting`): while a restart
+        ends what its exit left of the group (which may take `grace` and more), `server_restarting` still says so,
+        and the endpoint pool keeps it out of rotation. The watcher forgets it if the run ends meanwhile."""
+        if not self.restarting:
+            forget(self)
         if self.process is None:
             return
         if self.process.poll() is None:

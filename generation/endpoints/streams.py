@@ -19,8 +19,9 @@ parser reads both. The chunk shapes are the OpenAI protocol's as vLLM implements
   it drops `stop_strings` from a batched request) would generate to `max_tokens` after one. Once text
   arrives past a stop sequence (`stopped`), bft stops reading, which closes the connection and so cancels
   the generation, and the reply is what a server that honours stops would have sent: the text before the
-  first stop, finish reason `stop`, its tokens counted by chunks. A server that sends the stop string and
-  then ends (finish reason, `[DONE]`) is read to its end as usual.
+  first stop, finish reason `stop`, its completion tokens counted by chunks (its prompt tokens are then
+  unknown: the usage chunk never comes). A server that sends the stop string and then ends (a finish reason
+  in the same chunk, or `[DONE]`) is read to its end as usual.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class Gathered:
 
     def body(self) -> dict[str, Any]:
         """The reply as the server would have sent it whole (cut at its first stop sequence when `stopped`)."""
-        if self.stopped:
+        if self.stopped and self.finish_reason is None:
             self.finish_reason = "stop"
         if not self.done and self.finish_reason is None:
             raise MalformedStream("the stream ended before a finish reason or [DONE]")

@@ -154,7 +154,8 @@ class Transport:
                     async for line in response.content:  # to the end of the body, so the connection is reused
                         watch.heard()
                         gathered.add_line(line)
-                        if gathered.stopped:  # past a stop the server ignores: closing cancels the generation
+                        if gathered.stopped and gathered.finish_reason is None:  # past a stop the server ignores:
+                            # closing the connection cancels the generation
                             break
                     return gathered.body(), headers
                 raw = await response.read()  # a whole body (TGI /generate, or a server that does not stream)

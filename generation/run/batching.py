@@ -26,12 +26,17 @@ cache and journaled by the engine; an item `expired`, `canceled` or `errored` is
 (up to `max_retries`, counted in `retries_by_cause` as `batch_expired`, `batch_canceled`,
 `batch_errored`); a `refused` one is the stage's failure with the provider's words, as a live refusal is
 (a prompt the provider calls too long is cut to fit once). A batch that failed as a whole sends all its
-items again (`batch_failed`). The provenance of a reply that came by batch names its batch (`batch`).
+items again (`batch_failed`). A batch file the provider refuses as a whole (a setting such as
+`completion_window`, an envelope over a limit) stops the run with the provider's words: no item is
+journaled, so a rerun after the fix sends them again. The provenance of a reply that came by batch names its
+batch (`batch`). A run that stops sends no item into a new batch, and lets a submit in flight end (at most
+`SUBMIT_GRACE` seconds) so that its batch is in the ledger.
 
 **The ledger: resumed by id, never paid twice.** `OUT/.bft/batches/STAGE.jsonl` (`layout.batch_ledger`)
 is append-only: a line `{"submitted": ID, "api", "url", "custom_ids", "at"}` is written (and synced) as
 soon as the provider has given the batch its id, before it is waited on, and `{"taken": ID, "state"}` once
-every item it answered is journaled (`state: ended`; a resumed batch, once the run is finished) or when the
+every item it answered is journaled (`state: ended`; a resumed batch, once the run is finished and the stage's
+journal holds every document of its items: a rerun with a smaller `--limit` leaves it pending) or when the
 batch failed as a whole (`state: failed`: its items are sent again). A rerun of the same command (after a
 crash or a SIGKILL) reads it: an item whose custom_id is in a batch submitted and not taken (still running,
 or ended but not taken) waits on that batch, the latest that holds it, instead of being submitted again; the
@@ -66,7 +71,7 @@ from bft.generation.endpoints.protocols import ServedReply
 from bft.generation.endpoints.retry import RetryPolicy
 from bft.generation.endpoints.transport import redact_url
 from bft.generation.errors import BftError, ConfigError, EndpointError, RequestRejected, RetryableError
-from bft.generation.layout import batch_jobs_dir, batch_ledger
+from bft.generation.layout import batch_jobs_dir, batch_ledger, journal_dir
 from bft.generation.method.stages import Request, Stage
 from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG
 from bft.generation.records import Generation
@@ -76,6 +81,7 @@ from bft.generation.run.stats import StageStats
 MAX_DOCUMENTS_IN_FLIGHT = 10_000  # documents a run holds to fill batches: memory stays bounded
 KEY_ENVS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}  # `batch.token_env` unset
 BATCH_FAILED = "batch_failed"  # the retry cause of the items of a batch that failed as a whole
+SUBMIT_GRACE = 30.0  # seconds a stopping run waits for a submit in flight to end and write its ledger line
 
 
 def custom_id(stage: str, document_id: str, sample: int, request: Request, model: str | None, sampling) -> str:
@@ -83,8 +89,17 @@ def custom_id(stage: str, document_id: str, sample: int, request: Request, model
     the document id, the sample number and a hash of the request (at most 58 of the 64 characters allowed)."""
     asked = [request.mode, request.text, request.top_n, model, asdict(sampling)]
     request_hash = hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:24]
-    document_hash = hashlib.sha256(document_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{stage}-{document_hash}-{sample}-{request_hash}"
+    return f"{stage}-{document_hash(document_id)}-{sample}-{request_hash}"
+
+
+def document_hash(document_id: str) -> str:
+    """The part of a custom_id that names its document (so a journaled document tells which items it used)."""
+    return hashlib.sha256(document_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def document_of(item: str) -> str:
+    """The document hash of a custom_id (`STAGE-DOCUMENT-SAMPLE-REQUEST`)."""
+    return item.rsplit("-", 3)[-3]
 
 
 @dataclass
@@ -248,10 +263,18 @@ class Ledger:
 
     def unfinished(self, api: str, url: str) -> dict[str, list[str]]:
         """The batches submitted to `api` at `url` and not taken, oldest first: id -> custom_ids."""
+        return {
+            batch_id: list(entry["custom_ids"])
+            for batch_id, entry in self.untaken().items()
+            if entry.get("api") == api and entry.get("url") == url
+        }
+
+    def untaken(self) -> dict[str, dict]:
+        """Every batch submitted and not taken, whatever its API, oldest first: id -> its `submitted` line."""
         if not self.path.exists():
             return {}
         Journal(self.path).repair()  # a kill mid-write leaves at most a torn last line
-        batches: dict[str, list[str]] = {}
+        batches: dict[str, dict] = {}
         with open(self.path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 try:
@@ -263,8 +286,9 @@ class Ledger:
                     ) from None
                 if "taken" in entry:
                     batches.pop(entry["taken"], None)
-                elif entry.get("api") == api and entry.get("url") == url:
-                    batches[entry["submitted"]] = list(entry["custom_ids"])
+                else:
+                    batches.pop(entry["submitted"], None)  # (an id submitted again, as vLLM's: its latest line counts)
+                    batches[entry["submitted"]] = entry
         return batches
 
     def submitted(self, batch_id: str, api: str, url: str, custom_ids: list[str]) -> None:
@@ -299,6 +323,7 @@ class PendingBatch:
     waiters: dict[str, list[Waiter]] = field(default_factory=dict)
     results: dict[str, ServedReply | ItemFailure] | None = None
     unsettled: set[str] = field(default_factory=set)
+    submitting: asyncio.Task | None = None  # the submit in flight: never cancelled (`BatchSender.close`)
     following: asyncio.Task | None = None
     on_settled: Callable[[PendingBatch], None] | None = None
 
@@ -323,11 +348,13 @@ class BatchSender:
         max_retries: int = 5,
         retry_policy: RetryPolicy | None = None,
         log: Callable[[str], None] = tqdm.write,
+        journal: Path | None = None,  # the stage's journal: which documents are done, in this run or before
     ):
         self.stage = stage
         self.api = api
         self.source = source
         self.ledger = ledger
+        self.journal = journal
         self.stats = StageStats()  # the engine's counters of the stage, once it runs (`Engine`)
         self.label = label
         self.poll_interval = config.batch.poll_interval
@@ -421,20 +448,30 @@ class BatchSender:
         for item in items:
             self._holding[item] = batch
         self._filling, self._filling_bytes, self._filling_waiters = [], 0, {}
-        batch.following = asyncio.create_task(self._submit_and_follow(batch, lines))
+        batch.submitting = asyncio.create_task(self._submit(batch, lines))
+        batch.following = asyncio.create_task(self._submit_and_follow(batch, batch.submitting))
 
     def _track(self, batch: PendingBatch) -> PendingBatch:
         batch.on_settled = lambda done: self.ledger.taken(done.id, "ended")
         self._batches.append(batch)
         return batch
 
-    async def _submit_and_follow(self, batch: PendingBatch, lines: list[bytes]) -> None:
+    async def _submit_and_follow(self, batch: PendingBatch, submitting: asyncio.Task) -> None:
+        """Wait for the batch's submit (shielded: cancelling this task leaves the submit running), then follow it."""
+        await asyncio.shield(submitting)
+        await self._follow(batch)
+
+    async def _submit(self, batch: PendingBatch, lines: list[bytes]) -> None:
+        """Submit the batch and write its ledger line as soon as the provider gave its id."""
         try:
             try:
                 batch.id = await self._retrying(lambda: self.api.submit(lines, self.label), "submit a batch")
-            except RequestRejected as error:  # the provider refused the whole file: each item is refused
-                self._end(batch, {item: ItemFailure("refused", error.detail) for item in batch.custom_ids})
-                return
+            except RequestRejected as error:  # the whole file refused: a setting to fix, not its items' fault
+                raise EndpointError(
+                    f"{self.source.name} refused stage {self.stage}'s batch of {len(lines)} requests as a whole: "
+                    f"{error.detail}. Fix {self.stage}.batch (completion_window, max_requests, max_bytes) or what "
+                    "the provider names, and rerun: its requests are sent again"
+                ) from None
             self.ledger.submitted(batch.id, self.api.name, self.source.url, batch.custom_ids)
             self.stats.batches_submitted += 1
             self.stats.batch_items += len(lines)
@@ -443,7 +480,6 @@ class BatchSender:
         except Exception as error:
             self._give_up(batch, error)
             raise
-        await self._follow(batch)
 
     async def _follow(self, batch: PendingBatch) -> None:
         """Poll `batch` until it ends (the wait doubling from `poll_interval` to `poll_max`), then answer it."""
@@ -468,7 +504,7 @@ class BatchSender:
             if batch.resumed:  # the provider may no longer have it (Anthropic archives results after 29 days)
                 error = EndpointError(
                     f"{error}; batch {batch.id} was submitted by an earlier run ({self.ledger.path}): if the "
-                    "provider no longer holds it, move that file aside to submit its requests again"
+                    "provider no longer holds it or its results, move that file aside to submit its requests again"
                 )
             self._give_up(batch, error)
             raise error from None
@@ -525,17 +561,45 @@ class BatchSender:
 
     async def close(self, finished: bool) -> None:
         """Stop polling (the ledger keeps what is pending for a rerun) and close the API. A finished run has
-        journaled every document: the batches it read are taken."""
+        journaled every document it was asked for: a batch it read is taken once the stage's journal holds
+        every document of its items (this run's or an earlier one's); a batch with items for documents no run
+        has journaled yet (a rerun with a smaller `--limit`) stays pending, for the run that asks for them."""
+        await self._finish_submits()
         for batch in self._batches:
             if batch.following is not None and not batch.following.done():
                 batch.following.cancel()
+        journaled: set[str] | None = None
         for batch in self._batches:
             if batch.following is not None:
                 await asyncio.gather(batch.following, return_exceptions=True)
             if finished and batch.results is not None and batch.on_settled is not None:
-                batch.unsettled.clear()
-                batch.release("")
+                journaled = self._journaled_documents() if journaled is None else journaled
+                batch.unsettled = {item for item in batch.unsettled if document_of(item) not in journaled}
+                if not batch.unsettled:
+                    batch.release("")
         await self.api.close()
+
+    async def _finish_submits(self) -> None:
+        """Let every submit in flight end (`SUBMIT_GRACE` seconds at most): cancelled mid-POST, its batch may be
+        created and paid with no id in the ledger; ended, its ledger line is written and a rerun resumes it."""
+        submits = [batch.submitting for batch in self._batches if batch.submitting is not None]
+        if not submits:  # (ended ones are gathered too: their errors are read)
+            return
+        if not all(submit.done() for submit in submits):
+            self.log(f"bft generate: {self.stage}: the run stops; waiting for a batch submit in flight to end")
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*submits, return_exceptions=True)), SUBMIT_GRACE)
+        except TimeoutError:
+            self.log(
+                f"bft generate: {self.stage}: a batch submit did not end within {SUBMIT_GRACE:.0f} s of the run's "
+                f"end; if the provider created it, its id is not in {self.ledger.path}"
+            )
+
+    def _journaled_documents(self) -> set[str]:
+        """The document hashes of every document the stage's journal holds (none without a journal)."""
+        if self.journal is None:
+            return set()
+        return {document_hash(entry["id"]) for _, entry in Journal(self.journal).entries() if "id" in entry}
 
 
 # -- opening a run's senders ----------------------------------------------------------------------------------
@@ -607,6 +671,7 @@ async def open_senders(
                 label=f"bft generate {out.resolve().name}: {stage.name}",
                 max_retries=config.max_retries,
                 log=log,
+                journal=journal_dir(out) / f"{stage.name}.jsonl",
             )
             reason = unsupported(stage, api)
             if reason:
@@ -615,6 +680,21 @@ async def open_senders(
         await close_senders(senders, finished=False)
         raise
     return senders
+
+
+def refuse_abandoned_batches(out: Path, live: list[Stage]) -> None:
+    """Refuse (`ConfigError`) a stage sent live whose ledger still holds batches not taken: an earlier run
+    submitted (and paid for) them with `send: batch`, and a live run would never read them."""
+    for stage in live:
+        ledger = Ledger(batch_ledger(out, stage.name))
+        pending = list(ledger.untaken())
+        if pending:
+            raise ConfigError(
+                f"{stage.name}: send: live, but {len(pending)} batches an earlier run submitted for it are not "
+                f"collected yet ({', '.join(pending)}, in {ledger.path}). Switch {stage.name} back to "
+                f"send: batch to collect them, or move {ledger.path} aside to send live (their replies are then "
+                "not used)"
+            )
 
 
 async def close_senders(senders: dict[str, BatchSender], finished: bool) -> None:

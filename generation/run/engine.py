@@ -203,6 +203,8 @@ class Engine:
                         return stage.outcome(record, hit[0], attempt, hit[1])
                     stats.cache_misses += 1
                 if sender is not None:
+                    if self._fatal is not None:  # the run is stopping: no item joins a new (paid) batch
+                        raise asyncio.CancelledError
                     answer = await sender.ask(
                         sender.item(stage, record.id, request, sample), waits or DocumentWaits(self.parking)
                     )

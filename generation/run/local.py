@@ -2,9 +2,11 @@
 
 The default of `bft generate`. One asyncio loop, one engine, one journal folder (`.bft/journal/`); a
 rerun resumes from the journals. Stages with `send: batch` get a batch sender (`batching.py`: its API key read
-and what its API cannot do refused before anything is sent) instead of endpoints. `--executor ray`
-(`run/ray_executor.py`) is the other executor; both are made of the same pieces around the same engine:
-`stages`, `pools`, `inputs`, `cached_replies` (`open_replies`) and `finishing`; resuming is `resume.py`'s.
+and what its API cannot do refused before anything is sent) instead of endpoints; a stage sent live whose batch
+ledger still holds batches not collected is refused (switched from `send: batch` on a rerun, they would be
+abandoned). `--executor ray` (`run/ray_executor.py`) is the other executor; both are made of the same pieces
+around the same engine: `stages`, `pools`, `inputs`, `cached_replies` (`open_replies`) and `finishing`;
+resuming is `resume.py`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from bft.generation.config import GenerateConfig
 from bft.generation.corpus.files import count_documents
 from bft.generation.layout import journal_dir
 from bft.generation.method.stages import Stage
-from bft.generation.run.batching import close_senders, open_senders
+from bft.generation.run.batching import close_senders, open_senders, refuse_abandoned_batches
 from bft.generation.run.cached_replies import open_replies
 from bft.generation.run.engine import Engine
 from bft.generation.run.finishing import RunSummary, finish_run
@@ -44,6 +46,7 @@ async def run_engine(
     their endpoints or batch APIs; the run's counters and, per stage sent, the endpoint (or batch API) that
     speaks for it in the card. Serving in turn (`served_in_turn.py`) runs it once a turn."""
     sending = stages if sending is None else sending
+    refuse_abandoned_batches(Path(config.out), [stage for stage in sending if stage.config.send != "batch"])
     senders = await open_senders(config, sending)  # (before any request: a missing key is named first)
     finished = False
     try:

@@ -10,7 +10,15 @@ its node (Ray sets its `CUDA_VISIBLE_DEVICES`), listening on the node's address 
 other nodes reach it, waits until it generates, and reports its URL (node address and port); the stages'
 endpoints are those URLs. Its restarts are the actor's own (`servers.Restarter`: the same port and arguments,
 at most `serve.max_restarts`), and the block runners retry the documents it was sent meanwhile; the run's
-end stops every replica, then the actors and their placement groups.
+end stops every replica, then the actors and their placement groups. Ray waits for the bundles to be placed
+at most `serve.startup_timeout` (a bundle no node holds is a `ConfigError` naming it).
+
+The block runners do not see an actor's restarts: the registry of the servers bft started
+(`processes.RUNNING`, which tells a restarting replica from a dead one) lives in the actor's process. A block
+runner knows a restarting replica only by its failed requests: the endpoint pool takes it out of rotation by
+its silence rule and waits up to `endpoints_down_timeout` for it, and the documents it was sent are retried
+there, spending their retries; once its restarts are spent, the run stops when that wait ends rather than at
+once.
 
 How many replicas: `serve.replicas`, else as many as the cluster's GPUs hold, shared between the servers as
 on one machine (`servers.place_replicas`), or one without GPUs. Each log is `OUT/.bft/servers/NAME-N.log`,
@@ -25,6 +33,7 @@ import time
 from pathlib import Path
 
 from bft.generation.endpoints.engines import ENGINES, EngineServer
+from bft.generation.errors import ConfigError
 from bft.generation.layout import servers_dir
 from bft.generation.run.ray_executor import bft_error_in, connect
 from bft.generation.run.servers import (
@@ -40,6 +49,21 @@ from bft.generation.run.servers import (
 )
 
 CPUS_WITHOUT_GPU = 1.0  # what a replica reserves on a cluster without GPUs (the engine's own CPU build)
+
+
+def wait_placed(group, bundle: dict, count: int, spec: ServeSpec) -> None:
+    """Wait until Ray has reserved a placement group's bundles, at most the server's start-up timeout: a bundle
+    no node can hold (`-tp 4` on nodes of 2 GPUs) would otherwise be waited for forever."""
+    import ray
+
+    try:
+        ray.get(group.ready(), timeout=spec.startup_timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(
+            f"serve {spec.served_name}: Ray could not place {count} replica(s) of {bundle} each in "
+            f"{spec.startup_timeout:.0f} s (serve.startup_timeout; the cluster has {ray.cluster_resources()}): "
+            "no node may hold one replica's resources; lower the parallel sizes or serve.replicas"
+        ) from None
 
 
 class ReplicaActor:
@@ -111,7 +135,7 @@ class RayServers:
                 bundle = {"GPU": spec.gpus_per_replica} if gpus else {"CPU": CPUS_WITHOUT_GPU}
                 group = placement_group([bundle] * len(groups), strategy="SPREAD")
                 self.groups.append(group)
-                ray.get(group.ready())
+                wait_placed(group, bundle, len(groups), spec)
                 remote = ray.remote(ReplicaActor)
                 self.actors[spec] = [
                     remote.options(

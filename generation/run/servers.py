@@ -17,12 +17,16 @@ stages, GPU hours, how long its start-up and its work took, and per replica its 
 restarts with how each went, serving seconds and log).
 
 A replica that exits mid-run is restarted (`serve.max_restarts`, default 3): a thread watches them, and one
-that has exited is launched again on the same port with the same arguments. Meanwhile its exit is not
+that has exited is launched again on the same port with the same arguments, from a thread of its own (two
+replicas restart side by side; a relaunch that fails to begin, its port still taken, waits `RELAUNCH_PAUSE`
+before the next; an unexpected error gives the replica up naming it). It stays registered as restarting
+(`processes.RUNNING`) while what its exit left is ended and it starts again. Meanwhile its exit is not
 reported to the engine (`processes.server_exit`), so the requests it was sent fail as a dead server's do and
-are retried: the endpoint pool takes it out of rotation and back once it answers (`endpoints/pool.py`), and
-the stage waits for it up to `endpoints_down_timeout`, which is raised to the start-up timeout when shorter.
-Once its restarts are spent (or a restart fails and none is left), the next failed request stops the run
-naming its log; the journals keep what was finished, so the same command resumes.
+are retried: the endpoint pool takes it out of rotation at its first failure and back once it answers
+(`endpoints/pool.py`), and waits for a restart under way without spending `endpoints_down_timeout` (which is
+raised to the start-up timeout when shorter). Once its restarts are spent (or a restart fails and none is
+left), it is given up: the stage goes on with its other replicas, and when none is left the run stops at
+once naming the exit and the log; the journals keep what was finished, so the same command resumes.
 """
 
 from __future__ import annotations
@@ -39,13 +43,14 @@ from pathlib import Path
 
 from bft.generation.config import ServeConfig
 from bft.generation.endpoints.engines import ENGINES, EngineServer, gpus_per_replica, revision_arg, split_args
-from bft.generation.endpoints.processes import give_up
-from bft.generation.errors import ConfigError, EndpointError
+from bft.generation.endpoints.processes import forget, give_up
+from bft.generation.errors import ConfigError
 from bft.generation.layout import servers_dir
 
 DEFAULT_STARTUP_TIMEOUT = 900.0  # seconds: a 70B model's weights from a network disk take minutes
 DEFAULT_MAX_RESTARTS = 3  # restarts of one replica in one run: a crash now and then, not a server that cannot run
 WATCH_INTERVAL = 0.2  # seconds between looks at the replicas
+RELAUNCH_PAUSE = 3.0  # seconds before the next restart after a relaunch failed to begin (its port still taken)
 
 
 @dataclass(frozen=True)
@@ -408,8 +413,12 @@ def replica_facts(server: EngineServer, out: Path, gpus: str | None = None) -> d
 
 
 class Restarter:
-    """Restarts the replicas that exit, from a thread of its own, until `halt` (each at most its `max_restarts`
-    times; `RunServers` locally, a Ray replica's actor on its node)."""
+    """Restarts the replicas that exit, until `halt` (each at most its `max_restarts` times; `RunServers`
+    locally, a Ray replica's actor on its node). A thread watches them; each restart runs in a thread of its own,
+    so that a second replica dying while the first one starts again is not kept waiting for it. Their relaunches
+    (ending what the exit left, launching again) take turns under one lock, which the run's end takes too. A
+    restart's thread lives until `halt`: the replica it launched gets its parent-death signal when the thread
+    that started it ends (prctl(2), PR_SET_PDEATHSIG), not only when the run's process does."""
 
     def __init__(self, servers: list[EngineServer], log=print):
         self.servers = servers
@@ -417,6 +426,7 @@ class Restarter:
         self._lock = threading.Lock()  # a relaunch and the run's end do not cross
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._restarts: list[threading.Thread] = []
 
     def start(self) -> None:
         self._watcher = threading.Thread(target=self.watch, name="bft-servers-watch", daemon=True)
@@ -428,15 +438,30 @@ class Restarter:
             self._stopping.set()
 
     def join(self) -> None:
+        """Wait for the watcher and the restarts under way (call after `halt` and the replicas' stop)."""
         if self._watcher is not None:
             self._watcher.join()
+        for thread in self._restarts:
+            thread.join()
 
     def watch(self) -> None:
-        """Restart each replica that exits, until halted."""
+        """Start a restart of each replica that exits, until halted."""
         while not self._stopping.wait(WATCH_INTERVAL):
             for server in self.servers:
-                if server.gave_up is None and not server.alive() and not self._stopping.is_set():
-                    self.restart(server)
+                if server.gave_up is None and not server.restarting and not server.alive():
+                    try:
+                        self.restart_in_thread(server)
+                    except Exception as error:  # (no thread to be had): the run must not wait for the replica
+                        server.restarting = False
+                        give_up(server, f"it exited and could not be restarted: {error!r}; its log: {server.log_path}")
+                        self.log(f"bft generate: {server.what} at {server.url} is not restarted: {error!r}")
+
+    def restart_in_thread(self, server: EngineServer) -> None:
+        """Start `restart(server)` in a thread of its own."""
+        server.restarting = True  # (before its thread starts: the next look must not start another)
+        thread = threading.Thread(target=self.restart, args=(server,), name=f"bft-restart-{server.url}", daemon=True)
+        self._restarts.append(thread)
+        thread.start()
 
     def restart(self, server: EngineServer) -> None:
         """Launch an exited replica again on its port with its arguments, and wait until it generates; try again
@@ -445,13 +470,20 @@ class Restarter:
         Each restart is kept for `stats.json` as how the replica had ended and its start-up seconds, or that it
         did not become ready (the error itself, which may name local paths, goes to the run's output only), or
         that the run ended before it was seen ready (`run_ended_first`: the documents may have been answered by
-        then, since the engine sends as soon as it answers)."""
+        then, since the engine sends as soon as it answers). An error the restart did not expect gives the
+        replica up with that error rather than leaving it down unreported."""
         how = server.exit_description() or "exited"
         server.restarting = True
         try:
             self._restart(server, how)
+        except Exception as error:  # (a bug here: the run must stop naming it, not wait for the replica)
+            give_up(server, f"{how}; restarting it failed: {error!r}; its log: {server.log_path}")
+            self.log(f"bft generate: {server.what} at {server.url} is not restarted again: {error!r}")
         finally:
             server.restarting = False
+            if self._stopping.is_set():  # its stops kept it registered while it restarted: the run has ended
+                forget(server)
+        self._stopping.wait()  # Linux signals a process when the *thread* that started it ends (PR_SET_PDEATHSIG)
 
     def _restart(self, server: EngineServer, how: str) -> None:
         while True:
@@ -469,16 +501,16 @@ class Restarter:
                     f"(restart {server.restarts} of at most {server.max_restarts}; log: {server.log_path})"
                 )
                 try:
-                    server.stop()  # what the exit left of its group (helpers holding the GPUs)
+                    server.stop()  # what the exit left of its group (helpers holding the GPUs); kept registered
                     server.begin()
                     failed = None
-                except EndpointError as error:  # (its port taken meanwhile, its Python gone)
+                except Exception as error:  # (its port taken meanwhile, its Python gone, its log unwritable)
                     failed = error
             try:
                 if failed is not None:
                     raise failed
                 seconds = server.wait()
-            except EndpointError as error:
+            except Exception as error:
                 server.restarts_left -= 1
                 if self._stopping.is_set():  # the run ended first (it may have been served all the same)
                     server.restarted.append({"after": how, "ready": False, "run_ended_first": True})
@@ -486,6 +518,8 @@ class Restarter:
                 server.restarted.append({"after": how, "ready": False})
                 self.log(f"bft generate: the restart of {server.what} at {server.url} failed: {error}")
                 how = f"its restart failed: {error}"
+                if failed is not None and server.restarts_left > 0 and self._stopping.wait(RELAUNCH_PAUSE):
+                    return  # (a port still taken is not free a millisecond later: pause, unless the run ends)
                 continue
             server.restarts_left -= 1
             server.restarted.append({"after": how, "ready": True, "startup_seconds": round(seconds, 1)})

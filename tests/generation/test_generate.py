@@ -141,7 +141,7 @@ def test_a_server_that_lists_no_model_needs_model_and_gets_it(tmp_path, capsys):
         assert {r.payload["model"] for r in server.requests} == {"/models/m1"}
 
 
-RAMBLE = " and so on" * 300  # 900 tokens after the stop: what a server that ignores stops goes on to generate
+RAMBLE = " and so on" * 1000  # 3,000 tokens after the stop: what a server that ignores stops goes on to generate
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -150,7 +150,10 @@ def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path, stre
     comes past the stop, so the server stops generating (`transformers serve` ignores stops when batching)."""
     config = write_config(
         tmp_path / "c.yaml",
-        {"stream": stream, "curate": {"mode": "raw", "prefill": "Score:", "sampling": {"stop": ["\n"]}}},
+        {
+            "stream": stream,
+            "curate": {"mode": "raw", "prefill": "Score:", "sampling": {"stop": ["\n"], "max_tokens": 4000}},
+        },
     )
     rambling = Sequence(
         [],
@@ -169,7 +172,9 @@ def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path, stre
     reply = curated[0]["provenance"][1]
     if stream:  # hung up past the stop: the reply a server honouring stops sends, and the ramble not generated
         assert (reply["raw_output"], reply["finish_reason"]) == (" 5", "stop")
-        assert streamed < 2 * 450  # of the two curate replies' 2 x 907 tokens, at most half were sent
+        # of the two curate replies' 2 x 3,007 tokens (10 ms apart), at most half were sent, with every other
+        # stage's few tokens: bft read past the stop and hung up within 15 s, not at the reply's end
+        assert streamed < 3_000
     else:  # a whole reply, kept as it came
         assert reply["raw_output"].startswith(" 5\nNow another pair. Score: 1 and so on")
 
@@ -294,7 +299,9 @@ def test_the_shipped_demo_config_is_valid():
     from bft.generation.config.files import load_config
 
     config = load_config(DEMO_CONFIG)
-    assert config.curate.prefill == "Score:" and config.rewrite.sampling.stop == ["[/RES]"]
+    assert config.curate.prefill == "Score:" and config.rewrite.sampling.stop[0] == "[/RES]"
+    # the rewrite's other stops end a reply where the model starts the prompt over; none at a reply's start
+    assert all(stop.startswith("\n\n") for stop in config.rewrite.sampling.stop[1:])
     assert "score 5" in config.note  # the card says how the demo departs from the papers
 
 

@@ -189,6 +189,17 @@ def _moment(stamp: Any) -> float | None:
     return moment.timestamp() if moment is not None and moment.tzinfo is not None else None
 
 
+def readable(batch_id: str, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch object, unless its results were archived (`archived_at`): they can no longer be read, and its
+    requests were paid for, so the run stops (an `EndpointError`) rather than send them again unasked."""
+    if batch.get("archived_at"):
+        raise EndpointError(
+            f"Anthropic batch {batch_id} ended and its results were archived at {batch['archived_at']}: they can "
+            "no longer be read (sending its requests again would pay for them twice)"
+        )
+    return batch
+
+
 class AnthropicBatches:
     """Anthropic's Message Batches behind bft's `BatchApi` (`base.py`); one HTTP session, closed by `close`."""
 
@@ -292,10 +303,10 @@ class AnthropicBatches:
 
     async def status(self, batch_id: str) -> BatchStatus:
         batch = await self._json("GET", f"{BATCHES}/{batch_id}", batch_id=batch_id)
-        return self._status(batch_id, batch)
+        return self._status(batch_id, readable(batch_id, batch))
 
     async def results(self, batch_id: str) -> dict[str, ServedReply | ItemFailure]:
-        batch = await self._json("GET", f"{BATCHES}/{batch_id}", batch_id=batch_id)
+        batch = readable(batch_id, await self._json("GET", f"{BATCHES}/{batch_id}", batch_id=batch_id))
         url = batch.get("results_url")
         if not url:
             detail = self._status(batch_id, batch).detail
@@ -327,12 +338,9 @@ class AnthropicBatches:
     # -- HTTP ------------------------------------------------------------------------------------------
 
     def _status(self, batch_id: str, batch: dict[str, Any]) -> BatchStatus:
-        """A batch object as bft's status: ended (results readable), failed (results archived), or pending."""
+        """A batch object as bft's status: ended (results readable) or pending."""
         processing = batch.get("processing_status")
         counts = batch.get("request_counts") if isinstance(batch.get("request_counts"), dict) else {}
-        if processing == "ended" and batch.get("archived_at"):
-            detail = f"ended; its results were archived at {batch['archived_at']} and can no longer be read"
-            return BatchStatus(batch_id, "failed", counts, detail)
         state = "ended" if processing == "ended" else "pending"
         detail = f"{processing}; expires at {batch.get('expires_at')}" if state == "pending" else str(processing)
         return BatchStatus(batch_id, state, counts, detail)

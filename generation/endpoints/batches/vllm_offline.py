@@ -31,7 +31,7 @@ keeper of `processes.py`, dies with the bft that started it, and leaves its file
 (the run passes `OUT/.bft/batches/vllm/`), named by the batch id: `ID.input.jsonl`, `ID.output.jsonl`,
 `ID.log`, `ID.exit` (its exit status, once it ended), `ID.lock` (held while it is queued or runs) and
 `ID.canceled`. A bft rerun reads them: a complete output file is an ended batch, a batch whose process is
-gone without one failed.
+gone without one failed. The same lines submitted again reuse a job only while it is queued or runs.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def vllm_line_as_openai(obj: dict[str, Any]) -> dict[str, Any]:
 
 def batch_id_for(lines: list[bytes], label: str) -> str:
     """A batch's id: the label made safe as a file name, and a digest of the label and lines, so that the same
-    lines submitted again (a run that stopped before it recorded the id) find the same job and its output."""
+    lines submitted again while their job is queued or runs (a run that stopped before it recorded the id)
+    find that job instead of starting a second one."""
     digest = hashlib.sha256(label.encode() + b"\0" + b"".join(lines)).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-")[:40]
     return f"{slug}-{digest}" if slug else f"batch-{digest}"
@@ -305,8 +306,10 @@ class VLLMOfflineBatches:
     # -- the protocol ----------------------------------------------------------------------------------
 
     async def submit(self, lines: list[bytes], label: str) -> str:
-        """Write `lines` as the request file and start its job (queued behind any other on the machine); the
-        same lines submitted again return the same batch, started again only if it failed."""
+        """Write `lines` as the request file and start its job (queued behind any other on the machine). The
+        same lines submitted again while their job is queued or runs return that batch (a rerun after a crash
+        starts no second job); once it ended or failed, its files are cleared and the job runs again (a retry
+        of the same items must not read the old answers)."""
         if not lines:
             raise ValueError(f"batch {label!r}: no request lines")
         size = sum(len(line) for line in lines)
@@ -318,8 +321,9 @@ class VLLMOfflineBatches:
         check_lines(lines, label)
         batch_id = batch_id_for(lines, label)
         files = self.files(batch_id)
-        if files.input.exists() and (await self.status(batch_id)).state != "failed":
-            return batch_id  # already queued, running or ended
+        if files.input.exists() and (await self.status(batch_id)).state == "pending":
+            return batch_id  # queued or running (a rerun after a crash): one job per file
+        # ended or failed: a submit asks for new answers (a retry of the same items), so the job runs again
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in (files.output, files.exit, files.canceled):
             stale.unlink(missing_ok=True)

@@ -271,8 +271,11 @@ def test_an_expired_batch_keeps_its_replies_and_expires_the_rest():
     assert results["doc-2"].kind == "expired"
 
 
-def test_an_archived_batch_has_failed_and_a_pending_one_has_no_results_yet():
-    async def scenario(server: AnthropicBatchServer) -> tuple[BatchStatus, BatchStatus]:
+def test_an_archived_batch_stops_the_run_and_a_pending_one_has_no_results_yet():
+    """Archived results cannot be read: an error that stops the run, not a failed batch whose paid requests
+    would be sent again."""
+
+    async def scenario(server: AnthropicBatchServer) -> tuple[BatchStatus, list[str]]:
         api = client(server)
         try:
             batch_id = await api.submit([api.line(item("doc-0"))], "run-1")
@@ -282,14 +285,19 @@ def test_an_archived_batch_has_failed_and_a_pending_one_has_no_results_yet():
             waiting = await api.status(batch_id)
             server.end(batch_id)
             server.archive(batch_id)
-            return waiting, await api.status(batch_id)
+            errors = []
+            for read in (api.status, api.results):
+                with pytest.raises(EndpointError) as archived:
+                    await read(batch_id)
+                errors.append(str(archived.value))
+            return waiting, errors
         finally:
             await api.close()
 
     with AnthropicBatchServer(delay=None) as server:
-        waiting, archived = asyncio.run(scenario(server))
+        waiting, errors = asyncio.run(scenario(server))
     assert waiting.state == "pending" and "in_progress; expires at" in waiting.detail
-    assert archived.state == "failed" and "archived" in archived.detail
+    assert all("results were archived at" in error and "can no longer be read" in error for error in errors)
 
 
 # -- HTTP failures ------------------------------------------------------------------------------------------

@@ -102,6 +102,12 @@ def test_text_past_a_stop_sequence_ends_the_reply_there_and_a_stop_at_the_end_do
         ended.add(event)
     assert not ended.stopped and ended.body()["choices"][0]["message"]["content"] == "Hello [/RES]"
 
+    overshoot = Gathered(True, stops=["\n"])  # a server that stops on a token ending past the stop, and says so
+    overshoot.add(chat_chunk("Score: 5\n\n", finish="stop"))
+    assert overshoot.stopped and overshoot.finish_reason == "stop"  # read to its end: the transport goes on reading
+    overshoot.add({"choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": 3}})
+    assert overshoot.body()["usage"] == {"prompt_tokens": 40, "completion_tokens": 3}
+
     first = Gathered(True, stops=["B", "A"])  # the earliest stop wins, whichever is listed first
     first.add(chat_chunk("xxAyyB and on"))
     assert first.stopped and first.body()["choices"][0]["message"]["content"] == "xx"

@@ -254,15 +254,33 @@ def test_a_finished_output_is_found_by_a_new_instance_and_read_as_live_replies(t
     assert refused == ItemFailure("refused", refused.detail, 400) and "maximum context length" in refused.detail
 
 
-def test_the_same_lines_submitted_again_find_the_finished_batch_and_start_nothing(tmp_path):
+def test_the_same_lines_submitted_again_reuse_a_queued_job_but_run_an_ended_one_again(tmp_path):
+    """A rerun after a crash finds the job still queued (no second job for the file); a retry of the same items
+    after their batch ended must not read the old answers: the old output is cleared and the job runs again."""
     item = chat("bread", "Name three kinds of bread.")
     files = written(tmp_path, [item])
-    files.exit.write_text("0")
-    output(files, REPLY_LINE)
-    api = VLLMOfflineBatches(sys.executable, "model", tmp_path)
-    batch_id = asyncio.run(api.submit([api.line(item)], "run/backtranslate"))
-    assert batch_id == files.batch_id and api.jobs == {}  # the run stopped before it recorded the id
-    assert json.loads(files.output.read_text())["custom_id"] == "bread"
+    machine = tmp_path / "machine.lock"
+    api = VLLMOfflineBatches(sys.executable, "model", tmp_path, machine_lock=machine)
+    line = api.line(item)
+
+    async def submit_twice():
+        with files.lock.open("w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # the earlier run's job, still queued
+            pending = await api.submit([line], "run/backtranslate")
+            started_while_pending = dict(api.jobs)
+        files.exit.write_text("0")
+        output(files, REPLY_LINE)  # the job ended with its answers, read by the earlier run
+        with machine.open("w") as busy:
+            fcntl.flock(busy, fcntl.LOCK_EX)  # the new job queues and never reaches vLLM
+            again = await api.submit([line], "run/backtranslate")
+            status = await api.status(again)
+            await api.close()
+        return pending, started_while_pending, again, status
+
+    pending, started_while_pending, again, status = asyncio.run(submit_twice())
+    assert pending == files.batch_id and started_while_pending == {}
+    assert again == files.batch_id and status.state == "pending"  # a new job, not the ended one's output
+    assert not files.output.exists() and not files.exit.exists()
 
 
 def test_a_batch_whose_process_is_gone_without_output_failed_with_the_end_of_its_log(tmp_path):

@@ -7,7 +7,9 @@ replica's log) for every generation request and holds the reply for an hour: a t
 alone, that requests are in flight, removes the file and kills the replica; the restart answers at once (a file,
 not the variable itself, so that a replica started by a Ray worker, whose environment the test cannot change,
 is told too). One launched with `NEVER_READY` set never becomes ready (`/health_generate` says 503 for good).
-With `FAIL_PROMPTS_WITH` set, every generation request whose prompt holds that text is answered HTTP 500.
+With `FAIL_PROMPTS_WITH` set, every generation request whose prompt holds that text is answered HTTP 500. With
+`DIE_WHEN_RESTARTED` naming a file, the first start writes it and every later start (a restart) exits at once
+with `RESTART_EXIT_CODE`, as an engine that cannot start again would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 HOLD_REPLIES = "BFT_STUB_HOLD_REPLIES"
 NEVER_READY = "BFT_STUB_NEVER_READY"
 FAIL_PROMPTS_WITH = "BFT_STUB_FAIL_PROMPTS_WITH"
+DIE_WHEN_RESTARTED = "BFT_STUB_DIE_WHEN_RESTARTED"
+RESTART_EXIT_CODE = 3
 HELD = "held a request"
 STARTING_SECONDS = 0.5  # `/health_generate` says 503 this long, as SGLang's does while it starts
 
@@ -40,6 +44,12 @@ def main() -> None:
         parser.add_argument(flag, required=True)
     parser.add_argument("--port", type=int, required=True)
     args, _ = parser.parse_known_args()
+    marker = os.environ.get(DIE_WHEN_RESTARTED)
+    if marker:
+        if Path(marker).exists():
+            print(f"started again as {os.getpid()}: exiting with code {RESTART_EXIT_CODE}", flush=True)
+            raise SystemExit(RESTART_EXIT_CODE)
+        Path(marker).touch()
     from tests.servers.models import Fault, paper_model
     from tests.servers.tgi import TGITestServer
 

@@ -24,7 +24,8 @@ import yaml
 
 from bft.generation.cli import main
 from bft.generation.corpus.documents import read_corpus
-from bft.generation.layout import batch_ledger, config_file, read_rows
+from bft.generation.layout import batch_ledger, config_file, journal_dir, read_rows
+from bft.generation.run.journal import Journal
 from tests.paths import DEMO_CORPUS
 from tests.servers import anthropic_batch, openai_batch
 from tests.servers.anthropic_batch import AnthropicBatchServer
@@ -210,6 +211,126 @@ def test_a_run_killed_while_its_batch_is_pending_resumes_it_by_id_and_pays_nothi
     assert ledger_lines(out)[-1]["taken"] == pending
 
 
+def killed_while_pending(command: list[str], out: Path, provider: OpenAIBatchServer) -> str:
+    """Run `command` until its batch is submitted, SIGKILL it; the batch's id (still pending at the provider)."""
+    provider.hold = True
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any("submitted" in e for e in ledger_lines(out)) or process.poll() is not None, "a batch")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    provider.hold = False
+    (pending,) = provider.batches
+    return pending
+
+
+def test_a_resumed_batch_stays_pending_until_a_run_journals_every_document_it_answers(tmp_path, key):
+    """A rerun with a smaller --limit uses part of a resumed batch: the rest of its replies stay in the ledger
+    for the run that asks for them, and are not paid again."""
+    out = tmp_path / "out"
+    with TGITestServer() as tgi, OpenAIBatchServer() as provider:
+        command = [*arguments(out, tgi.url, batch_config(tmp_path, "openai", provider.url))]
+        limit = command.index("--limit") + 1
+        pending = killed_while_pending([sys.executable, "-m", "bft.generation.cli", *command], out, provider)
+        items = len(openai_lines(provider, pending))
+        command[limit] = "2"
+        assert generate(command) == 0
+        assert 0 < len(rows(out, "rewritten")) < items
+        assert not any("taken" in e for e in ledger_lines(out))  # its other replies are still to be used
+        command[limit] = str(DOCUMENTS)
+        assert generate(command) == 0
+        assert list(provider.batches) == [pending] and set(provider.submitted.values()) == {1}
+    assert len(rows(out, "rewritten")) == items
+    assert ledger_lines(out)[-1] == ledger_lines(out)[-1] | {"taken": pending, "state": "ended"}
+
+
+class WatchedBatchServer(OpenAIBatchServer):
+    """The OpenAI batch test server, telling when its first request arrived (before it takes its lock)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.arrived = threading.Event()
+
+    def _serve(self, handler, method: str) -> None:
+        self.arrived.set()
+        super()._serve(handler, method)
+
+
+def test_a_run_that_stops_lets_a_submit_in_flight_end_and_writes_its_ledger_line(tmp_path, key, capsys):
+    """The live endpoint refuses the key (the run stops) while a batch is being uploaded: the upload is not cut
+    mid-POST, its batch is created and in the ledger, so a rerun resumes it instead of paying for it twice."""
+    last = list(read_corpus(str(DEMO_CORPUS)))[DOCUMENTS - 1]
+    out, said = tmp_path / "out", []
+    with WatchedBatchServer() as provider:
+
+        def script(request: SeenRequest) -> Reply | Fault:
+            if prompt_kind(request.prompt) == "backtranslate" and last.text[:60] in request.prompt:
+                provider.arrived.wait(60)  # a batch of another document is on its way to the provider
+                return Fault(401, "Invalid API key", "authentication_error")
+            return paper_model(request)
+
+        with TGITestServer(script) as tgi:
+            config = batch_config(tmp_path, "openai", provider.url, batch={"max_requests": 1})
+            with provider.lock:  # the provider takes no request until the run is stopping
+                run = Background(arguments(out, tgi.url, config))
+
+                def stopping() -> bool:
+                    said.append(capsys.readouterr().out)
+                    return "waiting for a batch submit in flight" in "".join(said) or not run.thread.is_alive()
+
+                wait_for(stopping, "the run to stop")
+            assert run.join() == 2
+    submitted = [line["submitted"] for line in ledger_lines(out) if "submitted" in line]
+    assert submitted and sorted(submitted) == sorted(provider.batches)
+
+
+def test_a_run_that_stops_sends_no_retry_in_a_new_batch(tmp_path, key):
+    """Every rewrite is refused for one reason (the run stops: a setting every request meets) but the last item
+    of the batch errored: its retry would be a new paid batch for a run that is stopping, so none is sent."""
+    out = tmp_path / "out"
+    words = "Invalid 'temperature': decimal above maximum value."
+
+    def refuse_every_rewrite(request: SeenRequest) -> Reply | Fault:
+        if prompt_kind(request.prompt) == "rewrite":
+            return Fault(400, words, "invalid_request_error")
+        return paper_model(request)
+
+    with TGITestServer() as tgi, OpenAIBatchServer(refuse_every_rewrite) as provider:
+        provider.hold = True
+        run = Background(arguments(out, tgi.url, batch_config(tmp_path, "openai", provider.url)))
+        wait_for(lambda: provider.batches, "the first batch")
+        (first,) = provider.batches
+        items = openai_lines(provider, first)
+        assert len(items) > 3  # three refusals in a row stop the run before the last item is answered
+        with provider.lock:
+            provider.fail_ids = {items[-1]}
+            provider.hold = False
+        assert run.join() == 2
+    assert list(provider.batches) == [first]
+
+
+def test_a_stage_switched_to_live_with_batches_not_collected_is_refused(tmp_path, key, capsys):
+    """A rerun with rewrite on send: live would abandon the batch an earlier run paid for: refused, naming it
+    and both ways out; once the ledger is moved aside, the stage goes live."""
+    out = tmp_path / "out"
+    with TGITestServer() as tgi, OpenAIBatchServer() as provider:
+        command = arguments(out, tgi.url, batch_config(tmp_path, "openai", provider.url))
+        pending = killed_while_pending([sys.executable, "-m", "bft.generation.cli", *command], out, provider)
+        live = tmp_path / "live.yaml"  # the same settings, rewrite sent live
+        live.write_text(yaml.safe_dump({"rewrite": {"send": "live", "model": "test-batch-model"}}))
+        tgi.requests.clear()
+        capsys.readouterr()
+        assert generate(arguments(out, tgi.url, live)) == 2
+        assert tgi.requests == []
+        err = capsys.readouterr().err
+        assert pending in err and "Switch rewrite back to send: batch" in err and "aside to send live" in err
+        batch_ledger(out, "rewrite").rename(tmp_path / "ledger-aside.jsonl")
+        assert generate(arguments(out, tgi.url, live)) == 0
+        assert [r for r in tgi.requests if prompt_kind(r.prompt) == "rewrite"]
+    assert len(rows(out, "rewritten")) == len(openai_lines(provider, pending))
+
+
 def test_expired_and_errored_items_go_again_in_a_new_batch_and_are_counted(tmp_path, key):
     out = tmp_path / "out"
     with TGITestServer() as tgi, OpenAIBatchServer() as provider:
@@ -303,6 +424,29 @@ def test_an_item_the_provider_refuses_is_rejected_with_its_words(tmp_path, key):
     assert "flagged by the safety system" in rejected["provenance"][-1]["raw_output"]
     assert rejected["provenance"][-1]["batch"] in provider.batches
     assert len(provider.batches) == 1 and stats_of(out)["batches"]["failed_items"] == {"refused": 1}
+
+
+def test_a_batch_file_the_provider_refuses_whole_stops_the_run_and_journals_no_item(tmp_path, key, capsys):
+    """A bad `completion_window` is a setting to fix: the run stops naming it; the items are not refused."""
+    out = tmp_path / "out"
+    with TGITestServer() as tgi, OpenAIBatchServer() as provider:
+        config = batch_config(tmp_path, "openai", provider.url, batch={"completion_window": "48h"})
+        assert generate(arguments(out, tgi.url, config)) == 2
+        assert provider.batches == {}
+    err = capsys.readouterr().err
+    assert "refused stage rewrite's batch" in err and "Invalid 'completion_window'" in err
+    assert not (journal_dir(out) / "rewrite.jsonl").exists() or not list(
+        Journal(journal_dir(out) / "rewrite.jsonl").entries()
+    )
+
+
+def test_a_dry_run_probe_of_a_batch_stage_is_refused_before_any_request(tmp_path, key, capsys):
+    """A probe would submit real, paid batches and wait on them for hours: refused, naming the stage."""
+    with TGITestServer() as tgi, OpenAIBatchServer() as provider:
+        config = batch_config(tmp_path, "openai", provider.url)
+        assert generate([*arguments(tmp_path / "out", tgi.url, config), "--dry-run", "--probe", "2"]) == 2
+        assert tgi.requests == [] and provider.batches == {}
+    assert "rewrite send by batch (send: batch)" in capsys.readouterr().err
 
 
 def test_a_prompt_the_provider_calls_too_long_is_cut_and_sent_again_in_a_new_batch(tmp_path, key):

@@ -68,15 +68,6 @@ def test_a_stage_costs_its_tokens_at_its_price_and_a_batch_the_discounted_share(
     assert stage_price("curate", priced(None)) is None  # no price: nothing said about money
 
 
-def test_cached_replies_cost_nothing_since_the_counters_hold_no_token_for_them():
-    config = priced(PriceConfig(input=1.0, output=4.0))
-    stats = stats_with("rewrite", config, prompt=3000, completion=1000)
-    stats.cache_hits += 7  # answered by the cache: no token counted, none charged
-    cost = stats.cost()
-    assert (cost.input_tokens, cost.output_tokens, cost.amount) == (3000, 1000, pytest.approx(0.007))
-    assert stats_with("rewrite", config, 0, 0).cost().amount == 0
-
-
 def test_currencies_are_totalled_apart_never_summed_across():
     usd = stage_price("backtranslate", priced(PriceConfig(input=1.0, output=1.0))).cost(1_000_000, 0)
     eur = stage_price("curate", priced(PriceConfig(input=2.0, output=1.0, currency="EUR"))).cost(500_000, 0)
@@ -98,6 +89,15 @@ def test_currencies_are_totalled_apart_never_summed_across():
 def test_a_price_that_cannot_be_is_refused_and_named(price, send, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
         stage_price("rewrite", priced(price, send))
+
+
+def test_a_bad_price_is_named_before_any_server_starts(tmp_path, capsys):
+    """bft would start a vLLM server (whose Python is missing here) before the engine prices the stages: the
+    price is refused first, naming the stage and the setting."""
+    config = config_file(tmp_path, {"rewrite": {"price": {"input": -1.0}}})
+    serve = ["--serve", "vllm", "--serve-model", "m", "--serve-python", tmp_path / "no-python"]
+    assert generate(DEMO_CORPUS, "--out", tmp_path / "out", "--config", config, *serve) == 2
+    assert "rewrite.price.input is -1.0" in capsys.readouterr().err
 
 
 def test_amounts_print_compact_and_a_bound_rounds_up():
@@ -206,11 +206,12 @@ def test_a_stage_sent_as_provider_batches_is_charged_the_batch_share(tmp_path, m
         batch = {"api": "openai", "url": provider.url, "token_env": KEY_ENV, **polled}
         rewrite = {"send": "batch", "model": "test-batch-model", "batch": batch, "price": PRICES}
         config = config_file(tmp_path, {"rewrite": rewrite, "curate": {"price": PRICES}})
-        run = threading.Thread(target=generate, args=(DEMO_CORPUS, "--out", out, "--endpoint", server.url,
-                                                      "--limit", 4, "--config", config))  # fmt: skip
+        codes: list[int] = []
+        arguments = (DEMO_CORPUS, "--out", out, "--endpoint", server.url, "--limit", 4, "--config", config)
+        run = threading.Thread(target=lambda: codes.append(generate(*arguments)))
         run.start()
         run.join(120)  # a run that never ends fails the test instead of hanging it
-        assert not run.is_alive()
+        assert not run.is_alive() and codes == [0]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rewrite"]["batches"]["items"] == stats["rewrite"]["requests"] > 0  # sent as a batch ...
     cost = stats["rewrite"]["cost"]

@@ -301,6 +301,10 @@ def test_a_stage_with_its_own_model_gets_its_own_server_and_the_others_share_one
     public = json.loads((tmp_path / "ds" / "stats.json").read_text())["servers"]
     assert public["org/backward"]["python"] == os.path.basename(sys.executable)
     assert "127.0.0.1" not in json.dumps(public) and str(tmp_path) not in json.dumps(public)
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "**Servers bft started.**" in card
+    assert "serving `org/backward` as `org/backward` for backtranslate, curate, with `no extra arguments`; " in card
+    assert "serving `org/rewriter` as `org/rewriter` for rewrite" in card
 
 
 def test_the_servers_entry_of_stats_json_is_read_back_and_is_not_a_stage():

@@ -107,3 +107,21 @@ def test_a_replica_in_a_ray_actor_serves_the_run_and_is_restarted_by_its_actor(t
         assert "request_failed" not in stats[stage]["rejected_by_reason"]
     assert stats["backtranslate"]["retries_by_cause"]  # the held requests, sent again
     assert all(group["state"] == "REMOVED" for group in ray.util.placement_group_table().values())
+
+
+def test_replicas_the_cluster_cannot_place_stop_the_run_after_the_start_up_timeout_naming_them(
+    tmp_path, ray_cluster, capsys
+):
+    """Three replicas of one CPU each on a cluster of two CPUs: Ray would wait for their placement forever; the run
+    stops after `serve.startup_timeout` naming what could not be placed, and leaves no placement group behind."""
+    config = tmp_path / "three.yaml"
+    config.write_text("serve:\n  replicas: 3\n  startup_timeout: 5\n")
+    out = tmp_path / "out"
+    argv = ["generate", str(DEMO_CORPUS), "--out", str(out), "--limit", "4", "--no-progress", "--executor", "ray"]
+    began = time.monotonic()
+    assert bft([*argv, "--config", str(config), "--serve", "sglang", "--serve-model", "org/backward"]) != 0
+    assert time.monotonic() - began < 120
+    err = capsys.readouterr().err
+    assert "serve org/backward: Ray could not place 3 replica(s) of {'CPU': 1.0} each in 5 s" in err
+    assert not (out / LOG).exists()  # no replica was started
+    assert all(group["state"] == "REMOVED" for group in ray.util.placement_group_table().values())

@@ -18,9 +18,10 @@ import pytest
 
 from bft.generation.cli import main as bft
 from bft.generation.config.files import load_config
+from bft.generation.endpoints.processes import RUNNING, ServerProcess, free_port, server_exit, server_restarting
 from bft.generation.layout import config_file as config_file_of
 from bft.generation.layout import journal_dir
-from bft.generation.run.servers import RunServers
+from bft.generation.run.servers import RELAUNCH_PAUSE, RunServers
 from tests.generation.run import held_engine
 from tests.paths import DEMO_CORPUS, REPO
 
@@ -96,14 +97,14 @@ def test_a_replica_killed_mid_run_is_restarted_on_its_port_and_its_documents_are
     assert replica["restarts"] == 1
     (restart,) = replica["restarted"]
     assert restart["after"] == "killed by SIGKILL (out of memory?)"
-    if restart["ready"]:  # (else the run, answered by the restarted replica, ended before its readiness check did)
-        assert restart["startup_seconds"] >= held_engine.STARTING_SECONDS
-    else:
-        assert restart["run_ended_first"]
     assert replica["startup_seconds"] >= held_engine.STARTING_SECONDS
-    first, second = pids_in(out / LOG)  # one log, two lives: the same port, the same arguments
+    first, second = pids_in(out / LOG)  # one log, two lives: the restart was launched on the same port, same arguments
     assert first == killer.killed and gone(first) and gone(second)
-    assert f"is back at {replica['url']}" in err or not restart["ready"]
+    if restart["ready"]:
+        assert restart["startup_seconds"] >= held_engine.STARTING_SECONDS
+        assert f"is back at {replica['url']}" in err
+    else:  # legitimate: the engine sends as soon as `/health` answers, so the run can end before the readiness check
+        assert restart == {"after": "killed by SIGKILL (out of memory?)", "ready": False, "run_ended_first": True}
     # the held requests failed with the replica and were sent again: every document has one outcome per stage
     assert stats["backtranslate"]["retries_by_cause"]
     assert stats["backtranslate"]["entered"] == 4
@@ -125,6 +126,26 @@ def test_a_replica_with_no_restart_left_stops_the_run_naming_its_log(tmp_path, h
         f"its log: {out / LOG})" in err
     )
     assert len(pids_in(out / LOG)) == 1  # not restarted
+    assert not (out / "stats.json").exists()
+
+
+def test_a_replica_whose_restarts_are_spent_stops_the_run_at_once_naming_its_exit_and_log(
+    tmp_path, held_sglang, monkeypatch, capsys
+):
+    """Its one restart exits at once; the run stops then, naming how and where to look, rather than after
+    `endpoints_down_timeout` (raised to the start-up timeout, 300 s here)."""
+    monkeypatch.setenv(held_engine.DIE_WHEN_RESTARTED, str(tmp_path / "started-once"))
+    config = tmp_path / "slow-start.yaml"
+    config.write_text("serve:\n  startup_timeout: 300\n")
+    out = tmp_path / "out"
+    began = time.monotonic()
+    code, _ = run_killed_once(out, "--serve-max-restarts", "1", "--config", str(config))
+    assert time.monotonic() - began < 150
+    assert code != 0
+    err = capsys.readouterr().err
+    assert f"exited with code {held_engine.RESTART_EXIT_CODE} before it was ready; see {out / LOG}" in err
+    assert f"restarted 1 times, the most serve.max_restarts allows (1); its log: {out / LOG}" in err
+    assert "started again as" in (out / LOG).read_text()
     assert not (out / "stats.json").exists()
 
 
@@ -150,6 +171,7 @@ def test_a_run_that_ends_while_a_replica_restarts_stops_the_restart_too(tmp_path
     assert server.restarted == [
         {"after": "killed by SIGKILL (out of memory?)", "ready": False, "run_ended_first": True}
     ]
+    assert server.url not in RUNNING  # kept registered while it restarted; forgotten once the run ended
     assert any(line.startswith("bft generate: stopped SGLang serving org/backward") for line in lines)
 
 
@@ -170,3 +192,92 @@ def test_a_restarting_replica_leaves_rotation_at_once_so_its_documents_keep_thei
     for stage in ("backtranslate", "curate", "rewrite"):
         assert "request_failed" not in stats[stage]["rejected_by_reason"], stage
     assert stats["backtranslate"]["entered"] == 4
+
+
+def serve_on_the_cpu(out: Path, **settings) -> RunServers:
+    """The run's servers (the stand-in on the CPU), not yet entered; `lines` gets what they say, timed."""
+    overrides = {"out": str(out), "serve.engine": "sglang", "serve.model": "org/backward", "serve.startup_timeout": 120}
+    overrides.update({f"serve.{key}": value for key, value in settings.items()})
+    lines: list[tuple[float, str]] = []
+    servers = RunServers(load_config(None, overrides), out, log=lambda line: lines.append((time.monotonic(), line)))
+    servers.lines = lines
+    return servers
+
+
+def wait_for(check, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+class Sleeper(ServerProcess):
+    """A process that ignores SIGTERM, registered as a server: `stop` takes its grace to end it."""
+
+    def __init__(self):
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.launch(["sh", "-c", "trap '' TERM; sleep 60 & wait"], dict(os.environ), None)
+
+
+def test_stopping_a_restarting_server_keeps_it_out_of_rotation_and_a_final_stop_forgets_it():
+    """While a restart ends what the exit left of the group, the pool must still see the replica as restarting
+    (not as a live endpoint); the run's end forgets it."""
+    server = Sleeper()
+    server.start()
+    server.restarting = True
+    server.stop(grace=0.2)
+    assert RUNNING.get(server.url) is server and server_restarting(server.url)
+    server.restarting = False
+    server.stop(grace=0.2)
+    assert server.url not in RUNNING
+
+
+def test_a_restart_that_cannot_begin_is_counted_paused_and_given_up(tmp_path, held_sglang, monkeypatch):
+    """A relaunch that fails with an error bft did not foresee (here its log cannot be opened: an `OSError`)
+    counts as a failed restart, the next one waits a pause (a port still taken is not free a millisecond later),
+    and once none is left the replica is given up naming the error, so that the run stops."""
+    monkeypatch.delenv(held_engine.HOLD_REPLIES)
+    out = tmp_path / "out"
+    servers = serve_on_the_cpu(out, max_restarts=2)
+    with servers:
+        ((server,),) = servers.replicas.values()
+        (pid,) = pids_in(out / LOG)
+        (out / LOG).unlink()
+        (out / LOG).mkdir()  # (the relaunch cannot open its log)
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        wait_for(lambda: server.gave_up is not None, "the replica was never given up")
+        ended = server_exit(server.url)
+    assert server.restarted == [{"after": "killed by SIGKILL (out of memory?)", "ready": False}] + [
+        {"after": server.restarted[1]["after"], "ready": False}
+    ]
+    assert (
+        "Is a directory" in ended
+        and f"restarted 2 times, the most serve.max_restarts allows (2); its log: {out / LOG}" in ended
+    )
+    (first,), (second,) = ([at for at, line in servers.lines if f"(restart {n} of at most 2" in line] for n in (1, 2))
+    assert second - first >= RELAUNCH_PAUSE
+
+
+def test_a_replica_dying_while_another_restarts_is_restarted_without_waiting_for_it(tmp_path, held_sglang, monkeypatch):
+    """Replica 0's restart never becomes ready (it would wait its 120 s start-up timeout); replica 1, killed
+    meanwhile, is back long before that."""
+    monkeypatch.delenv(held_engine.HOLD_REPLIES)
+    out = tmp_path / "out"
+    servers = serve_on_the_cpu(out, replicas=2)
+    logs = [out / ".bft" / "servers" / f"org-backward-{i}.log" for i in range(2)]
+    with servers:
+        ((stuck, other),) = servers.replicas.values()
+        monkeypatch.setenv(held_engine.NEVER_READY, "1")
+        os.killpg(os.getpgid(pids_in(logs[0])[0]), signal.SIGKILL)
+        wait_for(lambda: len(pids_in(logs[0])) == 2 and stuck.alive(), "replica 0 was not restarted")
+        monkeypatch.delenv(held_engine.NEVER_READY)
+        os.killpg(os.getpgid(pids_in(logs[1])[0]), signal.SIGKILL)
+        wait_for(lambda: other.restarted, "replica 1 waited for replica 0's restart")
+        assert other.restarted[0]["ready"] and not stuck.restarted
+    assert stuck.restarted == [{"after": "killed by SIGKILL (out of memory?)", "ready": False, "run_ended_first": True}]

@@ -86,7 +86,9 @@ def test_a_real_vllm_killed_mid_run_is_restarted_and_the_run_finishes(tmp_path, 
     ((replica,),) = [server["replicas"] for server in stats["servers"].values()]
     assert replica["restarts"] == 1, "".join(lines)[-3000:]
     (restart,) = replica["restarted"]
-    assert restart["after"] == "killed by SIGKILL (out of memory?)" and restart["startup_seconds"] > 5
+    assert restart["after"] == "killed by SIGKILL (out of memory?)"
+    # (the run can end before the restart's readiness check: vLLM is sent requests as soon as `/health` answers)
+    assert restart["startup_seconds"] > 5 if restart["ready"] else restart["run_ended_first"]
     assert stats["backtranslate"]["entered"] == 4
     for stage in ("backtranslate", "curate", "rewrite"):
         ids = journaled(out, stage)
@@ -95,6 +97,6 @@ def test_a_real_vllm_killed_mid_run_is_restarted_and_the_run_finishes(tmp_path, 
     left = {pid: args for pid, args in vllm_processes().items() if pid not in before}
     assert not left, f"vLLM processes left after the run: {left}"
     print(
-        f"vLLM started in {replica['startup_seconds']} s, restarted in {restart['startup_seconds']} s; "
+        f"vLLM started in {replica['startup_seconds']} s, restarted in {restart.get('startup_seconds', '?')} s; "
         f"run {stats['wall_seconds']} s; retries {stats['backtranslate']['retries_by_cause']}"
     )
