@@ -673,9 +673,9 @@ async def open_senders(
                 log=log,
                 journal=journal_dir(out) / f"{stage.name}.jsonl",
             )
-            reason = unsupported(stage, api)
-            if reason:
-                raise ConfigError(f"{stage.name}: send: batch with batch.api {batch.api}: {reason}")
+            why = unsupported(stage, api)  # (not `reason`: a rejection reason is a registered word, `reasons.py`)
+            if why:
+                raise ConfigError(f"{stage.name}: send: batch with batch.api {batch.api}: {why}")
     except BaseException:
         await close_senders(senders, finished=False)
         raise

@@ -111,9 +111,9 @@ def unsupported(mode: str, top_n: int | None, sampling: SamplingConfig) -> str |
 
 def request_params(item: BatchItem) -> dict[str, Any]:
     """The Messages request of `item`: its text as the user turn, and the sampling Anthropic takes."""
-    reason = unsupported(item.mode, item.top_n, item.sampling)
-    if reason:
-        raise ConfigError(f"batch item {item.custom_id}: {reason}")
+    why = unsupported(item.mode, item.top_n, item.sampling)
+    if why:
+        raise ConfigError(f"batch item {item.custom_id}: {why}")
     if not item.model:
         raise ConfigError(f"batch item {item.custom_id}: Anthropic needs the stage's model (set model:)")
     sampling = item.sampling
