@@ -21,12 +21,12 @@ STARTING_SECONDS = 1.0
 SLOW_REPLIES = "BFT_STUB_SLOW_REPLIES"  # an environment variable: seconds before each reply
 
 
-def install(folder: Path) -> Path:
-    """Write the `sglang.launch_server` shim into `folder`; return `folder`."""
+def install(folder: Path, module: str = "tests.servers.engine_stub") -> Path:
+    """Write the `sglang.launch_server` shim into `folder`, running `module`'s `main`; return `folder`."""
     package = folder / "sglang"
     package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""A stand-in for SGLang (tests/servers/engine_stub.py)."""\n')
-    (package / "launch_server.py").write_text("from tests.servers.engine_stub import main\n\nmain()\n")
+    (package / "__init__.py").write_text(f'"""A stand-in for SGLang ({module})."""\n')
+    (package / "launch_server.py").write_text(f"from {module} import main\n\nmain()\n")
     return folder
 
 

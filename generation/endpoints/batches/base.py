@@ -96,6 +96,18 @@ class BatchApi(Protocol):
     async def close(self) -> None: ...
 
 
+def check_within(lines: list[bytes], limits: BatchLimits, label: str) -> None:
+    """Refuse a batch of no lines, or one over `limits` (the run cuts batches to fit before submitting)."""
+    if not lines:
+        raise ValueError(f"batch {label!r}: no request lines")
+    size = sum(len(line) for line in lines)
+    if len(lines) > limits.max_requests or size > limits.max_bytes:
+        raise ValueError(
+            f"batch {label!r}: {len(lines)} lines of {size} bytes is over the limits of one batch "
+            f"({limits.max_requests} requests, {limits.max_bytes} bytes): cut it with split_lines"
+        )
+
+
 def split_lines(lines: list[bytes], limits: BatchLimits) -> list[list[bytes]]:
     """`lines` cut into consecutive batches, each within `limits`; a single line over the byte limit is
     the caller's to refuse (it can be sent in no batch)."""

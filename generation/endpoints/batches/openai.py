@@ -51,6 +51,7 @@ from bft.generation.endpoints.batches.base import (
     BatchStatus,
     FailureKind,
     ItemFailure,
+    check_within,
 )
 from bft.generation.endpoints.failures import error_message, status_error
 from bft.generation.endpoints.protocols import ServedReply
@@ -196,14 +197,7 @@ class OpenAIBatches:
     async def submit(self, lines: list[bytes], label: str) -> str:
         """Upload `lines` as a request file and create a batch of it; its id. A retry after a create that went
         unanswered uploads nothing again and adopts the batch that create made, if OpenAI has it."""
-        if not lines:
-            raise ValueError(f"batch {label!r}: no request lines")
-        size = sum(len(line) for line in lines)
-        if len(lines) > self.limits.max_requests or size > self.limits.max_bytes:
-            raise ValueError(
-                f"batch {label!r}: {len(lines)} lines of {size} bytes is over the limits of one batch "
-                f"({self.limits.max_requests} requests, {self.limits.max_bytes} bytes): cut it with split_lines"
-            )
+        check_within(lines, self.limits, label)
         endpoint = _url_of(lines[0])
         for line in lines[1:]:
             if _url_of(line) != endpoint:  # OpenAI: every request of a batch goes to the batch's endpoint

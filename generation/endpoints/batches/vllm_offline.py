@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bft.generation.config import SamplingConfig
-from bft.generation.endpoints.batches.base import BatchItem, BatchLimits, BatchStatus, ItemFailure
+from bft.generation.endpoints.batches.base import BatchItem, BatchLimits, BatchStatus, ItemFailure, check_within
 from bft.generation.endpoints.batches.openai import CHAT_URL, LIMITS, read_output_line, request_line
 from bft.generation.endpoints.processes import GROUP_KEEPER, ServerProcess
 from bft.generation.endpoints.protocols import ServedReply
@@ -310,14 +310,7 @@ class VLLMOfflineBatches:
         same lines submitted again while their job is queued or runs return that batch (a rerun after a crash
         starts no second job); once it ended or failed, its files are cleared and the job runs again (a retry
         of the same items must not read the old answers)."""
-        if not lines:
-            raise ValueError(f"batch {label!r}: no request lines")
-        size = sum(len(line) for line in lines)
-        if len(lines) > self.limits.max_requests or size > self.limits.max_bytes:
-            raise ValueError(
-                f"batch {label!r}: {len(lines)} lines of {size} bytes is over the limits of one batch "
-                f"({self.limits.max_requests} requests, {self.limits.max_bytes} bytes): cut it with split_lines"
-            )
+        check_within(lines, self.limits, label)
         check_lines(lines, label)
         batch_id = batch_id_for(lines, label)
         files = self.files(batch_id)

@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.servers import engine_stub
+
 HOLD_REPLIES = "BFT_STUB_HOLD_REPLIES"
 NEVER_READY = "BFT_STUB_NEVER_READY"
 FAIL_PROMPTS_WITH = "BFT_STUB_FAIL_PROMPTS_WITH"
@@ -30,12 +32,21 @@ STARTING_SECONDS = 0.5  # `/health_generate` says 503 this long, as SGLang's doe
 
 
 def install(folder: Path) -> Path:
-    """Write the `sglang.launch_server` shim into `folder`; return `folder`."""
-    package = folder / "sglang"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""A stand-in for SGLang (tests/generation/run/held_engine.py)."""\n')
-    (package / "launch_server.py").write_text("from tests.generation.run.held_engine import main\n\nmain()\n")
-    return folder
+    """Write the `sglang.launch_server` shim running this stand-in into `folder`; return `folder`."""
+    return engine_stub.install(folder, "tests.generation.run.held_engine")
+
+
+def pids_in(log: Path) -> list[int]:
+    """The process ids the stand-in wrote into its log, one a start."""
+    return [int(line[4:]) for line in log.read_text().splitlines() if line.startswith("pid ")]
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` no longer runs (a zombie left for its parent to reap counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
 
 def main() -> None:

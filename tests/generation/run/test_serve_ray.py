@@ -19,6 +19,7 @@ import ray
 from bft.generation.cli import main as bft
 from bft.generation.layout import blocks_dir
 from tests.generation.run import held_engine
+from tests.generation.run.held_engine import gone, pids_in
 from tests.paths import DEMO_CORPUS, REPO
 
 LOG = Path(".bft") / "servers" / "org-backward-0.log"
@@ -48,17 +49,6 @@ def ray_cluster(tmp_path):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def pids_in(log: Path) -> list[int]:
-    return [int(line[4:]) for line in log.read_text().splitlines() if line.startswith("pid ")]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
 
 
 def kill_when_held(log: Path, hold: Path, problems: list[str]) -> None:

@@ -23,6 +23,7 @@ from bft.generation.layout import config_file as config_file_of
 from bft.generation.layout import journal_dir
 from bft.generation.run.servers import RELAUNCH_PAUSE, RunServers
 from tests.generation.run import held_engine
+from tests.generation.run.held_engine import gone, pids_in
 from tests.paths import DEMO_CORPUS, REPO
 
 LOG = Path(".bft") / "servers" / "org-backward-0.log"
@@ -39,17 +40,6 @@ def held_sglang(tmp_path, monkeypatch):
     hold.touch()
     monkeypatch.setenv(held_engine.HOLD_REPLIES, str(hold))
     return folder
-
-
-def pids_in(log: Path) -> list[int]:
-    return [int(line[4:]) for line in log.read_text().splitlines() if line.startswith("pid ")]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
 
 
 class Killer(threading.Thread):
