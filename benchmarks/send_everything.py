@@ -65,6 +65,8 @@ async def send_all(
                             counts["retries"] += 1
                             await asyncio.sleep(float(response.headers.get("Retry-After", 0.2)))
                             continue
+                        if response.status != 200:  # a refusal: asking again would be refused again
+                            raise SystemExit(f"{route} answered {response.status}: {(await response.text())[:600]}")
                         body = await response.json(content_type=None)
                         counts["completion_tokens"] += body["usage"]["completion_tokens"]
                         choice = body["choices"][0]

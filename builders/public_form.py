@@ -75,17 +75,31 @@ def public_value(value):
     if isinstance(value, str):
         if "://" in value:
             return public_url(value)
+        if value.startswith("-"):  # an engine argument (`serve.args`, `stats.json` servers): its paths inside
+            return public_args(value)
         return public_path(value)
     return value
 
 
+def public_args(text: str) -> str:
+    """Engine arguments (`--download-dir /scratch/hf --dtype float16`) with each local path, alone or as a flag's
+    `=` value, as its last part."""
+    words = []
+    for word in text.split(" "):
+        flag, equals, value = word.partition("=")
+        words.append(f"{flag}={public_path(value)}" if equals and flag.startswith("-") else public_path(word))
+    return " ".join(words)
+
+
 def public_provenance(entry: dict) -> dict:
-    """A provenance entry with the model's local path, and a cached reply's endpoint and run folder, made public."""
+    """A provenance entry with the model's local path, a cached reply's endpoint and run folder, and the local
+    paths among the engine arguments of a server bft started, made public."""
     changed = {**entry}
     for key, public in (
         ("model_id", public_path),
         ("first_asked_endpoint", public_url),
         ("first_asked_run", public_path),
+        ("server_args", public_args),
     ):
         if entry.get(key):
             changed[key] = public(entry[key])

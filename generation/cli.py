@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import re
 import sys
 import warnings
 
-from bft.cards.common import bft_version
 from bft.generation.errors import BftError
 
 SUBCOMMANDS = {
@@ -85,6 +83,20 @@ class HelpfulParser(argparse.ArgumentParser):
         return None
 
 
+class VersionAction(argparse.Action):
+    """`--version`: bft's installed version, looked up only when asked. Reading it imports
+    `importlib.metadata`, half of what `bft --help` took to start, and reads the installed packages' metadata."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace, values, option_string=None):
+        from bft.cards.common import bft_version  # (here: see the class docstring)
+
+        print(f"bft {bft_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def nested_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """The parsers of a command's own steps (`bft eval generate`, ...)."""
     return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
@@ -123,6 +135,8 @@ def hub_refusal(error: BaseException) -> str | None:
 def missing_extra(error: ModuleNotFoundError) -> str | None:
     """The bft extra (setup.cfg's, read from bft's installed metadata) that installs the package `error` did not
     find, e.g. `build` for matplotlib; None when no extra names it (then it is a bug, not a missing option)."""
+    import importlib.metadata  # (here: only a missing package reads the metadata; see VersionAction)
+
     package = (error.name or "").partition(".")[0]
     if package and importlib.util.find_spec(package) is not None:  # installed: a module inside it moved (a bug)
         return None
@@ -159,7 +173,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     the command asked for uses.
     """
     parser = HelpfulParser(prog="bft", description="Instruction back-and-forth translation with the HF stack.")
-    parser.add_argument("--version", action="version", version=f"bft {bft_version()}")
+    parser.add_argument("--version", action=VersionAction, help="show bft's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HelpfulParser)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         if command != name:

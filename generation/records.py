@@ -88,6 +88,8 @@ class Provenance:
     model_revision: str | None = None
     api: str | None = None  # tgi | openai
     server: str | None = None  # tgi | vllm | sglang | openai (the OpenAI-compatible server that said nothing)
+    server_version: str | None = None  # what the server says of itself (TGI `/info`, vLLM `/version`, SGLang)
+    server_args: str | None = None  # a server bft started: the engine arguments it passed ("": none)
     mode: str | None = None  # chat | raw
     template: str | None = None
     template_sha256: str | None = None
@@ -158,6 +160,8 @@ PROVENANCE_TYPE = pa.struct(
         ("model_revision", pa.string()),
         ("api", pa.string()),
         ("server", pa.string()),
+        ("server_version", pa.string()),
+        ("server_args", pa.string()),
         ("mode", pa.string()),
         ("template", pa.string()),
         ("template_sha256", pa.string()),

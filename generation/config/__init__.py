@@ -80,6 +80,14 @@ class SamplingConfig(Checked):
     max_tokens: int = field(default=1024, metadata={"help": "Most tokens the model may generate."})
     stop: list[str] = field(default_factory=list, metadata={"help": "Stop sequences."})
     seed: int | None = field(default=None, metadata={"help": "Sampling seed, when the server honours one."})
+    stop_on_repeat: int = field(
+        default=0,
+        metadata={
+            "help": "Hang up once the reply repeats one of its own sentences or lines of at least this many "
+            "characters (a small model looping); the reply is the text before the repeat, finish stop. "
+            "Not sent to the server. 0: never."
+        },
+    )
 
 
 @dataclass

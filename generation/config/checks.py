@@ -49,6 +49,8 @@ def check_stage_settings(config: GenerateConfig) -> None:
             raise ConfigError(f"{name}.sampling.top_p must be in (0, 1]")
         if stage.sampling.max_tokens < 1:
             raise ConfigError(f"{name}.sampling.max_tokens must be at least 1")
+        if stage.sampling.stop_on_repeat < 0:
+            raise ConfigError(f"{name}.sampling.stop_on_repeat must be 0 (never) or a number of characters")
     if not 1 <= config.curate.threshold <= 5:
         raise ConfigError("curate.min_score must be in 1-5")
     if not 1 <= config.curate.top_n_tokens <= 20:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -43,6 +44,13 @@ from bft.generation.errors import EndpointError, RequestRejected, RetryableError
 from bft.generation.reasons import INPUT_TOO_LONG
 from bft.generation.records import Generation
 
+VERSION_ROUTES = {"vllm": ("/version",), "sglang": ("/server_info", "/get_server_info")}  # GET: {"version": ...}
+
+
+def _text(value: object) -> str | None:
+    """A version as the server gave it, when it is text."""
+    return value if isinstance(value, str) and value else None
+
 
 class Endpoint:
     """A client for one server URL, shared by all requests the stages send there."""
@@ -53,7 +61,8 @@ class Endpoint:
         self.transport = Transport(url, token, timeout)
         self.stream = stream  # OpenAI routes stream their replies (SSE), so progress is heard token by token
         self.tokenize_route = False  # the server counts prompt tokens at /tokenize (vLLM, SGLang)
-        self.version: str | None = None  # the server's own version, where it says (vLLM `/version`)
+        self.version: str | None = None  # the server's own version, where it says (`_read_version`)
+        self.server_args: str | None = None  # a server bft started: its engine arguments (`run/pools.py` sets them)
         self.api = api  # auto | tgi | openai
         self.model_id: str | None = None
         self.model_revision: str | None = None
@@ -99,10 +108,12 @@ class Endpoint:
                 response = await self.transport.get("/info", 30)
                 if response.status_code in (401, 403):
                     raise status_error(response.status_code, response.text, self.name + "/info")
-                served = protocols.read_tgi_info(response.json_object()) if response.status_code == 200 else None
+                info = response.json_object() if response.status_code == 200 else None
+                served = protocols.read_tgi_info(info) if info is not None else None
                 if served is not None:
                     self.api = "tgi"
                     self._adopt(served)
+                    self.version = _text(info.get("version"))  # TGI's `/info` says it (`router/src/lib.rs` Info)
                     return
             response = await self.transport.get("/v1/models", 30)
             if response.status_code in (401, 403):
@@ -116,13 +127,22 @@ class Endpoint:
             self._adopt(protocols.read_model_list(response.json_object()))
             # both count a prompt's tokens for it (vLLM `serve/tokenize/protocol.py`, SGLang `/tokenize`)
             self.tokenize_route = self.server_kind in ("vllm", "sglang")
-            if self.server_kind == "vllm":  # `{"version": "0.32.0"}` (vLLM `serve/instrumentator/basic.py`)
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # a fact for provenance, not a need
-                    response = await self.transport.get("/version", 10)
-                    if response.status_code == 200:
-                        self.version = response.json_object().get("version")
+            await self._read_version()
         except (aiohttp.ClientError, TimeoutError) as error:
             raise EndpointError(f"endpoint {self.name} is unreachable: {error or type(error).__name__}") from None
+
+    async def _read_version(self) -> None:
+        """The version an OpenAI-compatible server says of itself, for provenance (a fact, not a need: a route
+        that does not answer leaves it None). vLLM: `GET /version`, `{"version": "0.32.0"}`
+        (`serve/instrumentator/basic.py`); SGLang: `GET /server_info`, its server arguments plus `version`
+        (`/get_server_info` in older releases; `srt/entrypoints/http_server.py`)."""
+        for route in VERSION_ROUTES.get(self.server_kind or "", ()):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                response = await self.transport.get(route, 10)
+                if response.status_code == 200:
+                    self.version = _text(response.json_object().get("version"))
+                    if self.version is not None:
+                        return
 
     def _adopt(self, served: ServedModel) -> None:
         """Keep what the server said of itself and its model."""
@@ -200,27 +220,56 @@ class Endpoint:
         sampling: SamplingConfig,
         top_n: int | None = None,
         system: str | None = None,
+        reasoning_tags: list[str] | tuple[str, ...] = (),
     ) -> Generation:
         """Send `message` as the user turn to `/v1/chat/completions` (after a `system` message if given);
-        `top_n` asks for token alternatives."""
+        `top_n` asks for token alternatives; `reasoning_tags` mark inline reasoning, never cut for repeats."""
         model_name = model or self.model_id or "tgi"
-        payload = protocols.chat_request(message, system, model_name, sampling, top_n, self.api == "tgi", self.stream)
-        body, _ = await self.transport.post("/v1/chat/completions", payload)
+        sent = self.sendable(sampling)
+        payload = protocols.chat_request(message, system, model_name, sent, top_n, self.api == "tgi", self.stream)
+        body, _ = await self.transport.post(
+            "/v1/chat/completions",
+            payload,
+            stops=sampling.stop,
+            repeat_chars=sampling.stop_on_repeat,
+            reasoning_tags=reasoning_tags,
+        )
         return self._generation(protocols.read_chat(body, top_n), sampling)
 
     async def complete(
-        self, prompt: str, model: str | None, sampling: SamplingConfig, top_n: int | None = None
+        self,
+        prompt: str,
+        model: str | None,
+        sampling: SamplingConfig,
+        top_n: int | None = None,
+        reasoning_tags: list[str] | tuple[str, ...] = (),
     ) -> Generation:
         """Send a raw prompt: TGI `/generate`, or `/v1/completions` on OpenAI-compatible servers."""
+        sent = self.sendable(sampling)
         if self.api == "tgi":
-            body, headers = await self.transport.post("/generate", protocols.generate_request(prompt, sampling, top_n))
+            body, headers = await self.transport.post("/generate", protocols.generate_request(prompt, sent, top_n))
             # no `sampling`: the room check is for OpenAI routes, where vLLM lowers `max_tokens` without a word
             return self._generation(protocols.read_generate(body, headers, top_n), None)
-        payload = protocols.completion_request(
-            prompt, model or self.model_id or "default", sampling, top_n, self.stream
+        payload = protocols.completion_request(prompt, model or self.model_id or "default", sent, top_n, self.stream)
+        body, _ = await self.transport.post(
+            "/v1/completions",
+            payload,
+            stops=sampling.stop,
+            repeat_chars=sampling.stop_on_repeat,
+            reasoning_tags=reasoning_tags,
         )
-        body, _ = await self.transport.post("/v1/completions", payload)
         return self._generation(protocols.read_completion(body, top_n), sampling)
+
+    def sendable(self, sampling: SamplingConfig) -> SamplingConfig:
+        """`sampling` as this server takes it: no more stop sequences than it accepts (TGI's `/info`
+        `max_stop_sequences`, vLLM's `VLLM_MAX_STOP_STRINGS`), the first ones as listed. The others are
+        watched by bft: a streamed reply is hung up on past any of them, and the stage cuts every reply at
+        its first (`method/stages.honour_stops`)."""
+        limit = self.max_stop_sequences
+        stops = [stop for stop in dict.fromkeys(sampling.stop) if stop]  # (an empty one would stop at once)
+        if stops == sampling.stop and (not isinstance(limit, int) or len(stops) <= limit):
+            return sampling
+        return replace(sampling, stop=stops[:limit] if isinstance(limit, int) else stops)
 
     def _generation(self, reply: ServedReply, sampling: SamplingConfig | None) -> Generation:
         """The reply as bft keeps it, once it is known to be whole and not cut short for room."""

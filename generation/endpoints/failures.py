@@ -30,6 +30,10 @@ TOO_LONG_RE = re.compile(
     r"|tokens.{0,40}must be <=",
     re.I,
 )
+# A request body the server's schema refused (vLLM's FastAPI/pydantic: "2 validation errors: {'type': ...,
+# 'loc': 'body.stop', ..., 'ctx': {'max_length': 4}}"): a bad parameter, never a prompt too long, even where
+# its words ("max_length") look like one (vLLM's context refusals come from its renderer, `renderers/params.py`)
+VALIDATION_RE = re.compile(r"\b\d+ validation errors?\b|'loc': \(?'body", re.I)
 
 
 def error_message(body: str) -> tuple[str, str | None]:
@@ -66,7 +70,8 @@ def status_error(status: int, body: str, url: str, headers: Mapping[str, str] | 
     if status in FATAL_STATUS:
         return EndpointError(f"{url} answered HTTP {status}: {detail or 'no detail'}")
     if status in (400, 413, 422):
-        too_long = status == 413 or TOO_LONG_RE.search(detail) or parameter in ("input_tokens", "input_text")
+        worded_long = TOO_LONG_RE.search(detail) and not VALIDATION_RE.search(detail)
+        too_long = status == 413 or worded_long or parameter in ("input_tokens", "input_text")
         return RequestRejected(INPUT_TOO_LONG if too_long else INPUT_INVALID, f"HTTP {status}: {detail}", parameter)
     if status == 429:
         return RetryableError("overloaded", detail, retry_after(headers))

@@ -76,7 +76,13 @@ class ServedModel:
     max_concurrent_requests: int | None = None
     max_input_tokens: int | None = None
     max_total_tokens: int | None = None  # the model's context length, where the server says it
-    max_stop_sequences: int | None = None
+    max_stop_sequences: int | None = None  # TGI's `/info`; vLLM's default (`VLLM_MAX_STOP_STRINGS`)
+
+
+# vLLM refuses a request with more stop strings than `VLLM_MAX_STOP_STRINGS` (default 4: `vllm/envs.py`; the
+# limit is a `max_length` on the `stop` field, `vllm/entrypoints/generate/base/protocol.py` StopParam) and does
+# not say its value; bft sends it at most that many and watches for the others itself.
+VLLM_MAX_STOP_STRINGS = 4
 
 
 @contextmanager
@@ -197,6 +203,7 @@ def read_model_list(body: dict[str, Any]) -> ServedModel:
         model_id=first.get("id"),
         model_root=root if isinstance(root, str) else None,
         max_total_tokens=limit if isinstance(limit, int) and limit > 0 else None,  # vLLM, SGLang
+        max_stop_sequences=VLLM_MAX_STOP_STRINGS if owner == "vllm" else None,
     )
 
 

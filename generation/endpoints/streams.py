@@ -22,12 +22,17 @@ parser reads both. The chunk shapes are the OpenAI protocol's as vLLM implements
   first stop, finish reason `stop`, its completion tokens counted by chunks (its prompt tokens are then
   unknown: the usage chunk never comes). A server that sends the stop string and then ends (a finish reason
   in the same chunk, or `[DONE]`) is read to its end as usual.
+- A stage may also ask bft to hang up on a reply that repeats one of its own sentences or lines
+  (`sampling.stop_on_repeat`, `text.first_repeat`): a small model that has said its answer and loops on it
+  until `max_tokens`. The reply is then the text before the repeat, finish reason `stop`, as for a stop.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from bft.generation.text import RepeatFinder
 
 STREAM_OPTIONS = {"include_usage": True}
 
@@ -48,12 +53,23 @@ class MalformedStream(Exception):
 class Gathered:
     """The chunks of one streamed reply, folded as they come (`add`), then the whole body (`body`)."""
 
-    def __init__(self, chat: bool, stops: list[str] | tuple[str, ...] = ()):
+    def __init__(
+        self,
+        chat: bool,
+        stops: list[str] | tuple[str, ...] = (),
+        repeat_chars: int = 0,
+        reasoning_tags: list[str] | tuple[str, ...] = (),
+    ):
         self.chat = chat
         self.stops = [stop for stop in stops if stop]
-        self.stopped = False  # text arrived after a stop sequence: the server ignores stops (module docstring)
-        self._stop_at: int | None = None  # where the first stop sequence begins in the text, once seen
-        self._joined = ""  # the text so far, for the stop search (kept only when there are stops)
+        self.repeats = RepeatFinder(repeat_chars) if repeat_chars > 0 else None  # hang up on a repeat (0: never)
+        # inline reasoning (`<think>...</think>` from a server without a reasoning parser) is not the answer:
+        # repeats are looked for after it, as the stage does (`method/stages.split_reasoning`)
+        self.reasoning_tags = tuple(reasoning_tags) if len(reasoning_tags) == 2 else None
+        self._answer_from = 0
+        self.stopped = False  # text arrived past where the reply ends: a stop the server ignores, or a repeat
+        self._stop_at: int | None = None  # where the reply ends in the text (a stop sequence, a repeat), once seen
+        self._joined = ""  # the text so far, for the searches (kept only when there is something to watch)
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.logprob_content: list[dict] = []  # chat: logprobs.content items
@@ -121,26 +137,48 @@ class Gathered:
                     self.top_logprobs.extend(logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"]))
             if piece:
                 self.text.append(piece)
-                if self.stops:
-                    self._watch_stops(piece)
+                if self.stops or self.repeats:
+                    self._watch(piece)
             if piece or thought:
                 self.streamed_chunks += 1
 
-    def _watch_stops(self, piece: str) -> None:
-        """Note where the first stop sequence begins; text after it says the server did not stop there."""
+    def _watch(self, piece: str) -> None:
+        """Note where the reply ends: the first stop sequence (text after it says the server did not stop
+        there), or the start of a repeated sentence or line (already text past the end)."""
         if self._stop_at is not None:
             self.stopped = True
             return
-        searched_from = max(0, len(self._joined) - max(len(stop) for stop in self.stops) + 1)
+        searched_from = max(0, len(self._joined) - max((len(stop) for stop in self.stops), default=1) + 1)
         self._joined += piece
         hits = [(at, at + len(stop)) for stop in self.stops if (at := self._joined.find(stop, searched_from)) >= 0]
         if hits:
             self._stop_at, stop_end = min(hits)
             self.stopped = len(self._joined) > stop_end  # the same chunk went on past the stop
+        elif self.repeats and not piece.isalnum():  # a unit ends only at a mark, a space or a new line
+            start = self._answer_start()
+            if start is None:
+                return  # still reasoning
+            if start != self._answer_from:  # the reasoning closed: the answer's units start over
+                self.repeats, self._answer_from = RepeatFinder(self.repeats.min_chars), start
+            at = self.repeats.find(self._joined[start:])
+            if at is not None:
+                self._stop_at, self.stopped = start + at, True
+
+    def _answer_start(self) -> int | None:
+        """Where the answer begins in the text so far: past the last closing reasoning tag; None while an
+        opened reasoning has not closed."""
+        if self.reasoning_tags is None:
+            return 0
+        opening, closing = self.reasoning_tags
+        closed = self._joined.rfind(closing)
+        if closed >= 0:
+            return closed + len(closing)
+        return None if opening in self._joined else 0
 
     def body(self) -> dict[str, Any]:
-        """The reply as the server would have sent it whole (cut at its first stop sequence when `stopped`)."""
-        if self.stopped and self.finish_reason is None:
+        """The reply as the server would have sent it whole (cut where it ends when `stopped`: the text before
+        the cut is whole, so its finish is `stop` whatever the server said of the text past it)."""
+        if self.stopped:
             self.finish_reason = "stop"
         if not self.done and self.finish_reason is None:
             raise MalformedStream("the stream ended before a finish reason or [DONE]")

@@ -132,9 +132,19 @@ class Transport:
         async with session.get(self.url + route, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             return Response(response.status, await response.text(errors="replace"), response.headers)
 
-    async def post(self, route: str, payload: dict[str, Any], generation: bool = True) -> tuple[dict[str, Any], Any]:
+    async def post(
+        self,
+        route: str,
+        payload: dict[str, Any],
+        generation: bool = True,
+        stops: list[str] | None = None,
+        repeat_chars: int = 0,
+        reasoning_tags: list[str] | tuple[str, ...] = (),
+    ) -> tuple[dict[str, Any], Any]:
         """POST `payload` to `route`: the JSON object answered (a streamed reply gathered into the same
-        shape, `streams.py`) and the response headers, or bft's error kind.
+        shape, `streams.py`) and the response headers, or bft's error kind. A streamed reply is cut where
+        it passes a stop sequence (`stops`, or the payload's own: a server may take fewer than the stage
+        has) or, with `repeat_chars`, repeats itself past any inline reasoning (`streams.Gathered`).
 
         The request is abandoned (`RetryableError("timeout")`) only after `timeout` seconds in which neither
         it nor any other request to this server heard anything (`silence.py`); what a request that is not a
@@ -150,12 +160,14 @@ class Transport:
                     raw = await response.read()
                     raise status_error(status, raw.decode("utf-8", "replace"), self.name + route, headers)
                 if payload.get("stream") and response.content_type == "text/event-stream":
-                    gathered = Gathered(chat=route == "/v1/chat/completions", stops=payload.get("stop") or ())
+                    chat = route == "/v1/chat/completions"
+                    watched = stops if stops is not None else payload.get("stop") or ()
+                    gathered = Gathered(chat, watched, repeat_chars, reasoning_tags)
                     async for line in response.content:  # to the end of the body, so the connection is reused
                         watch.heard()
                         gathered.add_line(line)
-                        if gathered.stopped and gathered.finish_reason is None:  # past a stop the server ignores:
-                            # closing the connection cancels the generation
+                        if gathered.stopped and gathered.finish_reason is None:  # past where the reply ends (a
+                            # stop the server ignores, a repeat): closing the connection cancels the generation
                             break
                     return gathered.body(), headers
                 raw = await response.read()  # a whole body (TGI /generate, or a server that does not stream)

@@ -48,7 +48,7 @@ from bft.generation.reasons import (
     SCORE_PROBABILITIES_MISSING,
 )
 from bft.generation.records import KEPT, REJECTED, Generation, Provenance, StageRecord
-from bft.generation.text import copy_overlap, grounding
+from bft.generation.text import copy_overlap, first_repeat, grounding
 
 
 @dataclass
@@ -148,6 +148,9 @@ class Stage:
     def provenance(
         self, generation: Generation | None, parsed_status: str, attempts: int, endpoint, reasoning: str | None = None
     ) -> Provenance:
+        """What this stage did to one document with `endpoint` (an `Endpoint`, the `CachedEndpoint` a cached reply
+        came from, a batch's source, or None): the server's kind, version and, for one bft started, its engine
+        arguments are the endpoint's (a cached reply's: those of the server that first gave it)."""
         return Provenance(
             stage=self.name,
             model_id=(generation.model if generation and generation.model else None)
@@ -159,6 +162,8 @@ class Stage:
             template_sha256=self.template.sha256,
             sampling=self._sampling_text(),
             server=getattr(endpoint, "server_kind", None),
+            server_version=getattr(endpoint, "version", None),
+            server_args=getattr(endpoint, "server_args", None),
             prefill=self.config.prefill or None,
             raw_output=generation.text if generation else None,
             reasoning=reasoning or (generation.reasoning if generation else None),
@@ -181,7 +186,7 @@ class Stage:
         """
         raw = generation
         answer, reasoning = split_reasoning(generation.text, generation.reasoning, self.config.reasoning_tags)
-        generation = honour_stops(replace(generation, text=answer, reasoning=reasoning), self.config.sampling.stop)
+        generation = honour_stops(replace(generation, text=answer, reasoning=reasoning), self.config.sampling)
         reply = (self.config.prefill if self.config.mode == "raw" else "") + generation.text
         odd = check_reply(
             generation.text,
@@ -236,12 +241,17 @@ def split_reasoning(text: str, reasoning: str | None, tags: list[str]) -> tuple[
     return answer.lstrip(), joined or None
 
 
-def honour_stops(generation: Generation, stops: list[str]) -> Generation:
-    """`generation` cut before its first stop sequence (finish reason `stop`), if it holds one."""
-    cuts = [generation.text.find(stop) for stop in stops if stop and stop in generation.text]
+def honour_stops(generation: Generation, sampling: SamplingConfig) -> Generation:
+    """`generation` cut before its first stop sequence, or where it starts repeating itself when the stage asks
+    (`stop_on_repeat`), with finish reason `stop`: what a streamed reply gets from bft's hang-up
+    (`endpoints/streams.py`), for replies that come whole."""
+    text = generation.text
+    cuts = [text.find(stop) for stop in sampling.stop if stop and stop in text]
+    if sampling.stop_on_repeat > 0 and (repeat := first_repeat(text, sampling.stop_on_repeat)) is not None:
+        cuts.append(repeat)
     if not cuts:
         return generation
-    return replace(generation, text=generation.text[: min(cuts)], finish_reason="stop")
+    return replace(generation, text=text[: min(cuts)], finish_reason="stop")
 
 
 class Backtranslate(Stage):

@@ -54,7 +54,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -75,6 +75,7 @@ from bft.generation.layout import batch_jobs_dir, batch_ledger, journal_dir
 from bft.generation.method.stages import Request, Stage
 from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG
 from bft.generation.records import Generation
+from bft.generation.run.cached_replies import sampling_key
 from bft.generation.run.journal import Journal
 from bft.generation.run.stats import StageStats
 
@@ -87,7 +88,7 @@ SUBMIT_GRACE = 30.0  # seconds a stopping run waits for a submit in flight to en
 def custom_id(stage: str, document_id: str, sample: int, request: Request, model: str | None, sampling) -> str:
     """The item's name in the provider's files and in the ledger, the same in every run: the stage, a hash of
     the document id, the sample number and a hash of the request (at most 58 of the 64 characters allowed)."""
-    asked = [request.mode, request.text, request.top_n, model, asdict(sampling)]
+    asked = [request.mode, request.text, request.top_n, model, sampling_key(sampling)]
     request_hash = hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:24]
     return f"{stage}-{document_hash(document_id)}-{sample}-{request_hash}"
 

@@ -10,8 +10,8 @@ back whole is stored (`run/request_cache.py`) under a key made of what decides i
   names, sizes and times (`local_revision`); and the API route (TGI `/generate` or OpenAI's), which decides
   how the server reads the prompt;
 - **the whole request**: chat or raw, the text after templating, escaping and prefill, every sampling
-  parameter (`temperature`, `top_p`, `max_tokens`, `stop`, `seed`), and the sample's number when a stage asks
-  several (`curate.samples`).
+  parameter (`temperature`, `top_p`, `max_tokens`, `stop`, `seed`, and `stop_on_repeat` when set: the stored
+  reply is the one bft cut), and the sample's number when a stage asks several (`curate.samples`).
 
 Not in the key: the endpoint's URL (the same model on another host answers the same), a threshold, a filter,
 the stage's place in the run, the output folder. A changed `min_score` therefore asks nothing; a changed
@@ -28,6 +28,9 @@ limits are the same, so the document is cut to the same length without asking ag
 A sampled reply (temperature above 0, no seed) is stored once and is then the reply: a rerun reads the
 same sample. For new samples, set a seed or run with `--no-cache`.
 
+A cached reply's provenance names the server that first gave it: its kind, the version it said of itself and,
+for a server bft started, the engine arguments it passed (an entry stored before these were kept has none).
+
 A run opens the cache it answers from with `open_replies` (`cache.mode`), in `cache_folder`.
 """
 
@@ -39,7 +42,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bft.generation.config import GenerateConfig
+from bft.generation.config import GenerateConfig, SamplingConfig
+from bft.generation.endpoints.failures import VALIDATION_RE
 from bft.generation.errors import RequestRejected
 from bft.generation.method.stages import Request, Stage
 from bft.generation.reasons import INPUT_TOO_LONG
@@ -59,6 +63,8 @@ class CachedEndpoint:
     model_revision: str | None
     api: str | None
     server_kind: str | None
+    version: str | None  # the version that server said of itself (None: it said none, or an entry stored before)
+    server_args: str | None  # a server bft started: the engine arguments it passed
     first_asked_at: str
     first_asked_endpoint: str | None
     first_asked_run: str | None
@@ -96,6 +102,15 @@ def request_key(model: object, request: Request, sampling: dict, sample: int = 0
     return hashlib.sha256(json.dumps(decided_by, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
 
+def sampling_key(sampling: SamplingConfig) -> dict:
+    """The sampling settings as the key holds them: every field, but a hang-up on repeats only when asked
+    (`stop_on_repeat` came after the cache; left out at 0 so the replies stored before it still answer)."""
+    fields = asdict(sampling)
+    if not fields.get("stop_on_repeat"):
+        fields.pop("stop_on_repeat", None)
+    return fields
+
+
 class ReplyCache:
     """The engine's view of the request cache: keys for a stage's requests, hits, and what to store."""
 
@@ -112,7 +127,7 @@ class ReplyCache:
             # one identity for the pool: every member's, when they differ (a reply of either would not do)
             served = sorted({served_model(stage, endpoint) for endpoint in endpoints}, key=str)
             model = list(served[0]) if len(served) == 1 else [list(s) for s in served]
-            decided = self._decided[stage.name] = (model, asdict(stage.sampling))
+            decided = self._decided[stage.name] = (model, sampling_key(stage.sampling))
         return request_key(decided[0], request, decided[1], sample)
 
     def lookup(
@@ -124,11 +139,9 @@ class ReplyCache:
         if entry is None:
             return None
         if entry.get("kind") == "refused":
-            return (
-                RequestRejected(entry["reason"], entry["detail"])
-                if entry.get("limits") == _limits(endpoints[0])
-                else None
-            )
+            if entry.get("limits") != _limits(endpoints[0]) or VALIDATION_RE.search(entry.get("detail") or ""):
+                return None  # another context; or a schema refusal earlier bft misread as too long: ask again
+            return RequestRejected(entry["reason"], entry["detail"])
         wanted = request.top_n or 0
         if wanted > entry.get("top_n", 0):
             return None
@@ -139,6 +152,8 @@ class ReplyCache:
             model_revision=entry.get("model_revision"),
             api=entry.get("api"),
             server_kind=entry.get("server"),
+            version=entry.get("server_version"),
+            server_args=entry.get("server_args"),
             first_asked_at=entry.get("asked_at", ""),
             first_asked_endpoint=entry.get("endpoint"),
             first_asked_run=entry.get("run"),
@@ -176,6 +191,8 @@ class ReplyCache:
             "model_revision": endpoint.model_revision,
             "api": endpoint.api,
             "server": endpoint.server_kind,
+            "server_version": getattr(endpoint, "version", None),  # (a batch's source has none)
+            "server_args": getattr(endpoint, "server_args", None),
             "endpoint": endpoint.name,
             "run": self.run,
             "asked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

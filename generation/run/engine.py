@@ -184,7 +184,8 @@ class Engine:
             sent = time.monotonic()
             # no deadline on the reply's length: the endpoint abandons it only after `request_timeout`
             # seconds of silence (`endpoints/silence.py`)
-            answer = await send(request.text, config.model, stage.sampling, top_n=request.top_n)
+            tags = config.reasoning_tags
+            answer = await send(request.text, config.model, stage.sampling, top_n=request.top_n, reasoning_tags=tags)
             stats.answered_in(time.monotonic() - sent)
             return answer
 

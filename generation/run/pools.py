@@ -23,6 +23,7 @@ from bft.generation.endpoints.pool import EndpointPool
 from bft.generation.endpoints.served_tokenizer import tokenizer_of_endpoint
 from bft.generation.errors import ConfigError
 from bft.generation.method.stages import Stage
+from bft.generation.run.servers import started_args
 from bft.generation.run.stats import RunStats
 
 TGI_MAX_TOP_N_TOKENS = 5  # TGI's launcher default for --max-top-n-tokens (not in /info)
@@ -65,6 +66,10 @@ async def probe_endpoints(config: GenerateConfig, stages) -> dict[str, Endpoint]
         for url in dict.fromkeys(url for stage in stages for url in stage.config.endpoints or config.endpoints):
             endpoints[url] = Endpoint(url, token=token, timeout=config.request_timeout, stream=config.stream)
             await endpoints[url].probe()
+        for stage in stages:  # a server bft started: the engine arguments it passed, for provenance
+            if (args := started_args(stage.config)) is not None:
+                for url in stage.config.endpoints:
+                    endpoints[url].server_args = args
     except BaseException:
         for endpoint in endpoints.values():
             await endpoint.close()
@@ -132,12 +137,6 @@ def check_parameters(stage: Stage, endpoint: Endpoint) -> None:
         raise ConfigError(
             f"{stage.name}: {endpoint.name} is TGI, which serves at most {TGI_MAX_TOP_N_TOKENS} top_n_tokens by "
             f"default (--max-top-n-tokens) and {stage.name}.top_n_tokens asks {stage.top_n}: lower it"
-        )
-    stops = len(stage.config.sampling.stop)
-    if endpoint.max_stop_sequences is not None and stops > endpoint.max_stop_sequences:
-        raise ConfigError(
-            f"{stage.name}: {endpoint.name} takes at most {endpoint.max_stop_sequences} stop sequences "
-            f"(TGI /info max_stop_sequences) and {stage.name}.sampling.stop has {stops}"
         )
 
 

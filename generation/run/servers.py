@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bft.generation.config import ServeConfig
@@ -349,15 +349,34 @@ class RunServers:
 
 def point_stages(config, stages: dict[str, ServeSpec], urls: dict[ServeSpec, list[str]]) -> None:
     """Each served stage sends to its spec's replicas (`urls`) and asks for the model they serve. A stage waits
-    for a replica being restarted at least as long as one may take to start."""
+    for a replica being restarted at least as long as one may take to start. Its `serve` becomes what was started
+    for it, so that its endpoints are known as bft's, with their engine arguments (`started_args`)."""
     for name, spec in stages.items():
         stage = config.stage(name)
         stage.endpoints = list(urls[spec])
+        stage.serve = replace(  # (its other settings, replicas and restarts, stay the run's)
+            stage.serve or config.serve,
+            engine=spec.engine,
+            model=spec.model,
+            name=spec.served_name,
+            python=spec.python,
+            args=list(spec.args),
+            order=None,  # (a run setting, which a stage's serve may not hold)
+        )
         stage.model = stage.model or spec.served_name
         if stage.mode == "raw" and stage.raw_format == "chat_template" and not stage.tokenizer:
             stage.tokenizer = spec.model  # the served model's own tokenizer
         if spec.max_restarts and config.endpoints_down_timeout < spec.startup_timeout:
             config.endpoints_down_timeout = spec.startup_timeout
+
+
+def started_args(stage) -> str | None:
+    """The engine arguments of the servers bft started for a stage it pointed at them (`point_stages`), as one
+    text ("" for none), for each record's provenance; None for a stage whose endpoints are not bft's."""
+    serve = stage.serve
+    if serve is None or not serve.engine or not stage.endpoints:
+        return None
+    return " ".join(serve.args)
 
 
 def timing(entered: float | None, ready: float | None, left: float | None) -> dict:

@@ -30,9 +30,11 @@ def test_local_paths_and_private_hosts_take_their_public_form():
         "corpus": {"path": "/home/ana/dolma"},
         "endpoints": ["http://node3:8080"],
         "curate": {"tokenizer": "/m/t"},
+        "serve": {"args": ["--download-dir /scratch/hf", "--chat-template=/home/ana/t.jinja", "-tp 4"]},
     }
     assert public_value(config) == {"corpus": {"path": "dolma"}, "endpoints": ["http://<private-host>:8080"],
-                                    "curate": {"tokenizer": "t"}}  # fmt: skip
+                                    "curate": {"tokenizer": "t"},
+                                    "serve": {"args": ["--download-dir hf", "--chat-template=t.jinja", "-tp 4"]}}  # fmt: skip
 
 
 def every_string(value):

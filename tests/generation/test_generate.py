@@ -179,6 +179,62 @@ def test_stop_sequences_are_honoured_when_the_server_ignores_them(tmp_path, stre
         assert reply["raw_output"].startswith(" 5\nNow another pair. Score: 1 and so on")
 
 
+@pytest.mark.parametrize("flavor", ["tgi", "vllm"])
+def test_more_stop_sequences_than_the_server_takes_are_sent_up_to_its_limit_and_the_rest_watched(tmp_path, flavor):
+    """TGI (`/info` max_stop_sequences) and vLLM (VLLM_MAX_STOP_STRINGS, 4) refuse a request with more stops than
+    they take, every request alike (the demo's rewrite has 5: on vLLM every rewrite was refused, and read as a
+    prompt too long). bft sends the first ones up to the limit and cuts at the others itself."""
+    stops = ["[/RES]", "\n\nQuestion:", "\n\n[RES]", "\n\nThe answer", "\n\nEND"]
+    past_the_fifth = lambda r: (  # noqa: E731
+        Reply("[RES] A good answer.\n\nEND of it, and more after." + RAMBLE)
+        if prompt_kind(r.prompt) == "rewrite"
+        else paper_model(r)
+    )
+    config = write_config(tmp_path / "c.yaml", {"rewrite": {"sampling": {"stop": stops, "max_tokens": 4000}}})
+    with TGITestServer(past_the_fifth, flavor=flavor, tgi_info=flavor == "tgi") as server:
+        args = ("--out", tmp_path / "o", "--endpoint", server.url, "--config", config, "--limit", 2)
+        assert generate(DEMO_CORPUS, *args) == 0
+        sent = [r.payload.get("stop") or r.payload.get("parameters", {}).get("stop") for r in server.requests]
+    assert [stop for stop in sent if stop and len(stop) > 1] == [stops[:4]] * 2  # the two rewrites, at the limit
+    rewritten = load(tmp_path / "o", "rewritten")
+    assert list(rewritten["response"]) == ["A good answer."] * 2
+    if flavor == "vllm":  # streamed: hung up on at the fifth stop, as at any other (not read to the ramble's end)
+        assert rewritten[0]["provenance"][2]["raw_output"] == "[RES] A good answer."
+
+
+LOOP = "Feed the starter flour and water every day, and keep it somewhere warm.\n\n"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_rewrite_that_loops_is_cut_where_it_repeats_when_the_stage_asks(tmp_path, stream):
+    """A small model says its answer, then says it again until `max_tokens` (7 of 17 demo rewrites did):
+    `stop_on_repeat` makes the reply end before the repeat, so it becomes a row, and a streamed one is hung up
+    on there, so the rest is not generated. Without it the reply is the token limit's: truncated."""
+    looping = lambda r: (  # noqa: E731
+        Reply("[RES]\n" + LOOP * 200, token_delay=0.005) if prompt_kind(r.prompt) == "rewrite" else paper_model(r)
+    )
+    rewrite = {"sampling": {"stop": ["[/RES]"], "max_tokens": 1000}}
+    for asked in (30, 0):
+        rewrite["sampling"]["stop_on_repeat"] = asked
+        config = write_config(tmp_path / f"c{asked}.yaml", {"stream": stream, "rewrite": rewrite})
+        out = tmp_path / f"o{asked}"
+        with TGITestServer(looping, tgi_info=False, flavor="vllm") as server:
+            args = ("--out", out, "--endpoint", server.url, "--config", config, "--limit", 2, "--no-cache")
+            assert generate(DEMO_CORPUS, *args) == 0
+            streamed = server.tokens_streamed
+        if asked:
+            rewritten = load(out, "rewritten")
+            assert list(rewritten["response"]) == [LOOP.strip()] * 2
+            reply = rewritten[0]["provenance"][2]
+            if stream:  # hung up at the repeat: the reply as bft cut it, and most of the loop never generated
+                assert (reply["raw_output"], reply["finish_reason"]) == ("[RES]\n" + LOOP, "stop")
+                assert streamed < 500  # of 2 x 1,000 the loops would take, with the other stages few
+            else:  # a whole reply, kept as it came (to its token limit), cut by the stage
+                assert reply["finish_reason"] == "length" and reply["raw_output"].count(LOOP) > 10
+        else:
+            assert list(load(out, "rejected")["reason"]) == ["rewrite_truncated"] * 2
+
+
 def test_overload_and_server_errors_are_retried(tmp_path):
     script = Sequence(
         [Fault(429, "Model is overloaded", "overloaded"), Fault(503, "unhealthy", "unhealthy"), Fault(reset=True)]

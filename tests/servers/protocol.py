@@ -107,13 +107,16 @@ def finish_at(generated: int, max_new_tokens: int) -> str:
 # -- bodies --------------------------------------------------------------------------------------------------
 
 
+MAX_STOP_SEQUENCES = 4  # TGI's `--max-stop-sequences` default (its `/info`); vLLM's VLLM_MAX_STOP_STRINGS default
+
+
 def info(
     model_id: str | None,
     *,
     model_sha: str | None = None,
     max_concurrent_requests: int = 128,
     max_best_of: int = 2,
-    max_stop_sequences: int = 4,
+    max_stop_sequences: int = MAX_STOP_SEQUENCES,
     max_input_tokens: int = 4095,
     max_total_tokens: int = 8192,
     validation_workers: int = 2,
@@ -327,6 +330,27 @@ def too_long(flavor: str, limit: int, given: int, max_new: int) -> tuple[int, di
         f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {limit}. "
         f"Given: {given} `inputs` tokens and {max_new} `max_new_tokens`"
     )
+    return 422, error_body(flavor, 422, message, "validation")
+
+
+def too_many_stops(flavor: str, given: int) -> tuple[int, dict] | None:
+    """A request with more stop sequences than the server takes, refused in its words (None: it takes them).
+    vLLM 0.32: the `stop` field's `max_length` (`vllm/entrypoints/generate/base/protocol.py` StopParam), refused
+    by FastAPI's request validation as pydantic words it (seen on the real server); TGI: its router's
+    `ValidationError::StopSequence` (`router/src/validation.rs`), 422."""
+    if given <= MAX_STOP_SEQUENCES or flavor == "sglang":
+        return None
+    if flavor == "vllm":
+        items = f"'<list of {given} items>'"
+        message = (
+            "2 validation errors:\n"
+            f"  {{'type': 'string_type', 'loc': 'body.stop', 'msg': 'Input should be a valid string', 'input': {items}}}\n"
+            f"  {{'type': 'too_long', 'loc': 'body.stop', 'msg': 'List should have at most {MAX_STOP_SEQUENCES} items "
+            f"after validation, not {given}', 'input': {items}, 'ctx': {{'field_type': 'List', 'max_length': "
+            f"{MAX_STOP_SEQUENCES}, 'actual_length': {given}}}}}"
+        )
+        return 400, error_body(flavor, 400, message, "Bad Request", "body.stop")  # (as the real server names them)
+    message = f"Input validation error: `stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {given}"
     return 422, error_body(flavor, 422, message, "validation")
 
 

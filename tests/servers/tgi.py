@@ -227,6 +227,11 @@ class TGITestServer:
                 self.requests.append(seen)
             status, refusal = protocol.too_long(self.flavor, self.max_total_tokens, given, max_new)
             return self._send(handler, status, refusal)
+        stops = payload.get("stop") or (payload.get("parameters") or {}).get("stop") or []
+        if (refused := protocol.too_many_stops(self.flavor, len(stops) if isinstance(stops, list) else 1)) is not None:
+            with self.lock:
+                self.requests.append(seen)
+            return self._send(handler, *refused)
         if self.flavor == "tgi" and route == protocol.CHAT and not 0 < payload.get("top_p", 0.5) < 1:
             with self.lock:
                 self.requests.append(seen)

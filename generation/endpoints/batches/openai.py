@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -78,12 +78,15 @@ def request_line(item: BatchItem) -> bytes:
     ones to `/v1/completions`, with the live request's body (not streamed). A `model` of None is left out
     (vLLM's `run_batch` serves its one model; OpenAI needs one, which `OpenAIBatches.line` checks)."""
     model = item.model or ""
+    # at most 4 stop sequences: OpenAI's `stop` ("Up to 4 sequences") and vLLM's VLLM_MAX_STOP_STRINGS; the
+    # stage cuts each reply at any of the others (`method/stages.honour_stops`)
+    sampling = replace(item.sampling, stop=item.sampling.stop[: protocols.VLLM_MAX_STOP_STRINGS])
     if item.mode == "chat":
         url = CHAT_URL
-        body = protocols.chat_request(item.text, None, model, item.sampling, item.top_n, tgi=False, stream=False)
+        body = protocols.chat_request(item.text, None, model, sampling, item.top_n, tgi=False, stream=False)
     else:
         url = COMPLETIONS_URL
-        body = protocols.completion_request(item.text, model, item.sampling, item.top_n, stream=False)
+        body = protocols.completion_request(item.text, model, sampling, item.top_n, stream=False)
     if item.model is None:
         del body["model"]
     line = {"custom_id": item.custom_id, "method": "POST", "url": url, "body": body}

@@ -9,6 +9,7 @@ from bft.generation.endpoints.failures import status_error
 from bft.generation.endpoints.protocols import read_chat
 from bft.generation.errors import BftError, EndpointError, EndpointFailure, RequestRejected, RetryableError
 from bft.generation.reasons import INPUT_INVALID, INPUT_TOO_LONG
+from tests.servers.protocol import too_many_stops
 
 URL = "http://127.0.0.1:8000/v1/chat/completions"
 
@@ -49,6 +50,15 @@ def test_a_prompt_over_the_context_is_refused_as_too_long_and_other_refusals_as_
         "seed",
         "HTTP 400: `seed` is not supported",
     )
+
+
+def test_a_schema_refusal_worded_with_max_length_is_invalid_not_too_long():
+    """vLLM 0.32 refuses a fifth stop string through pydantic, whose words hold "max_length" (seen on the real
+    server); read as too long, every document was rejected as one that cannot be cut to fit."""
+    _, body = too_many_stops("vllm", 5)
+    refused = status_error(400, json.dumps(body), URL)
+    assert isinstance(refused, RequestRejected) and refused.reason == INPUT_INVALID
+    assert "List should have at most 4 items after validation, not 5" in refused.detail
 
 
 def test_a_dead_vllm_engine_is_its_own_cause():

@@ -12,6 +12,7 @@ import json
 import socket
 import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -482,3 +483,11 @@ def test_failed_lines_as_the_reference_writes_them_say_why():
     assert read_output_line(unreadable)[1].kind == "errored"
     with pytest.raises(RetryableError, match="without a custom_id"):
         read_output_line({"id": "r", "response": None})
+
+
+def test_a_line_carries_at_most_the_four_stop_sequences_the_api_takes():
+    """OpenAI's `stop` takes up to 4 sequences and vLLM's run_batch the same; a stage with more (the demo's
+    rewrite has 5) sends the first 4, and the stage cuts its replies at the others."""
+    stops = ["[/RES]", "\n\nQuestion:", "\n\n[RES]", "\n\nThe answer", "\n\n[Draft Response]"]
+    item = BatchItem("chat-0", "chat", "Hello", "gpt-test", replace(SAMPLING, stop=stops))  # type: ignore[arg-type]
+    assert json.loads(request_line(item))["body"]["stop"] == stops[:4]

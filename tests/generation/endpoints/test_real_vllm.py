@@ -162,6 +162,8 @@ def test_the_demo_settings_run_on_vllm_raw_with_the_chat_template_prefills_and_e
     assert result.returncode == 0, result.stderr[-3000:]
     s = stats(out)
     assert s["backtranslate"]["entered"] == 4 and s["curate"]["entered"] == s["backtranslate"]["kept"] > 0
+    # the rewrite's 5 stops, one more than vLLM takes: sent 4, the fifth watched by bft (no request refused)
+    assert s["rewrite"]["entered"] > 0 and not any(r.startswith("input_") for r in s["rewrite"]["rejected_by_reason"])
     curated = load_dataset(str(out), "curated", split="train")
     assert all(1.0 <= score <= 5.0 for score in curated["score"])
     provenance = curated[0]["provenance"]
@@ -305,6 +307,7 @@ def exchanges(url: str, model: str) -> dict:
         "models": json.loads(call("/v1/models")),
         "tokenize": json.loads(call("/tokenize", {"model": model, "prompt": "Hello there"})),
         "too_long": json.loads(call("/v1/completions", {"model": model, "prompt": "word " * 5000, "max_tokens": 4})),
+        "five_stops": json.loads(call("/v1/completions", {"model": model, "prompt": "Hi", "stop": list("abcde")})),
         "chat_first": chat[0],
         "chat_token": chat[1],
         "chat_usage": chat[-1],
@@ -327,6 +330,11 @@ def test_the_test_servers_vllm_flavor_answers_as_the_real_vllm_does(vllm):
     assert real["too_long"]["error"]["message"].startswith(refusal)
     assert fake["too_long"]["error"]["message"].startswith(refusal)
     assert fake["too_long"]["error"]["param"] == real["too_long"]["error"]["param"] == "input_tokens"
+    # more stop strings than VLLM_MAX_STOP_STRINGS: refused by its request schema, in pydantic's words
+    limit = "List should have at most 4 items after validation, not 5"
+    for answer in (fake["five_stops"]["error"], real["five_stops"]["error"]):
+        assert (answer["type"], answer["param"], answer["code"]) == ("Bad Request", "body.stop", 400)
+        assert answer["message"].startswith("2 validation errors:") and limit in answer["message"]
 
 
 def test_a_server_killed_mid_run_and_started_again_loses_nothing(vllm, tmp_path):

@@ -111,3 +111,52 @@ def test_text_past_a_stop_sequence_ends_the_reply_there_and_a_stop_at_the_end_do
     first = Gathered(True, stops=["B", "A"])  # the earliest stop wins, whichever is listed first
     first.add(chat_chunk("xxAyyB and on"))
     assert first.stopped and first.body()["choices"][0]["message"]["content"] == "xx"
+
+
+LOOP = "The starter needs flour and water every day. Keep it warm.\n\n"
+
+
+def test_a_reply_that_repeats_itself_is_hung_up_on_where_the_repeat_begins():
+    """With `repeat_chars`, a sentence or line said a second time ends the reply before it: bft hangs up
+    (stopped), the text is what came before, the finish `stop`; short units and text still arriving don't count."""
+    looping = Gathered(True, repeat_chars=20)
+    pieces = [piece + " " for piece in (LOOP * 3).split(" ")]
+    fed = 0
+    while not looping.stopped:
+        looping.add(chat_chunk(pieces[fed]))
+        fed += 1
+    assert fed < len(pieces) * 2 // 3  # hung up in the second round, not at the end
+    choice = looping.body()["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == (LOOP, "stop")
+
+    short = Gathered(False, repeat_chars=20)  # "Keep it warm." (13 characters) twice is not a loop
+    short.add(
+        {
+            "choices": [
+                {"index": 0, "text": "Keep it warm. Feed it daily. Keep it warm. Done", "finish_reason": "length"}
+            ]
+        }
+    )
+    assert not short.stopped and short.body()["choices"][0]["finish_reason"] == "length"
+
+    off = Gathered(True)  # not asked: the loop is read to its end, as the server sent it
+    off.add(chat_chunk(LOOP * 3, finish="length"))
+    assert not off.stopped and off.body()["choices"][0]["message"]["content"] == LOOP * 3
+
+
+def test_repeats_are_looked_for_in_the_answer_not_in_inline_reasoning():
+    """A server without a reasoning parser sends `<think>...</think>` as content: the reasoning may loop and the
+    answer may say again what the reasoning said; neither is the answer repeating itself (the stage, on a whole
+    reply, looks only past the reasoning too)."""
+    tags = ["<think>", "</think>"]
+    said = "The sky is blue because of scattering. "
+    reply = Gathered(True, repeat_chars=10, reasoning_tags=tags)
+    for piece in ("<think>\n", said, said, "\n</think>\n"):
+        reply.add(chat_chunk(piece))  # a loop inside the reasoning (while open, then closed)
+        assert not reply.stopped
+    for piece in (said, "It scatters light. "):
+        reply.add(chat_chunk(piece))  # the answer says once what the reasoning said
+    assert not reply.stopped
+    reply.add(chat_chunk("It scatters light. And more."))  # now the answer repeats itself
+    text = reply.body()["choices"][0]["message"]["content"]
+    assert reply.stopped and text == f"<think>\n{said}{said}\n</think>\n{said}It scatters light. "

@@ -23,8 +23,11 @@ import pytest
 import yaml
 
 from bft.generation.cli import main
+from bft.generation.config import SamplingConfig
 from bft.generation.corpus.documents import read_corpus
 from bft.generation.layout import batch_ledger, config_file, journal_dir, read_rows
+from bft.generation.method.stages import Request
+from bft.generation.run.batching import custom_id
 from bft.generation.run.journal import Journal
 from tests.paths import DEMO_CORPUS
 from tests.servers import anthropic_batch, openai_batch
@@ -502,3 +505,12 @@ def test_a_missing_api_key_is_named_before_any_request(tmp_path, capsys):
         assert generate(arguments(tmp_path / "out", tgi.url, batch_config(tmp_path, "openai", provider.url))) == 2
         assert tgi.requests == [] and provider.batches == {}
     assert f"needs an API key in ${KEY_ENV} (rewrite.batch.token_env), which is not set" in capsys.readouterr().err
+
+
+def test_an_items_custom_id_is_the_one_earlier_bft_gave_it_so_a_resumed_batch_is_found():
+    """A pending batch is resumed by its items' custom_ids: a setting that bft added later (`stop_on_repeat`,
+    never sent to the provider) must not change them at its default, or an upgraded bft would submit and pay
+    for the same requests again. The id below is the one bft gave before the setting existed."""
+    sampling = SamplingConfig(temperature=0.7, max_tokens=256, stop=["[/RES]"], seed=0)
+    item = custom_id("rewrite", "doc-1", 0, Request("chat", "Hello"), "gpt-4o", sampling)
+    assert item == "rewrite-bb0e4f49443794d9-0-365cc7b1dcffccc4033c8ee4"

@@ -10,17 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import yaml
 from datasets import load_dataset
 
 from bft.generation.cli import main
+from bft.generation.config import SamplingConfig
+from bft.generation.errors import RequestRejected
 from bft.generation.method.prompts import PROMPT_DIR
-from bft.generation.run.request_cache import cache_info
+from bft.generation.method.stages import Request
+from bft.generation.run.cached_replies import ReplyCache, request_key, sampling_key
+from bft.generation.run.request_cache import RequestCache, cache_info
 from bft.generation.run.stats import StageStats
 from tests.paths import DEMO_CORPUS
 from tests.servers.models import Reply, paper_model, prompt_kind
+from tests.servers.protocol import too_many_stops
 from tests.servers.tgi import TGITestServer
 
 CACHE_FIELDS = ("cached", "first_asked_at", "first_asked_endpoint", "first_asked_run")
@@ -365,3 +371,31 @@ def test_a_model_trained_again_into_its_folder_is_asked_anew(tmp_path):
         (model / "model.safetensors").write_bytes(b"weights of the second training, longer")
         assert generate(DEMO_CORPUS, "--out", tmp_path / "c", *common) == 0
         assert len(server.requests) == 4
+
+
+def test_replies_stored_before_the_repeat_hang_up_existed_still_answer_and_asking_for_it_asks_anew():
+    """`sampling.stop_on_repeat` came after the cache: left at 0 it must not change any key (every stored reply
+    would be asked again: the key below is the one bft computed before the setting existed); set, the stored
+    reply is the cut one, so it is another request."""
+
+    def key(**settings):
+        sampling = SamplingConfig(temperature=0.7, stop=["[/RES]"], seed=0, **settings)
+        return request_key(["m", "r", "openai"], Request("chat", "Hello"), sampling_key(sampling))
+
+    assert key() == "76115726bdfb503518c4fd138058481264407f2563e530d6d6407d915e9f0f13"
+    assert key(stop_on_repeat=0) == key() != key(stop_on_repeat=40) != key(stop_on_repeat=60)
+
+
+def test_a_schema_refusal_stored_as_too_long_by_an_earlier_bft_is_asked_again(tmp_path):
+    """bft once read vLLM's refusal of a fifth stop string (pydantic's "max_length" words) as a prompt too
+    long and stored it; replayed, every such request would stay refused and its document be cut. A stored
+    refusal in a schema's words is asked again; one in the server's context words is still replayed."""
+    endpoint = types.SimpleNamespace(max_input_tokens=None, max_total_tokens=4096, name="http://127.0.0.1:8000")
+    endpoint.__dict__.update(model_id="m", model_revision=None, api="openai", server_kind="vllm")
+    cache = ReplyCache(RequestCache(tmp_path / "cache"), run=str(tmp_path / "o"))
+    _, schema = too_many_stops("vllm", 5)
+    for key, detail in (("a", f"HTTP 400: {schema['error']['message']}"), ("b", "HTTP 400: maximum context length")):
+        cache.remember_refusal(key, RequestRejected("input_too_long", detail), endpoint)
+    assert cache.lookup("a", Request("raw", "x"), [endpoint]) is None
+    replayed = cache.lookup("b", Request("raw", "x"), [endpoint])
+    assert isinstance(replayed, RequestRejected) and replayed.reason == "input_too_long"
