@@ -227,13 +227,7 @@ class Endpoint:
         model_name = model or self.model_id or "tgi"
         sent = self.sendable(sampling)
         payload = protocols.chat_request(message, system, model_name, sent, top_n, self.api == "tgi", self.stream)
-        body, _ = await self.transport.post(
-            "/v1/chat/completions",
-            payload,
-            stops=sampling.stop,
-            repeat_chars=sampling.stop_on_repeat,
-            reasoning_tags=reasoning_tags,
-        )
+        body = await self._post_generation("/v1/chat/completions", payload, sampling, reasoning_tags)
         return self._generation(protocols.read_chat(body, top_n), sampling)
 
     async def complete(
@@ -251,14 +245,18 @@ class Endpoint:
             # no `sampling`: the room check is for OpenAI routes, where vLLM lowers `max_tokens` without a word
             return self._generation(protocols.read_generate(body, headers, top_n), None)
         payload = protocols.completion_request(prompt, model or self.model_id or "default", sent, top_n, self.stream)
-        body, _ = await self.transport.post(
-            "/v1/completions",
-            payload,
-            stops=sampling.stop,
-            repeat_chars=sampling.stop_on_repeat,
-            reasoning_tags=reasoning_tags,
-        )
+        body = await self._post_generation("/v1/completions", payload, sampling, reasoning_tags)
         return self._generation(protocols.read_completion(body, top_n), sampling)
+
+    async def _post_generation(
+        self, route: str, payload: dict, sampling: SamplingConfig, reasoning_tags: list[str] | tuple[str, ...]
+    ) -> dict[str, Any]:
+        """POST a generation to an OpenAI route, its stream watched for every stop of the stage (the payload may
+        carry fewer: `sendable`) and, when the stage asks, for a repeat past any inline reasoning."""
+        body, _ = await self.transport.post(
+            route, payload, stops=sampling.stop, repeat_chars=sampling.stop_on_repeat, reasoning_tags=reasoning_tags
+        )
+        return body
 
     def sendable(self, sampling: SamplingConfig) -> SamplingConfig:
         """`sampling` as this server takes it: no more stop sequences than it accepts (TGI's `/info`
